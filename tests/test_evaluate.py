@@ -1,0 +1,271 @@
+"""Tests of chromoseg.engine.evaluate and the `chromoseg evaluate` command (tiny synthetic sets)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chromoseg.engine.evaluate import EvaluationError, evaluate, perfect_results, write_report
+
+H = W = 64
+MFISH_TEST = Path(__file__).resolve().parents[1] / "datasets" / "mfish" / "test.json"
+
+
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _rect(x0, y0, x1, y1) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def make_gt(box_only: bool = False) -> dict:
+    """3 images, 7 instances, classes 1, 2, 23 (X), 7; one annotation as a polygon."""
+    layout = {
+        1: [((4, 4, 14, 40), 1), ((20, 6, 30, 30), 2), ((40, 10, 60, 18), 23)],
+        2: [((5, 40, 25, 50), 1), ((30, 30, 38, 60), 7)],
+        3: [((10, 10, 20, 20), 2), ((40, 40, 56, 52), 7)],
+    }
+    images, anns = [], []
+    for iid, objs in layout.items():
+        images.append({"id": iid, "file_name": f"img{iid}.png", "height": H, "width": W})
+        for (x0, y0, x1, y1), cat in objs:
+            ann = {"id": len(anns) + 1, "image_id": iid, "category_id": cat,
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+            if not box_only:
+                if iid == 3 and cat == 7:  # a polygon (pixel-square outline)
+                    ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+                else:
+                    ann["segmentation"] = _rle(_rect(x0, y0, x1, y1))
+            anns.append(ann)
+    from chromoseg.data.classes import coco_categories
+
+    data = {"images": images, "annotations": anns, "categories": coco_categories()}
+    if box_only:
+        data["chromoseg"] = {"box_only": True}
+    return data
+
+
+def ap(report, mode, iou_type, key="AP"):
+    return report["metrics"][mode][iou_type][key]
+
+
+def test_perfect_predictions_score_one():
+    gt = make_gt()
+    res = perfect_results(gt)
+    assert len(res) == 7 and all(r["score"] == 1.0 for r in res)
+    rep = evaluate(gt, res)
+    for mode in ("multi", "binary"):
+        for t in ("segm", "bbox"):
+            for key in ("AP", "AP50", "AP75"):
+                assert ap(rep, mode, t, key) == pytest.approx(1.0), (mode, t, key)
+    assert rep["score_threshold"] == 0.5 and "0.5" in rep["threshold_note"]
+    assert rep["counts"]["images"] == 3 and rep["counts"]["annotations"] == 7
+    assert rep["counts"]["detections_used"] == 7
+    pc = rep["metrics"]["multi"]["segm"]["per_class"]
+    assert pc["1"]["AP"] == pytest.approx(1.0) and pc["X"]["AP"] == pytest.approx(1.0)
+    assert pc["Y"]["AP"] is None and pc["Y"]["gt"] == 0  # no ground truth for Y
+    conf = rep["confusion"]
+    m = np.array(conf["matrix"])
+    assert m.shape == (25, 25) and conf["rows"][-1] == "background" and conf["cols"][-1] == "missed"
+    assert np.trace(m) == 7 and m.sum() == 7
+    assert conf["class_accuracy_of_matched"] == pytest.approx(1.0)
+    json.dumps(rep)  # JSON-ready
+
+
+def test_wrong_class_binary_one_multi_lower_and_off_diagonal():
+    gt = make_gt()
+    res = perfect_results(gt)
+    wrong = next(r for r in res if r["category_id"] == 23)
+    wrong["category_id"] = 24  # X predicted as Y
+    rep = evaluate(gt, res)
+    for t in ("segm", "bbox"):
+        assert ap(rep, "binary", t) == pytest.approx(1.0)
+        assert ap(rep, "multi", t) < 0.99
+    m = np.array(rep["confusion"]["matrix"])
+    assert m[22, 23] == 1  # row X (gt), column Y (predicted)
+    assert np.trace(m) == 6
+    assert rep["metrics"]["multi"]["segm"]["per_class"]["X"]["AP"] == pytest.approx(0.0)
+
+
+def test_missed_instance_lowers_ap50_and_counts_missed():
+    gt = make_gt()
+    res = perfect_results(gt)[1:]  # drop one instance (image 1, class 1)
+    rep = evaluate(gt, res)
+    assert ap(rep, "binary", "segm", "AP50") < 1.0
+    assert ap(rep, "multi", "segm", "AP50") < 1.0
+    assert ap(rep, "binary", "bbox", "AP50") < 1.0
+    m = np.array(rep["confusion"]["matrix"])
+    assert m[0, 24] == 1 and rep["confusion"]["missed"] == 1
+
+
+def test_threshold_changes_results_with_low_score_detections():
+    gt = make_gt()
+    res = perfect_results(gt)
+    # a confident false positive, and a true detection whose score is below 0.5
+    fp = {"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": _rle(_rect(45, 40, 60, 60)),
+          "bbox": [45, 40, 15, 20]}
+    res[0]["score"] = 0.3
+    res.append(fp)
+    paper = evaluate(gt, res, score_threshold=0.5)
+    coco = evaluate(gt, res, score_threshold=0)
+    assert paper["counts"]["detections_below_threshold"] == 1
+    assert coco["counts"]["detections_below_threshold"] == 0
+    assert coco["counts"]["detections_used"] == paper["counts"]["detections_used"] + 1
+    assert ap(paper, "binary", "segm") != pytest.approx(ap(coco, "binary", "segm"))
+    assert "standard COCO" in coco["threshold_note"]
+    assert paper["confusion"]["missed"] == 1 and coco["confusion"]["missed"] == 0
+    assert paper["confusion"]["false_detections"] == 1
+    # low-score duplicates: dropped at 0.5 (no unmatched detections); kept at 0 (but ranked after all
+    # true positives, so COCO's interpolated AP stays 1.0)
+    dup = perfect_results(gt) + [dict(r, score=0.2) for r in perfect_results(gt)]
+    assert evaluate(gt, dup)["confusion"]["false_detections"] == 0
+    assert evaluate(gt, dup, score_threshold=0)["confusion"]["false_detections"] == 7
+    assert ap(evaluate(gt, dup, score_threshold=0), "binary", "segm") == pytest.approx(1.0)
+
+
+def test_box_only_set_gets_bbox_only(tmp_path):
+    gt = make_gt(box_only=True)
+    res = perfect_results(gt)
+    assert all("segmentation" not in r for r in res)
+    rep = evaluate(gt, res)
+    assert rep["box_only"] is True
+    assert rep["iou_types"] == ["bbox"] and "segm" in rep["skipped_iou_types"]
+    assert "box-only" in rep["skipped_iou_types"]["segm"]
+    assert ap(rep, "multi", "bbox") == pytest.approx(1.0) and "segm" not in rep["metrics"]["multi"]
+    assert rep["confusion"]["iou"] == "box" and rep["confusion"]["correct_class"] == 7
+    paths = write_report(rep, tmp_path)
+    assert "box-only" in paths["markdown"].read_text()
+
+
+def test_per_image_has_masks_false_evaluates_segm_on_masked_images_only():
+    gt = make_gt()
+    gt["images"][2]["has_masks"] = False
+    res = perfect_results(gt)
+    rep = evaluate(gt, res)
+    assert rep["counts"]["images_with_masks"] == 2
+    assert rep["metrics"]["multi"]["segm"]["images"] == 2 and rep["metrics"]["multi"]["bbox"]["images"] == 3
+    assert ap(rep, "multi", "segm") == pytest.approx(1.0)
+    assert any("images that have masks" in w for w in rep["warnings"])
+
+
+def test_results_by_file_name_and_bad_entries_are_skipped_and_counted():
+    gt = make_gt()
+    res = perfect_results(gt)
+    by_name = []
+    for r in res:
+        r = dict(r)
+        iid = r.pop("image_id")
+        if iid == 1:
+            r["file_name"] = "some/folder/img1.png"  # matched by base name
+        else:
+            r["image_id"] = f"img{iid}.png"  # a file name in place of the id
+        by_name.append(r)
+    bad = [
+        {"image_id": 99, "category_id": 1, "score": 0.9, "bbox": [0, 0, 5, 5]},
+        {"file_name": "nope.png", "category_id": 1, "score": 0.9, "bbox": [0, 0, 5, 5]},
+        {"image_id": 1, "category_id": 25, "score": 0.9, "bbox": [0, 0, 5, 5]},
+        {"image_id": 1, "category_id": 0, "score": 0.9, "bbox": [0, 0, 5, 5]},
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]},
+    ]
+    rep = evaluate(gt, by_name + bad)
+    assert ap(rep, "multi", "segm") == pytest.approx(1.0)
+    assert rep["counts"]["detections_matched_by_file_name"] == 7
+    sk = rep["counts"]["skipped"]["results"]
+    assert sk["unknown_image"] == 2 and sk["category_outside_1-24"] == 2 and sk["missing_or_bad_score"] == 1
+    assert any("unknown image" in w and "99" in w for w in rep["warnings"])
+
+
+def test_gt_with_bad_categories_reported():
+    gt = make_gt()
+    gt["annotations"].append({"id": 100, "image_id": 1, "category_id": 30, "bbox": [1, 1, 2, 2],
+                              "segmentation": _rle(_rect(1, 1, 3, 3))})
+    rep = evaluate(gt, perfect_results(gt))
+    assert rep["counts"]["skipped"]["ground_truth"]["category_outside_1-24"] == 1
+    assert rep["counts"]["annotations"] == 7
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    gt = make_gt()
+    with pytest.raises(EvaluationError, match="not found.*missing.json"):
+        evaluate(tmp_path / "missing.json", [])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(EvaluationError, match="broken.json is not valid JSON"):
+        evaluate(broken, [])
+    with pytest.raises(EvaluationError, match="results file .*broken.json"):
+        evaluate(gt, broken)
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    with pytest.raises(EvaluationError, match="ground truth first"):
+        evaluate(perfect_results(gt), gt_path)  # swapped arguments
+    with pytest.raises(EvaluationError, match="list of detections"):
+        evaluate(gt_path, {"foo": 1})
+    with pytest.raises(EvaluationError, match="no 'annotations' list"):
+        evaluate({"images": []}, [])
+    with pytest.raises(EvaluationError, match="unknown mode"):
+        evaluate(gt, [], modes=("multiclass",))
+
+
+def test_no_detections_gives_zero_ap():
+    rep = evaluate(make_gt(), [])
+    assert ap(rep, "multi", "segm") == 0.0 and ap(rep, "binary", "bbox") == 0.0
+    assert rep["confusion"]["missed"] == 7
+
+
+def test_inputs_not_modified():
+    gt = make_gt()
+    res = perfect_results(gt)
+    gt0, res0 = copy.deepcopy(gt), copy.deepcopy(res)
+    evaluate(gt, res)
+    assert gt == gt0 and res == res0
+
+
+def test_cli_writes_outputs_and_help(tmp_path, capsys):
+    import argparse
+
+    from chromoseg.cli import CliError
+    from chromoseg.engine import eval_cli
+
+    parser = argparse.ArgumentParser(prog="chromoseg")
+    eval_cli.register(parser.add_subparsers(dest="command"))
+    gt = make_gt()
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(perfect_results(gt)))
+    out = tmp_path / "eval"
+    args = parser.parse_args(["evaluate", str(gt_path), str(res_path), "--score-threshold", "0",
+                              "--mode", "binary", "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "score threshold 0" in printed and "100.00" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["score_threshold"] == 0 and report["modes"] == ["binary"]
+    assert "score threshold: 0**" in (out / "summary.md").read_text()
+    csv = (out / "confusion_matrix.csv").read_text().splitlines()
+    assert len(csv) == 26 and csv[0].endswith("missed") and csv[-1].startswith("background")
+    args = parser.parse_args(["evaluate", str(tmp_path / "nope.json"), str(res_path)])
+    with pytest.raises(CliError, match="nope.json"):
+        args.func(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "--help"])
+    helptext = capsys.readouterr().out
+    assert "confidence score threshold of 0.5" in helptext and "binary" in helptext
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not MFISH_TEST.exists(), reason=f"{MFISH_TEST} not built yet")
+def test_real_mfish_perfect_predictions():
+    rep = evaluate(MFISH_TEST, perfect_results(MFISH_TEST), modes=("multi", "binary"))
+    for mode in ("multi", "binary"):
+        for t in rep["iou_types"]:
+            assert ap(rep, mode, t) == pytest.approx(1.0), (mode, t)
+    assert rep["counts"]["annotations"] > 0
