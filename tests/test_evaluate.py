@@ -269,3 +269,104 @@ def test_real_mfish_perfect_predictions():
         for t in rep["iou_types"]:
             assert ap(rep, mode, t) == pytest.approx(1.0), (mode, t)
     assert rep["counts"]["annotations"] > 0
+
+
+def _noisy_results(gt: dict, seed: int = 0) -> list[dict]:
+    """Shifted, partly wrong-class, partly low-score detections plus a few false positives."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for ann in gt["annotations"]:
+        x, y, w, h = ann["bbox"]
+        dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+        x0, y0 = max(0, x + dx), max(0, y + dy)
+        m = _rect(x0, y0, min(W, x0 + w), min(H, y0 + h))
+        cat = ann["category_id"] if rng.random() > 0.3 else int(rng.integers(1, 25))
+        out.append({"image_id": ann["image_id"], "category_id": cat, "score": float(rng.uniform(0.05, 1)),
+                    "segmentation": _rle(m), "bbox": [float(x0), float(y0), float(m.any(0).sum()), float(m.any(1).sum())]})
+    for iid in (1, 2, 3):
+        m = _rect(50, 50, 60, 62)
+        out.append({"image_id": iid, "category_id": 7, "score": float(rng.uniform(0, 1)),
+                    "segmentation": _rle(m), "bbox": [50.0, 50.0, 10.0, 12.0]})
+    return out
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_matches_plain_pycocotools(threshold):
+    """Independent check: the same numbers as pycocotools' own loadRes + COCOeval pipeline."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = make_gt()
+    res = _noisy_results(gt)
+    rep = evaluate(gt, res, score_threshold=threshold)
+    for binary in (False, True):
+        g = copy.deepcopy(gt)
+        r = [dict(d) for d in copy.deepcopy(res) if d["score"] >= threshold]
+        if binary:
+            g["categories"] = [{"id": 1, "name": "chromosome"}]
+            for a in g["annotations"] + r:
+                a["category_id"] = 1
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = g
+            coco_gt.createIndex()
+            for t in ("segm", "bbox"):
+                rr = copy.deepcopy(r)
+                if t == "bbox":  # loadRes would take the mask area otherwise
+                    for d in rr:
+                        d.pop("segmentation")
+                ev = COCOeval(coco_gt, coco_gt.loadRes(rr), t)
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+                mine = rep["metrics"]["binary" if binary else "multi"][t]
+                for k, name in enumerate(("AP", "AP50", "AP75")):
+                    assert mine[name] == pytest.approx(ev.stats[k]), (binary, t, name)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools decode on numpy 2
+def test_results_with_polygons_and_uncompressed_rle():
+    from pycocotools import mask as mask_utils
+
+    gt = make_gt()
+    res = perfect_results(gt)
+    # polygon in place of RLE, and uncompressed RLE
+    res[0]["segmentation"] = [[4, 4, 14, 4, 14, 40, 4, 40]]
+    m = mask_utils.decode(res[1]["segmentation"])
+    flat = m.flatten(order="F")
+    change = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))  # run starts (sentinel ends)
+    counts = np.diff(np.concatenate([[0], change])).tolist()
+    res[1]["segmentation"] = {"size": [H, W], "counts": counts}
+    del res[2]["bbox"]  # taken from the mask
+    rep = evaluate(gt, res)
+    assert ap(rep, "multi", "segm") == pytest.approx(1.0)
+    assert ap(rep, "multi", "bbox") == pytest.approx(1.0)
+
+
+def test_masks_of_the_wrong_size_are_skipped_with_a_warning():
+    gt = make_gt()
+    res = perfect_results(gt)
+    for r in res:
+        r["segmentation"] = _rle(np.zeros((32, 32), bool))
+    rep = evaluate(gt, res)
+    assert rep["counts"]["skipped"]["results"]["mask_size_differs_from_image"] == 7
+    assert any("most detections were skipped" in w for w in rep["warnings"])
+
+
+def test_chromoseg_main_evaluate(tmp_path, capsys):
+    from chromoseg import cli
+
+    if "chromoseg.engine.eval_cli" not in cli.COMMAND_MODULES:
+        pytest.skip("chromoseg.engine.eval_cli is not in chromoseg.cli.COMMAND_MODULES yet")
+    gt = make_gt()
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(perfect_results(gt)))
+    assert cli.main(["evaluate", str(gt_path), str(res_path)]) == 0
+    assert "score threshold 0.5" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("[1, 2")
+    assert cli.main(["evaluate", str(gt_path), str(tmp_path / "bad.json")]) == 2
+    assert "bad.json is not valid JSON" in capsys.readouterr().err

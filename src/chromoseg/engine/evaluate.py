@@ -612,6 +612,13 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
     dets, det_counts = _prepare_results(res_data, res_source, truth, score_threshold, log)
     log.finish(res_source, "detections")
     warnings = truth.warnings + log.warnings
+    n_skipped = sum(log.counts.values())
+    if n_skipped and n_skipped * 2 >= det_counts["detections_in_file"]:
+        warnings.insert(0, (
+            f"most detections were skipped ({n_skipped} of {det_counts['detections_in_file']}): check that "
+            f"{res_source} belongs to {gt_source} (same image ids or file names, masks of the original "
+            f"image size, categories 1-24)"
+        ))
 
     n_masked = sum(truth.has_masks.values())
     skipped_types: dict[str, str] = {}
