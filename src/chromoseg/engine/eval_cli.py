@@ -13,7 +13,7 @@ An entry may name its image by file name instead of id (a "file_name" key, or a 
 "image_id"); names match exactly, else by base name.
 
 What the numbers mean
-  AP        COCO average precision, averaged over mask IoU thresholds 0.50, 0.55, ... 0.95
+  AP        COCO average precision, averaged over IoU thresholds 0.50, 0.55, ... 0.95
             (the paper's "AP"); AP@0.5 and AP@0.75 at one IoU. Reported for masks (segm) and
             axis-aligned boxes (bbox). Printed x100 like the paper; report.json holds 0..1.
   multi     24 classes: a detection only counts if its class is right.
