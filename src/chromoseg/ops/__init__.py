@@ -1,0 +1,27 @@
+"""Rotated-box operations (pure torch, CPU and CUDA, no compiled extension; inputs never modified).
+
+Conventions (see ``docs/architecture.md``): continuous pixel coordinates (pixel (i, j) covers
+x in [j, j+1), y in [i, i+1)); rotated boxes ``(cx, cy, w, h, angle_deg)``, canonical ``w >= h``,
+angle in [-90, 90), w side along ``(cos a, -sin a)``. The paper's eq. (1) is in ``coder.py``.
+"""
+from .coder import RBoxCoder
+from .endpoints import endpoint_heatmap, mask_endpoints
+from .iou import rbox_iou, rbox_iou_aligned
+from .masks import (crop_masks_rotated, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
+                    paste_masks_rotated)
+from .nms import batched_nms_rotated, nms_rotated
+from .rbox import (hbox_to_rbox, normalize_rboxes, rbox_area, rbox_from_paper, rbox_to_corners,
+                   rbox_to_hbox, rbox_to_paper, wrap_angle)
+from .roi_align import rroi_align
+
+__all__ = [
+    "normalize_rboxes", "wrap_angle", "rbox_to_corners", "rbox_to_hbox", "hbox_to_rbox",
+    "rbox_to_paper", "rbox_from_paper", "rbox_area",
+    "RBoxCoder",
+    "rbox_iou", "rbox_iou_aligned",
+    "nms_rotated", "batched_nms_rotated",
+    "rroi_align",
+    "mask_to_rbox", "masks_to_rboxes", "crop_masks_rotated", "paste_masks_rotated",
+    "mask_iou", "mask_nms",
+    "mask_endpoints", "endpoint_heatmap",
+]

@@ -1,0 +1,111 @@
+"""Chromosome endpoints: skeleton ends of a mask, and the Gaussian endpoint heatmap (eq. (4) target).
+
+Endpoints are ``(x, y)`` in continuous pixel coordinates (pixel (i, j) covers x in [j, j+1),
+y in [i, i+1); its centre is (j + .5, i + .5)), ordered: the first has the smaller y (ties: x).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import sparse
+from scipy.sparse import csgraph
+from skimage.measure import label
+from skimage.morphology import skeletonize
+from torch import Tensor
+
+from .masks import _to_numpy_bool, mask_to_rbox
+
+__all__ = ["mask_endpoints", "endpoint_heatmap"]
+
+_NBRS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def _order(p: np.ndarray) -> np.ndarray:
+    if (p[1, 1], p[1, 0]) < (p[0, 1], p[0, 0]):
+        p = p[::-1]
+    return np.ascontiguousarray(p, dtype=np.float32)
+
+
+def _rect_axis_ends(m: np.ndarray) -> np.ndarray:
+    cx, cy, w, _, a = mask_to_rbox(m).tolist()
+    r = math.radians(a)
+    ux, uy = math.cos(r) * w / 2, -math.sin(r) * w / 2
+    return np.array([[cx - ux, cy - uy], [cx + ux, cy + uy]])
+
+
+def mask_endpoints(mask) -> Tensor:
+    """The two ends ``[2, 2]`` float32 ``(x, y)`` of a chromosome mask's skeleton.
+
+    Skeletonises the mask (``skimage.morphology.skeletonize``), keeps the largest 8-connected
+    skeleton component and returns the ends of its longest geodesic path (two breadth-first searches
+    over the 8-connected skeleton graph, path length in steps), as pixel centres. Degenerate masks
+    (one-pixel skeleton, e.g. a dot or a round blob) get the ends of the minimum-area rectangle's long
+    axis instead. An empty mask gives zeros. ``mask``: ``[H, W]`` torch or numpy, nonzero = fg.
+    """
+    m = _to_numpy_bool(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask_endpoints expects a [H, W] mask, got shape {m.shape}")
+    if not m.any():
+        return torch.zeros((2, 2), dtype=torch.float32)
+    sk = skeletonize(m)
+    lab = label(sk, connectivity=2)
+    if lab.max() == 0:
+        return torch.from_numpy(_order(_rect_axis_ends(m)))
+    counts = np.bincount(lab.ravel())
+    counts[0] = 0
+    comp = lab == counts.argmax()
+    ys, xs = np.nonzero(comp)
+    n = len(ys)
+    if n < 2:
+        return torch.from_numpy(_order(_rect_axis_ends(m)))
+    # graph over the component's pixels, 8-connected
+    index = -np.ones(comp.shape, dtype=np.int64)
+    index[ys, xs] = np.arange(n)
+    H, W = comp.shape
+    rows, cols = [], []
+    for dy, dx in _NBRS:
+        yy, xx = ys + dy, xs + dx
+        ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        j = np.full(n, -1, dtype=np.int64)
+        j[ok] = index[yy[ok], xx[ok]]
+        sel = j >= 0
+        rows.append(np.flatnonzero(sel))
+        cols.append(j[sel])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    g = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    d0 = csgraph.shortest_path(g, unweighted=True, indices=0)
+    a = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
+    da = csgraph.shortest_path(g, unweighted=True, indices=a)
+    b = int(np.argmax(np.where(np.isfinite(da), da, -1)))
+    pts = np.array([[xs[a] + 0.5, ys[a] + 0.5], [xs[b] + 0.5, ys[b] + 0.5]])
+    return torch.from_numpy(_order(pts))
+
+
+def endpoint_heatmap(endpoints, size: Sequence[int], sigma: float = 3.0) -> Tensor:
+    """Endpoint heatmap ``[H, W]`` float32: max over Gaussians ``exp(-d^2 / (2 sigma^2))``.
+
+    ``endpoints``: ``[N, 2, 2]`` (or ``[P, 2]``) ``(x, y)`` in pixels; ``d`` is the distance from each
+    pixel centre to the centre of the pixel containing the endpoint (CenterNet-style), so every
+    endpoint inside the image has value exactly 1 at its pixel. Endpoints outside the image still
+    contribute their tails (unsnapped). N = 0 gives all zeros. ``sigma`` in pixels.
+    """
+    H, W = int(size[0]), int(size[1])
+    e = torch.as_tensor(endpoints)
+    device = e.device
+    e = e.detach().reshape(-1, 2).to(torch.float32)
+    out = torch.zeros((H, W), dtype=torch.float32, device=device)
+    if e.shape[0] == 0:
+        return out
+    inside = (e[:, 0] >= 0) & (e[:, 0] < W) & (e[:, 1] >= 0) & (e[:, 1] < H)
+    e = torch.where(inside[:, None], e.floor() + 0.5, e)
+    ys = torch.arange(H, dtype=torch.float32, device=device) + 0.5
+    xs = torch.arange(W, dtype=torch.float32, device=device) + 0.5
+    inv = 1.0 / (2.0 * float(sigma) ** 2)
+    for chunk in e.split(16):
+        gy = torch.exp(-((ys[None, :] - chunk[:, 1:2]) ** 2) * inv)  # [P, H]
+        gx = torch.exp(-((xs[None, :] - chunk[:, 0:1]) ** 2) * inv)  # [P, W]
+        out = torch.maximum(out, (gy[:, :, None] * gx[:, None, :]).amax(0))
+    return out

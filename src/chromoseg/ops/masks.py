@@ -1,0 +1,210 @@
+"""Masks and rotated boxes: min-area rectangles, crop/paste in the rotated RoI frame, mask NMS.
+
+Continuous pixel coordinates throughout: pixel (i, j) covers x in [j, j+1), y in [i, i+1).
+Rotated boxes are ``(cx, cy, w, h, angle_deg)``, canonical on output (see ``chromoseg.ops.rbox``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from .rbox import normalize_rboxes, rbox_to_hbox, wrap_angle
+
+__all__ = [
+    "mask_to_rbox",
+    "masks_to_rboxes",
+    "crop_masks_rotated",
+    "paste_masks_rotated",
+    "mask_iou",
+    "mask_nms",
+]
+
+
+def _to_numpy_bool(mask) -> np.ndarray:
+    if isinstance(mask, Tensor):
+        mask = mask.detach().cpu().numpy()
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        m = m > 0.5 if np.issubdtype(m.dtype, np.floating) else m != 0
+    return m
+
+
+def _hull_points(m: np.ndarray) -> np.ndarray:
+    """Corner points of the leftmost and rightmost pixel square of every row (their convex hull is
+    the convex hull of all foreground pixel squares)."""
+    rows = np.flatnonzero(m.any(axis=1))
+    sub = m[rows]
+    left = sub.argmax(axis=1)
+    right = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
+    y0 = rows.astype(np.float32)
+    y1 = y0 + 1
+    xl = left.astype(np.float32)
+    xr = right.astype(np.float32) + 1
+    pts = np.concatenate([np.stack(p, axis=1) for p in ((xl, y0), (xl, y1), (xr, y0), (xr, y1))])
+    return pts
+
+
+def mask_to_rbox(mask) -> Tensor:
+    """Minimum-area rotated rectangle ``[5]`` (canonical, float32) around a mask's pixel squares.
+
+    ``mask`` is ``[H, W]`` (torch or numpy; nonzero = foreground, floats thresholded at 0.5).
+    The rectangle encloses the full pixel squares, so a single pixel gives ``(j+.5, i+.5, 1, 1, 0)``.
+    The angle is computed from ``cv2.boxPoints`` corners (OpenCV's own angle convention changed
+    between versions and is not used). An empty mask gives all zeros.
+    """
+    device = mask.device if isinstance(mask, Tensor) else torch.device("cpu")
+    m = _to_numpy_bool(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask_to_rbox expects a [H, W] mask, got shape {m.shape}")
+    if not m.any():
+        return torch.zeros(5, dtype=torch.float32, device=device)
+    pts = _hull_points(m)
+    rect = cv2.minAreaRect(pts)
+    corners = cv2.boxPoints(rect).astype(np.float64)  # [4, 2], consecutive corners
+    e1 = corners[1] - corners[0]
+    e2 = corners[2] - corners[1]
+    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
+    if l1 >= l2:
+        w, h, e = l1, l2, e1
+    else:
+        w, h, e = l2, l1, e2
+    # long side along (cos a, -sin a)  =>  a = atan2(-ey, ex), folded into [-90, 90)
+    a = math.degrees(math.atan2(-e[1], e[0]))
+    a = (a + 90.0) % 180.0 - 90.0
+    if a >= 90.0:
+        a -= 180.0
+    cx, cy = corners.mean(axis=0)
+    return torch.tensor([cx, cy, w, h, a], dtype=torch.float32, device=device)
+
+
+def masks_to_rboxes(masks) -> Tensor:
+    """``[N, H, W]`` masks -> ``[N, 5]`` canonical float32 min-area rectangles (see ``mask_to_rbox``)."""
+    device = masks.device if isinstance(masks, Tensor) else torch.device("cpu")
+    n = len(masks)
+    if n == 0:
+        return torch.zeros((0, 5), dtype=torch.float32, device=device)
+    return torch.stack([mask_to_rbox(masks[i]) for i in range(n)]).to(device)
+
+
+def crop_masks_rotated(masks: Tensor, rois: Tensor, idx: Tensor, m: int | Sequence[int],
+                       sampling_ratio: int = 2) -> Tensor:
+    """Mask targets ``[K, m, m]`` (float in [0, 1]) in the rotated frame of each RoI.
+
+    RoI k (``rois[k] = (cx, cy, w, h, angle)``, image pixels) reads ``masks[idx[k]]``. Implemented
+    with ``rroi_align`` on the masks as a 1-channel map, so the frame is exactly that of the RoI
+    features: output column axis along the box's w side ``(cos a, -sin a)``, rows along
+    ``(sin a, cos a)``. Values are area fractions; threshold at 0.5 for a binary target.
+    """
+    from .roi_align import rroi_align
+
+    size = (m, m) if isinstance(m, int) else tuple(m)
+    rois = torch.as_tensor(rois)
+    k = rois.shape[0]
+    if k == 0 or masks.shape[0] == 0:
+        return torch.zeros((k, *size), dtype=torch.float32, device=masks.device)
+    inp = masks.detach()[:, None].to(torch.float32)
+    r = normalize_rboxes(rois.detach().to(device=masks.device, dtype=torch.float32))
+    i = torch.as_tensor(idx, device=masks.device).to(torch.float32).reshape(-1, 1)
+    out = rroi_align(inp, torch.cat((i, r), dim=1), size, 1.0, sampling_ratio)
+    return out[:, 0]
+
+
+def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]) -> Tensor:
+    """Paste ``probs[K, m, m]`` (mask grids in the RoI frame of ``crop_masks_rotated``) into the
+    image: ``[K, H, W]`` float.
+
+    For every pixel centre inside box k, its (u, v) position in the box frame is computed and the
+    m x m grid is sampled bilinearly (grid cell centres at ((c + .5) w / m, (r + .5) h / m) from the
+    box's (-w/2, -h/2) corner, edge values extended up to the box border); outside the box: 0.
+    Only each box's enclosing axis-aligned window is evaluated.
+    """
+    H, W = int(image_size[0]), int(image_size[1])
+    probs = torch.as_tensor(probs)
+    k = probs.shape[0]
+    dtype = probs.dtype if probs.is_floating_point() else torch.float32
+    out = torch.zeros((k, H, W), dtype=dtype, device=probs.device)
+    if k == 0:
+        return out
+    b = normalize_rboxes(torch.as_tensor(rboxes).to(device=probs.device, dtype=torch.float64))
+    hb = rbox_to_hbox(b)
+    x0 = hb[:, 0].floor().clamp(0, W).long().tolist()
+    y0 = hb[:, 1].floor().clamp(0, H).long().tolist()
+    x1 = hb[:, 2].ceil().clamp(0, W).long().tolist()
+    y1 = hb[:, 3].ceil().clamp(0, H).long().tolist()
+    rad = torch.deg2rad(b[:, 4])
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    src = probs.detach().to(dtype)[:, None]  # [K, 1, m, m]
+    for i in range(k):
+        if x1[i] <= x0[i] or y1[i] <= y0[i]:
+            continue
+        w = float(b[i, 2].clamp(min=1e-6))
+        h = float(b[i, 3].clamp(min=1e-6))
+        xs = torch.arange(x0[i], x1[i], device=probs.device, dtype=torch.float64) + 0.5 - b[i, 0]
+        ys = torch.arange(y0[i], y1[i], device=probs.device, dtype=torch.float64) + 0.5 - b[i, 1]
+        dy, dx = torch.meshgrid(ys, xs, indexing="ij")
+        su = dx * cos[i] - dy * sin[i]  # along (cos a, -sin a)
+        sv = dx * sin[i] + dy * cos[i]  # along (sin a, cos a)
+        gx = 2 * su / w  # grid_sample's normalised coords (align_corners=False)
+        gy = 2 * sv / h
+        inside = (gx.abs() <= 1) & (gy.abs() <= 1)
+        grid = torch.stack((gx, gy), dim=-1)[None].to(dtype)
+        vals = torch.nn.functional.grid_sample(src[i:i + 1], grid, mode="bilinear",
+                                               padding_mode="border", align_corners=False)[0, 0]
+        out[i, y0[i]:y1[i], x0[i]:x1[i]] = torch.where(inside, vals, torch.zeros_like(vals))
+    return out
+
+
+def _flat_binary(masks: Tensor) -> Tensor:
+    masks = torch.as_tensor(masks)
+    if masks.dtype == torch.bool:
+        f = masks
+    elif masks.is_floating_point():
+        f = masks >= 0.5
+    else:
+        f = masks != 0
+    return f.reshape(f.shape[0], -1)
+
+
+def mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU ``[N, M]`` (float32) between binary masks ``a[N, H, W]`` and ``b[M, H, W]``.
+
+    Nonzero integer/bool values are foreground; float masks are thresholded at 0.5. Two empty
+    masks have IoU 0.
+    """
+    fa, fb = _flat_binary(a), _flat_binary(b)
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"mask sizes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    if fa.shape[0] == 0 or fb.shape[0] == 0:
+        return torch.zeros((fa.shape[0], fb.shape[0]), dtype=torch.float32, device=fa.device)
+    # exact integer counts up to 2**24 pixels in float32; use float64 beyond
+    dt = torch.float32 if fa.shape[1] < 2 ** 24 else torch.float64
+    fa_, fb_ = fa.to(dt), fb.to(dt)
+    inter = fa_ @ fb_.T
+    union = fa_.sum(1)[:, None] + fb_.sum(1)[None, :] - inter
+    return (inter / union.clamp(min=1)).to(torch.float32)
+
+
+def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS on masks (the paper's inference): int64 indices of kept masks, by decreasing
+    score. A mask is dropped when its IoU with a kept higher-scoring mask exceeds the threshold."""
+    scores = torch.as_tensor(scores)
+    n = scores.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=scores.device)
+    order = torch.argsort(scores, descending=True, stable=True)
+    iou = mask_iou(masks[order], masks[order]).cpu().numpy()
+    sup = iou > iou_threshold
+    removed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in range(n):
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed |= sup[i]
+    keep_t = torch.as_tensor(keep, dtype=torch.int64, device=order.device)
+    return order[keep_t]
