@@ -1,0 +1,169 @@
+"""ResNet-FPN backbone for grey images, and the paper's endpoint-detection branch (ED).
+
+The backbone is torchvision's ResNet + FPN (``_resnet_fpn_extractor``) with two changes:
+
+* the first convolution takes the 1-channel grey image (chromosome images are grey; a 3-channel
+  torchvision state dict is accepted by :func:`load_backbone_weights`, which sums the RGB filters);
+* no weights are ever downloaded (``weights=None``); start from a file with ``backbone_weights``.
+
+It returns five named maps ``"0" .. "3", "pool"`` (strides 4, 8, 16, 32, 64), 256 channels each,
+exactly like torchvision's ``resnet_fpn_backbone``.
+
+Endpoint branch (paper Sec. II-B, eq. 4): six 3x3 convolutions with ReLU, **shared across the five
+FPN maps** (the same weights run on every level, like the RPN head). Layers 1-4 are 256->C->C->C->C
+(C = ``ed_channels``, 128 by default, to keep the branch cheap), layer 5 maps back to 256 channels and
+its output is **added to the FPN map it was computed from** (so the RPN and RoI heads read the
+enriched maps), layer 6 predicts a 1-channel heatmap logit per level. The five per-level heatmaps are
+bilinearly interpolated to the (padded) input size and averaged; a sigmoid makes the final heatmap,
+which is compared with the Gaussian endpoint target by the mean squared error of eq. (4).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def build_resnet(name: str = "resnet50", in_channels: int = 1, norm: str = "bn", num_classes: int = 1000):
+    """A torchvision ResNet with ``in_channels`` input channels and no downloaded weights."""
+    from torchvision.models import resnet
+    from torchvision.ops import misc
+
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    norm_layer = {"bn": nn.BatchNorm2d, "frozen_bn": misc.FrozenBatchNorm2d}.get(norm)
+    if norm_layer is None:
+        raise ValueError(f"unknown norm {norm!r} (bn, frozen_bn)")
+    net = getattr(resnet, name)(weights=None, norm_layer=norm_layer, num_classes=num_classes)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
+def adapt_state_dict(state: dict, in_channels: int = 1) -> dict:
+    """Prepare a ResNet state dict for our backbone.
+
+    Accepts a plain torchvision ResNet state dict, the file ``chromoseg pretrain`` writes
+    (``{"backbone": ..., ...}`` or a plain dict), and keys prefixed with ``body.``, ``backbone.body.``
+    or ``module.``. The ``fc`` classifier is dropped; a 3-channel ``conv1`` is summed over RGB when
+    the backbone takes ``in_channels=1`` (and a 1-channel one repeated / 3 when it takes 3).
+    """
+    if "backbone" in state and isinstance(state["backbone"], dict):
+        state = state["backbone"]
+    elif "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    out = OrderedDict()
+    for k, v in state.items():
+        for prefix in ("module.", "backbone.body.", "body."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if k.startswith("fc."):
+            continue
+        out[k] = v
+    w = out.get("conv1.weight")
+    if w is not None and w.shape[1] != in_channels:
+        if in_channels == 1:
+            out["conv1.weight"] = w.sum(dim=1, keepdim=True)
+        elif w.shape[1] == 1:
+            out["conv1.weight"] = w.repeat(1, in_channels, 1, 1) / in_channels
+    return out
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path, in_channels: int = 1) -> None:
+    """Load a ResNet state dict (torchvision or ``chromoseg pretrain``) into ``body`` (the ResNet
+    trunk of the FPN backbone). Raises ``ValueError`` naming the file when nothing fits."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict")
+    state = adapt_state_dict(state, in_channels)
+    own = body.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{path}: no tensor matches the backbone (wrong architecture?)")
+    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    body.load_state_dict(usable, strict=False)
+    log.info("loaded %d backbone tensors from %s (%d not in file)", len(usable), path, len(missing))
+    if missing:
+        log.warning("%s: %d backbone tensors not found or of another shape, e.g. %s",
+                    path, len(missing), missing[:3])
+
+
+def resnet_fpn(name: str = "resnet50", in_channels: int = 1, trainable_layers: int = 5, norm: str = "bn",
+               backbone_weights: str | Path | None = None):
+    """torchvision ``BackboneWithFPN`` over a grey-input ResNet (out_channels 256, five maps)."""
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+
+    net = build_resnet(name, in_channels=in_channels, norm=norm)
+    if backbone_weights:
+        load_backbone_weights(net, backbone_weights, in_channels)
+    return _resnet_fpn_extractor(net, trainable_layers)
+
+
+class EndpointBranch(nn.Module):
+    """Six 3x3 conv layers shared over the FPN levels (see module docstring)."""
+
+    def __init__(self, in_channels: int = 256, channels: int = 128, num_layers: int = 6):
+        super().__init__()
+        if num_layers < 3:
+            raise ValueError("the endpoint branch needs at least 3 layers")
+        chans = [in_channels] + [channels] * (num_layers - 3) + [in_channels]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:]))
+        self.predictor = nn.Conv2d(in_channels, 1, 3, padding=1)  # layer 6
+        for m in list(self.convs) + [self.predictor]:
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+        # start the heatmap near 0 (sigmoid(-4) ~ 0.018): the Gaussian target is mostly 0
+        nn.init.constant_(self.predictor.bias, -4.0)
+
+    def forward(self, features: "OrderedDict[str, torch.Tensor]", out_size):
+        """Returns (enriched features, heatmap [B,1,H,W] in [0,1] at ``out_size``)."""
+        new = OrderedDict()
+        logits = 0.0
+        for name, x in features.items():
+            y = x
+            for conv in self.convs:
+                y = F.relu(conv(y))
+            new[name] = x + y  # layer-5 features added back into the FPN map
+            logit = self.predictor(y)
+            logits = logits + F.interpolate(logit, size=tuple(out_size), mode="bilinear", align_corners=False)
+        heat = torch.sigmoid(logits / len(features))
+        return new, heat
+
+
+class BackboneWithEndpoints(nn.Module):
+    """Wraps an FPN backbone; when ``endpoint_branch`` is set, ``forward`` also stores the heatmap
+    in ``self.last_heatmap`` (the model reads it right after the call)."""
+
+    def __init__(self, fpn: nn.Module, endpoint_branch: EndpointBranch | None = None):
+        super().__init__()
+        self.fpn = fpn
+        self.out_channels = fpn.out_channels
+        self.endpoint_branch = endpoint_branch
+
+    @property
+    def body(self):
+        return self.fpn.body
+
+    def forward(self, x):
+        feats = self.fpn(x)
+        heat = None
+        if self.endpoint_branch is not None:
+            feats, heat = self.endpoint_branch(feats, x.shape[-2:])
+        return feats, heat

@@ -1,0 +1,127 @@
+"""``build_model``: every network of the paper's Tables I and II from one function.
+
+=========  ===========================  =====  =====
+variant    meaning                      H&R    ED
+=========  ===========================  =====  =====
+``mr``     Mask R-CNN (axis-aligned)    --     --
+``rmr``    Rotated Mask R-CNN = ERM-1   no     no
+``erm2``   rotated + endpoint branch    no     yes
+``erm3``   rotated + H&R                yes    no
+``ermr``   Enhanced RMR = ERM-4         yes    yes
+=========  ===========================  =====  =====
+
+``erm1`` and ``erm4`` are aliases of ``rmr`` and ``ermr``; ``hr=`` / ``ed=`` override the switches
+of a rotated variant (``ed=True`` also works on ``mr``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+VARIANTS = {
+    "mr": dict(rotated=False, hr=False, ed=False),
+    "rmr": dict(rotated=True, hr=False, ed=False),
+    "erm1": dict(rotated=True, hr=False, ed=False),
+    "erm2": dict(rotated=True, hr=False, ed=True),
+    "erm3": dict(rotated=True, hr=True, ed=False),
+    "erm4": dict(rotated=True, hr=True, ed=True),
+    "ermr": dict(rotated=True, hr=True, ed=True),
+}
+
+#: settings for CPU tests and quick runs: few proposals and RoIs
+SMALL = dict(rpn_pre_nms_top_n_train=200, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_train=100,
+             rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
+             box_detections_per_img=30, ed_channels=32, representation_size=256)
+
+
+def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "resnet50",
+                backbone_weights: Optional[str] = None, image_size=(512, 640), hr: Optional[bool] = None,
+                ed: Optional[bool] = None, hr_fusion: bool = True, class_agnostic_box: bool = False,
+                in_channels: int = 1, trainable_layers: int = 5, norm: str = "bn",
+                anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0), anchor_ratios=None, anchor_angles=None,
+                rpn_pre_nms_top_n_train: int = 1000, rpn_pre_nms_top_n_test: int = 600,
+                rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
+                rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
+                box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
+                ed_channels: int = 128, representation_size: int = 1024, image_mean: float = 0.5,
+                image_std: float = 0.25, weights_backbone=None):
+    """Build a model (see the table above). ``num_classes`` excludes the background (24 human
+    chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
+    downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
+    dict (torchvision's or the file ``chromoseg pretrain`` writes). ``image_size=(H, W)`` is the fixed
+    input size (None keeps each image's size)."""
+    from torch import nn
+    from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from .backbone import BackboneWithEndpoints, EndpointBranch, resnet_fpn
+    from .rcnn import ChromoRCNN
+    from .transform import ChromoTransform
+
+    if weights_backbone is not None:
+        raise ValueError("weights_backbone must be None (no downloads); use backbone_weights=PATH")
+    v = variant.lower()
+    if v not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    sw = dict(VARIANTS[v])
+    if hr is not None:
+        if not sw["rotated"] and hr:
+            raise ValueError("H&R needs a rotated variant")
+        sw["hr"] = bool(hr)
+    if ed is not None:
+        sw["ed"] = bool(ed)
+    config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size, hr=sw["hr"],
+                  ed=sw["ed"], rotated=sw["rotated"], hr_fusion=hr_fusion, in_channels=in_channels,
+                  class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes))
+
+    fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
+                     backbone_weights=backbone_weights)
+    branch = EndpointBranch(fpn.out_channels, ed_channels) if sw["ed"] else None
+    body = BackboneWithEndpoints(fpn, branch)
+    transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels)
+    c = fpn.out_channels
+    nc = num_classes + 1
+    box_head = TwoMLPHead(c * 7 * 7, representation_size)
+    mask_head = MaskRCNNHeads(c, (256, 256, 256, 256), 1)
+    mask_predictor = MaskRCNNPredictor(256, 256, nc)
+
+    if not sw["rotated"]:
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+        from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+        from torchvision.models.detection.roi_heads import RoIHeads
+
+        from .roi_heads import HBoxRoIHeads
+
+        ratios = tuple(anchor_ratios) if anchor_ratios else (0.5, 1.0, 2.0)
+        ag = AnchorGenerator(tuple((float(s),) for s in anchor_sizes), (ratios,) * len(anchor_sizes))
+        rpn = RegionProposalNetwork(
+            ag, RPNHead(c, ag.num_anchors_per_location()[0]), 0.7, 0.3, rpn_batch_size_per_image, 0.5,
+            dict(training=rpn_pre_nms_top_n_train, testing=rpn_pre_nms_top_n_test),
+            dict(training=rpn_post_nms_top_n_train, testing=rpn_post_nms_top_n_test), 0.7)
+        tv = RoIHeads(MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2), box_head,
+                      FastRCNNPredictor(representation_size, nc), 0.5, 0.5, box_batch_size_per_image, 0.25,
+                      None, box_score_thresh, box_nms_thresh, box_detections_per_img,
+                      mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head=mask_head,
+                      mask_predictor=mask_predictor)
+        heads = HBoxRoIHeads(tv)
+        config.update(anchor_ratios=list(ratios))
+    else:
+        from .roi_heads import MultiScaleRotatedRoIAlign, RotatedBoxPredictor, RotatedRoIHeads
+        from .rpn import DEFAULT_ANGLES, DEFAULT_RATIOS, RotatedAnchorGenerator, RotatedRPN, RotatedRPNHead
+
+        ratios = tuple(anchor_ratios) if anchor_ratios else DEFAULT_RATIOS
+        angles = tuple(anchor_angles) if anchor_angles else DEFAULT_ANGLES
+        ag = RotatedAnchorGenerator(anchor_sizes, ratios, angles)
+        rpn = RotatedRPN(ag, RotatedRPNHead(c, ag.num_anchors_per_location()[0]),
+                         batch_size_per_image=rpn_batch_size_per_image,
+                         pre_nms_top_n=dict(training=rpn_pre_nms_top_n_train, testing=rpn_pre_nms_top_n_test),
+                         post_nms_top_n=dict(training=rpn_post_nms_top_n_train, testing=rpn_post_nms_top_n_test))
+        heads = RotatedRoIHeads(
+            MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 7, 2), box_head,
+            RotatedBoxPredictor(representation_size, nc, hr=sw["hr"], class_agnostic=class_agnostic_box),
+            MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head, mask_predictor,
+            batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
+            nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, hr=sw["hr"],
+            hr_fusion=hr_fusion)
+        config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
+    return ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)

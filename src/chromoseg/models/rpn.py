@@ -1,0 +1,185 @@
+"""Rotated anchors and the rotated region proposal network.
+
+Anchors: at every FPN location, one rotated box per (size, long/short ratio, angle); the size is the
+sqrt of the area (one size per FPN level, as torchvision's FPN default), long/short ratios fit the
+slender chromosomes (default 1.5 and 3), angles default -60, -30, 0, 30, 60, 90 (90 is stored as the
+canonical -90). Anchor centres are the pixel-grid centres ``((x + 0.5) * stride, (y + 0.5) * stride)``.
+
+RPN: torchvision's structure (3x3 conv + ReLU, 1x1 objectness, 1x1 deltas -- here 5 per anchor, eq. 1
+via ``chromoseg.ops.RBoxCoder``), top-k per level, rotated NMS per level (``batched_nms_rotated``),
+anchors matched to the ground-truth rotated boxes by rotated IoU with torchvision's ``Matcher``
+(0.7 / 0.3, low-quality matches allowed) and ``BalancedPositiveNegativeSampler``; losses
+``loss_objectness`` (BCE) and ``loss_rpn_box_reg`` (smooth-L1 of eq. 3 with beta = 1/9).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .losses import box_regression_loss
+
+DEFAULT_ANGLES = (-60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
+DEFAULT_RATIOS = (1.5, 3.0)
+DEFAULT_SIZES = (16.0, 32.0, 64.0, 128.0, 256.0)
+
+
+class RotatedAnchorGenerator(nn.Module):
+    def __init__(self, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATIOS, angles=DEFAULT_ANGLES):
+        super().__init__()
+        # per level: a tuple of sizes (one size per level by default)
+        self.sizes = [tuple(s) if isinstance(s, (tuple, list)) else (float(s),) for s in sizes]
+        self.ratios = tuple(float(r) for r in ratios)
+        self.angles = tuple(float(a) for a in angles)
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [len(s) * len(self.ratios) * len(self.angles) for s in self.sizes]
+
+    def base_anchors(self, level: int, dtype, device) -> torch.Tensor:
+        rows = []
+        for s in self.sizes[level]:
+            for r in self.ratios:
+                w, h = s * math.sqrt(r), s / math.sqrt(r)
+                for a in self.angles:
+                    a = ((a + 90.0) % 180.0) - 90.0
+                    rows.append([0.0, 0.0, w, h, a])
+        return torch.tensor(rows, dtype=dtype, device=device)
+
+    def forward(self, image_list, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        ph, pw = image_list.tensors.shape[-2:]
+        dtype, device = torch.float32, feature_maps[0].device
+        per_level = []
+        for lvl, f in enumerate(feature_maps):
+            fh, fw = f.shape[-2:]
+            sy, sx = ph / fh, pw / fw
+            base = self.base_anchors(lvl, dtype, device)
+            ys = (torch.arange(fh, dtype=dtype, device=device) + 0.5) * sy
+            xs = (torch.arange(fw, dtype=dtype, device=device) + 0.5) * sx
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            centers = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # H*W in row-major order
+            a = base[None].repeat(centers.shape[0], 1, 1)  # [HW, A, 5]
+            a[:, :, 0] += centers[:, None, 0]
+            a[:, :, 1] += centers[:, None, 1]
+            per_level.append(a.reshape(-1, 5))
+        anchors = torch.cat(per_level)
+        return [anchors for _ in range(len(image_list.image_sizes))]
+
+
+class RotatedRPNHead(nn.Module):
+    def __init__(self, in_channels: int, num_anchors: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 5, 1)
+        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, x: list[torch.Tensor]):
+        logits, deltas = [], []
+        for f in x:
+            t = F.relu(self.conv(f))
+            logits.append(self.cls_logits(t))
+            deltas.append(self.bbox_pred(t))
+        return logits, deltas
+
+
+def _flatten(layer: torch.Tensor, c: int) -> torch.Tensor:
+    n, ac, h, w = layer.shape
+    a = ac // c
+    return layer.view(n, a, c, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, c)  # order H, W, A
+
+
+class RotatedRPN(nn.Module):
+    def __init__(self, anchor_generator: RotatedAnchorGenerator, head: RotatedRPNHead, fg_iou_thresh=0.7,
+                 bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+                 pre_nms_top_n=dict(training=1000, testing=600), post_nms_top_n=dict(training=1000, testing=300),
+                 nms_thresh=0.7, score_thresh=0.0, min_size=1.0, box_weights=(1.0, 1.0, 1.0, 1.0, 1.0)):
+        super().__init__()
+        from torchvision.models.detection import _utils as det_utils
+        from chromoseg.ops import RBoxCoder
+
+        self.anchor_generator, self.head = anchor_generator, head
+        self.box_coder = RBoxCoder(weights=box_weights)
+        self.proposal_matcher = det_utils.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
+        self.fg_bg_sampler = det_utils.BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self._pre, self._post = dict(pre_nms_top_n), dict(post_nms_top_n)
+        self.nms_thresh, self.score_thresh, self.min_size = nms_thresh, score_thresh, min_size
+
+    def pre_nms_top_n(self):
+        return self._pre["training" if self.training else "testing"]
+
+    def post_nms_top_n(self):
+        return self._post["training" if self.training else "testing"]
+
+    def assign_targets_to_anchors(self, anchors, targets):
+        from .roi_heads import sparse_rbox_iou
+
+        labels, matched_gt = [], []
+        for a, t in zip(anchors, targets):
+            gt = t["rboxes"].to(a.dtype)
+            if gt.shape[0] == 0:
+                labels.append(a.new_zeros(a.shape[0]))
+                matched_gt.append(a.new_zeros(a.shape))
+                continue
+            m = self.proposal_matcher(sparse_rbox_iou(gt, a))
+            matched_gt.append(gt[m.clamp(min=0)])
+            lab = (m >= 0).to(a.dtype)
+            lab[m == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
+            lab[m == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+            labels.append(lab)
+        return labels, matched_gt
+
+    def filter_proposals(self, proposals, objectness, image_sizes, num_per_level):
+        from chromoseg.ops import batched_nms_rotated
+
+        n = proposals.shape[0]
+        objectness = objectness.detach().reshape(n, -1)
+        final_boxes, final_scores = [], []
+        for i in range(n):
+            boxes_l, scores_l, lvl_l = [], [], []
+            off = 0
+            for lvl, k in enumerate(num_per_level):
+                ob = objectness[i, off:off + k]
+                top = ob.topk(min(self.pre_nms_top_n(), k)).indices + off
+                boxes_l.append(proposals[i, top])
+                scores_l.append(objectness[i, top])
+                lvl_l.append(torch.full((top.numel(),), lvl, dtype=torch.int64, device=ob.device))
+                off += k
+            boxes, scores, lvls = torch.cat(boxes_l), torch.cat(scores_l).sigmoid(), torch.cat(lvl_l)
+            h, w = image_sizes[i]
+            keep = torch.where((boxes[:, 2] >= self.min_size) & (boxes[:, 3] >= self.min_size)
+                               & (scores >= self.score_thresh)
+                               & (boxes[:, 0] >= 0) & (boxes[:, 0] <= w) & (boxes[:, 1] >= 0) & (boxes[:, 1] <= h)
+                               & torch.isfinite(boxes).all(dim=1))[0]
+            boxes, scores, lvls = boxes[keep], scores[keep], lvls[keep]
+            keep = batched_nms_rotated(boxes, scores, lvls, self.nms_thresh)[: self.post_nms_top_n()]
+            final_boxes.append(boxes[keep])
+            final_scores.append(scores[keep])
+        return final_boxes, final_scores
+
+    def forward(self, images, features, targets=None):
+        feats = list(features.values())
+        logits, deltas = self.head(feats)
+        anchors = self.anchor_generator(images, feats)
+        num_per_level = [l.shape[1] * l.shape[2] * l.shape[3] for l in logits]
+        objectness = torch.cat([_flatten(l, 1) for l in logits], dim=1).reshape(-1, 1)
+        pred = torch.cat([_flatten(d, 5) for d in deltas], dim=1).reshape(-1, 5)
+        n = len(anchors)
+        all_anchors = torch.cat(anchors)
+        proposals = self.box_coder.decode(pred.detach().float(), all_anchors).view(n, -1, 5)
+        boxes, scores = self.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
+        losses = {}
+        if self.training:
+            labels, matched_gt = self.assign_targets_to_anchors(anchors, targets)
+            pos, neg = self.fg_bg_sampler(labels)
+            pos = torch.where(torch.cat(pos))[0]
+            neg = torch.where(torch.cat(neg))[0]
+            reg_t = self.box_coder.encode(all_anchors[pos], torch.cat(matched_gt)[pos])
+            sampled = torch.cat([pos, neg])
+            lab = torch.cat(labels)
+            losses["loss_objectness"] = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], lab[sampled])
+            losses["loss_rpn_box_reg"] = box_regression_loss(pred[pos], reg_t, sampled.numel(), beta=1 / 9)
+        return boxes, losses
