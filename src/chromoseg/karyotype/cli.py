@@ -1,0 +1,209 @@
+"""``chromoseg karyogram``: karyograms, overlays, counts/ISCN summaries and an HTML report for a set.
+
+Heavy imports (numpy, OpenCV, Pillow) happen inside the command function so that ``chromoseg --help``
+stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """\
+Build a karyogram for every metaphase of a chromoseg COCO dataset (ground truth) or of a results
+file (predictions), with an overlay, the per-class counts, an ISCN-style summary and flags, and one
+HTML report + CSV for the whole set.
+
+For each image it writes into OUT:
+  NAME.karyogram.png   chromosomes cut out with their masks, turned upright (long axis vertical,
+                       short arm up by a heuristic), one common scale, rows 1-5 / 6-12 / 13-18 /
+                       19-22 X Y, labels under each class, homologues side by side, unassigned
+                       chromosomes in a row of their own. Fluorescence (DAPI) images are inverted so
+                       that chromosomes are dark on white, like a classic karyogram.
+  NAME.overlay.png     the metaphase with coloured masks, rotated boxes, endpoints and class labels.
+and for the set:
+  summaries.tsv        one line per image: name, ISCN summary, total, flags, truth
+  report.html          self-contained page (images embedded, no network), flagged metaphases first
+  report.csv           the same rows as a table
+  problems.txt         images that could not be processed (they are skipped, never silently)
+
+Marks: orange frame = score below --min-score; magenta frame = the two best class probabilities
+differ by less than --min-margin; grey '?' = orientation unsure. Flags in the summary say where the
+evidence is weak (low scores, unsure classes, unassigned chromosomes, a count far from 46, a class
+with 0 or >= 4 chromosomes, odd sex chromosomes).
+"""
+
+EPILOG = """\
+examples:
+  # ground truth: what the counting/summary logic makes of the annotations
+  chromoseg karyogram datasets/mfish/test.json --images ../shared/data/adir-mfish --out out/kary_gt
+  # predictions (COCO results list with 'score', optional 'class_scores', 'rbox', 'endpoints')
+  chromoseg karyogram datasets/mfish/test.json --results out/pred/results.json --out out/kary_pred
+  # a few images only, forcing no inversion
+  chromoseg karyogram data.json --out out/k --limit 5 --invert no
+
+Image files are looked up as the dataset's file_name under each --images folder in turn, then
+beside the JSON file. The known karyotype of an image (the dataset's 'karyotype' field, or the
+case_info.txt beside an M-FISH image) is shown as 'truth' in the report.
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "karyogram",
+        help="karyograms, overlays, counts/ISCN summaries and an HTML report for a dataset or results",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("annotations", metavar="ANNOTATIONS.json",
+                   help="chromoseg COCO dataset: its 'images' list says which images to process (its "
+                        "annotations are used unless --results is given)")
+    p.add_argument("--results", metavar="RESULTS.json",
+                   help="predictions as a COCO results list (or a dict with 'annotations'); category_id 0 "
+                        "= unassigned")
+    p.add_argument("--images", nargs="+", metavar="DIR", default=[],
+                   help="folder(s) where the images' file_name is looked up (default: beside the JSON)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--min-score", type=float, default=0.7,
+                   help="chromosomes scoring below this are weak evidence (default 0.7)")
+    p.add_argument("--min-margin", type=float, default=0.2,
+                   help="class-probability margin below which a class is unsure (default 0.2)")
+    p.add_argument("--score-threshold", type=float, default=0.0,
+                   help="drop predictions scoring below this before counting (default 0: keep all)")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert grey values in the karyogram (auto: when chromosomes are brighter than "
+                        "the background, e.g. DAPI)")
+    p.add_argument("--chrom-height", type=int, default=150,
+                   help="height in pixels of the longest chromosome in the karyogram (default 150)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_karyogram)
+
+
+def _safe_name(file_name: str) -> str:
+    p = Path(file_name)
+    parts = [x for x in p.with_suffix("").parts if x not in ("/", "..", ".")]
+    return "__".join(parts) or "image"
+
+
+def _find_image(file_name: str, roots: list[Path]) -> Path | None:
+    p = Path(file_name)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for r in roots:
+        q = r / p
+        if q.is_file():
+            return q
+    return None
+
+
+def _truth_for(img: dict, path: Path | None) -> str | None:
+    for key in ("karyotype", "case_karyotype"):
+        if img.get(key):
+            return str(img[key])
+    if path is not None:
+        ci = path.parent / "case_info.txt"
+        if ci.is_file():
+            from chromoseg.karyotype.iscn import read_case_info
+
+            try:
+                return read_case_info(ci).text
+            except ValueError:
+                return None
+    return None
+
+
+def run_karyogram(args) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from chromoseg.cli import CliError
+    from chromoseg.data.coco import load_coco
+    from chromoseg.data.io import ImageReadError, read_image
+    from chromoseg.data.report import ProblemLog
+    from chromoseg.karyotype.counts import count_karyotype
+    from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
+    from chromoseg.karyotype.layout import instances_from_coco, render_karyogram, save_png
+    from chromoseg.karyotype.overlay import render_overlay
+    from chromoseg.karyotype.report import write_report
+
+    ann_path = Path(args.annotations)
+    problems = ProblemLog()
+    try:
+        data = load_coco(ann_path, problems)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    results = None
+    if args.results:
+        rp = Path(args.results)
+        if not rp.is_file():
+            raise CliError(f"{rp}: no such results file")
+        try:
+            raw = json.loads(rp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CliError(f"{rp}: not valid JSON ({err})") from err
+        results = raw.get("annotations") if isinstance(raw, dict) else raw
+        if not isinstance(results, list):
+            raise CliError(f"{rp}: expected a COCO results list (or a dict with an 'annotations' list)")
+        results = [r for r in results if isinstance(r, dict) and float(r.get("score", 1.0) or 0.0) >= args.score_threshold]
+    for d in args.images:
+        if not Path(d).is_dir():
+            raise CliError(f"--images {d}: no such folder")
+    roots = [Path(d) for d in args.images] + [ann_path.parent]
+    images = data["images"][: args.limit] if args.limit else data["images"]
+    if not images:
+        raise CliError(f"{ann_path}: no images to process")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    invert = {"auto": None, "yes": True, "no": False}[args.invert]
+    rows = []
+    lines = ["image\tsummary\ttotal\tflags\ttruth"]
+    for img in tqdm(images, desc="karyogram", unit="img", disable=args.no_progress):
+        name = str(img["file_name"])
+        path = _find_image(name, roots)
+        truth = _truth_for(img, path)
+        truth_summary = None
+        if truth:
+            try:
+                truth_summary = karyotype_summary(parse_karyotype(truth))
+            except ValueError:
+                truth_summary = None
+        row = {"image": name, "truth": truth, "truth_summary": truth_summary}
+        try:
+            if path is None:
+                raise ImageReadError(name, "image file not found under " + ", ".join(str(r) for r in roots))
+            image = read_image(path)
+            if image.shape[:2] != (int(img["height"]), int(img["width"])):
+                raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the dataset says "
+                                 f"{img['width']}x{img['height']}")
+            source = results if results is not None else data
+            instances = instances_from_coco(source, img["id"], int(img["height"]), int(img["width"]))
+            counts = count_karyotype(instances, min_score=args.min_score, min_margin=args.min_margin)
+            stem = _safe_name(name)
+            kg = render_karyogram(image, instances, title=f"{name}   {counts.summary}", chrom_height=args.chrom_height,
+                                  invert=invert, min_score=args.min_score, min_margin=args.min_margin)
+            ov = render_overlay(image, instances, min_score=args.min_score, min_margin=args.min_margin)
+            row.update(counts=counts, karyogram=str(save_png(out / f"{stem}.karyogram.png", kg)),
+                       overlay=str(save_png(out / f"{stem}.overlay.png", ov)))
+            lines.append(f"{name}\t{counts.summary}\t{counts.total}\t{'; '.join(counts.flags)}\t{truth or ''}")
+        except (ImageReadError, ValueError, OSError) as err:
+            msg = str(err)
+            if msg.startswith(f"{name}: ") or msg.startswith(f"{path}: "):
+                msg = msg.split(": ", 1)[1]
+            problems.add(name, msg, kind="image")
+            row.update(error=str(err), flags=[], findings=[], counts={})
+            lines.append(f"{name}\t\t\terror: {err}\t{truth or ''}")
+        rows.append(row)
+    (out / "summaries.tsv").write_text("\n".join(lines) + "\n")
+    source_note = f"predictions {args.results}" if args.results else f"annotations {ann_path} (ground truth)"
+    html_path, csv_path = write_report(rows, out / "report.html", out / "report.csv",
+                                       title=f"chromoseg karyotypes: {ann_path.name}", note=source_note)
+    n_err = sum(1 for r in rows if r.get("error"))
+    if len(problems):
+        problems.write(out / "problems.txt")
+        print(f"{len(problems)} problem(s), see {out / 'problems.txt'}: {problems.summary()}")
+    n_flag = sum(1 for r in rows if not r.get("error") and r["counts"].flags)
+    print(f"{len(rows) - n_err} of {len(rows)} images processed, {n_flag} flagged, {n_err} skipped; "
+          f"report: {html_path}  table: {csv_path}")
+    return 0 if n_err < len(rows) else 1

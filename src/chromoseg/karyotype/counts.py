@@ -1,0 +1,190 @@
+"""Per-class chromosome counts of one metaphase, the sex call, an ISCN-style summary and flags.
+
+Input: the instances of one image as dicts (see :mod:`chromoseg.karyotype.layout`,
+``instances_from_coco``): ``category_id`` (1-24; 0 or missing = unassigned), optional ``score`` and
+optional ``class_scores`` (24 probabilities, index 0 = class 1).
+
+Rules (all thresholds are arguments of :func:`count_karyotype`):
+
+* every instance counts in the total; unassigned ones count in no class;
+* a chromosome is *weak* when its ``score`` < ``min_score`` (0.7) or the margin between its two
+  largest class probabilities is < ``min_margin`` (0.2) - the latter only when ``class_scores`` exist;
+* expected per class: two autosomes; X/Y by the called sex (a Y present: X 1, Y 1; otherwise X 2, Y 0);
+* the summary is :func:`chromoseg.karyotype.iscn.format_iscn` of the class counts with the total of
+  all instances; a class whose deviation from the expected count may be explained by a weak
+  chromosome (a weak one assigned to it, or a weak one whose second-best class it is) is written
+  with ``?`` (``45,XY,-?8``).
+
+Flags (weak evidence, each ``code: message``): ``low_score`` (weak chromosomes by score),
+``unsure_class`` (small class margin), ``unassigned`` (chromosomes without a class), ``count``
+(total more than ``max_count_deviation`` = 2 from 46), ``class_count`` (a class with 0 or >= 4
+chromosomes: more likely a mistake than a real nullisomy/tetrasomy), ``sex`` (no X, or more than 3
+sex chromosomes), ``inconsistent`` (unassigned chromosomes make the summary's list not add up).
+``findings`` lists the departures from a normal 46,XX / 46,XY (what a reader should look at even when
+the evidence is strong).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chromoseg.karyotype.iscn import AUTOSOMES, X_ID, Y_ID, format_iscn, id_to_chrom, sex_call
+
+MIN_SCORE = 0.7
+MIN_MARGIN = 0.2
+
+
+@dataclass
+class KaryotypeCounts:
+    counts: dict[int, int]  # class id 1..24 -> number of chromosomes
+    total: int  # all chromosomes, unassigned included
+    unassigned: int
+    sex: str  # "XY", "XX", "X", "XXY", ... ("" = no sex chromosome)
+    expected: dict[int, int]
+    summary: str  # ISCN style, e.g. "45,XY,-8"
+    weak: list[int] = field(default_factory=list)  # indices of weak instances
+    flags: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def deviations(self) -> dict[int, int]:
+        """class id -> observed - expected, non-zero entries only."""
+        return {c: self.counts[c] - self.expected[c] for c in self.counts if self.counts[c] != self.expected[c]}
+
+    def as_row(self) -> dict:
+        row = {
+            "total": self.total,
+            "sex": self.sex,
+            "summary": self.summary,
+            "unassigned": self.unassigned,
+            "n_weak": len(self.weak),
+            "flags": "; ".join(self.flags),
+            "findings": "; ".join(self.findings),
+        }
+        for c in range(1, 25):
+            row[f"n_{id_to_chrom(c)}"] = self.counts[c]
+        return row
+
+
+def class_margin(class_scores) -> float | None:
+    """Difference of the two largest class probabilities (None when not given)."""
+    if class_scores is None:
+        return None
+    p = np.sort(np.asarray(class_scores, dtype=float).ravel())
+    if p.size < 2:
+        return None
+    return float(p[-1] - p[-2])
+
+
+def second_class(class_scores) -> int | None:
+    if class_scores is None:
+        return None
+    p = np.asarray(class_scores, dtype=float).ravel()
+    if p.size < 2:
+        return None
+    return int(np.argsort(p)[-2]) + 1
+
+
+def instance_weakness(inst: dict, min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN) -> list[str]:
+    """Reasons why one instance is weak evidence: [] or some of 'low_score', 'unsure_class'."""
+    out = []
+    s = inst.get("score")
+    if s is not None and float(s) < min_score:
+        out.append("low_score")
+    m = class_margin(inst.get("class_scores"))
+    if m is not None and m < min_margin:
+        out.append("unsure_class")
+    return out
+
+
+def expected_for_sex(n_y: int) -> dict[int, int]:
+    exp = {c: 2 for c in AUTOSOMES}
+    exp[X_ID], exp[Y_ID] = (1, 1) if n_y > 0 else (2, 0)
+    return exp
+
+
+def count_karyotype(
+    instances: list[dict],
+    *,
+    min_score: float = MIN_SCORE,
+    min_margin: float = MIN_MARGIN,
+    max_count_deviation: int = 2,
+    max_unassigned: int = 0,
+) -> KaryotypeCounts:
+    """Count the chromosomes of one metaphase and summarise them (see the module docstring)."""
+    counts = {c: 0 for c in range(1, 25)}
+    unassigned = 0
+    weak: list[int] = []
+    n_low = n_unsure = 0
+    questioned: set[int] = set()
+    for i, inst in enumerate(instances):
+        c = int(inst.get("category_id") or 0)
+        if 1 <= c <= 24:
+            counts[c] += 1
+        else:
+            unassigned += 1
+        reasons = instance_weakness(inst, min_score, min_margin)
+        if reasons:
+            weak.append(i)
+            n_low += "low_score" in reasons
+            n_unsure += "unsure_class" in reasons
+            if 1 <= c <= 24:
+                questioned.add(c)
+            c2 = second_class(inst.get("class_scores"))
+            if c2 is not None:
+                questioned.add(c2)
+    total = len(instances)
+    n_x, n_y = counts[X_ID], counts[Y_ID]
+    sex = sex_call(n_x, n_y)
+    expected = expected_for_sex(n_y)
+    summary = format_iscn(counts, total=total, questioned=questioned & _deviating(counts))
+
+    flags: list[str] = []
+    if n_low:
+        flags.append(f"low_score: {n_low} chromosome(s) with score < {min_score:g}")
+    if n_unsure:
+        flags.append(f"unsure_class: {n_unsure} chromosome(s) with class margin < {min_margin:g}")
+    if unassigned > max_unassigned:
+        flags.append(f"unassigned: {unassigned} chromosome(s) without a class")
+    if abs(total - 46) > max_count_deviation:
+        flags.append(f"count: {total} chromosomes, far from 46")
+    odd = [id_to_chrom(c) for c in AUTOSOMES if counts[c] == 0 or counts[c] >= 4]
+    if odd:
+        flags.append("class_count: 0 or >= 4 of class " + ", ".join(odd))
+    if n_x == 0 or n_x + n_y > 3:
+        flags.append(f"sex: {n_x} X and {n_y} Y")
+
+    findings: list[str] = []
+    if total != 46:
+        findings.append(f"{total} chromosomes")
+    if sex not in ("XX", "XY"):
+        findings.append(f"sex chromosomes {sex or 'none'}")
+    for c in AUTOSOMES:
+        d = counts[c] - 2
+        if d:
+            findings.append(f"{'+' if d > 0 else ''}{d} of {id_to_chrom(c)}")
+    return KaryotypeCounts(
+        counts=counts,
+        total=total,
+        unassigned=unassigned,
+        sex=sex,
+        expected=expected,
+        summary=summary,
+        weak=weak,
+        flags=flags,
+        findings=findings,
+    )
+
+
+def _deviating(counts: dict[int, int]) -> set[int]:
+    return {c for c in AUTOSOMES if counts[c] != 2}
+
+
+def counts_from_labels(labels) -> KaryotypeCounts:
+    """Convenience: counts of a plain list of class ids (no scores)."""
+    return count_karyotype([{"category_id": int(c)} for c in labels])
