@@ -1,0 +1,244 @@
+"""chromoseg's dataset format: COCO instances JSON with optional ``rbox`` and ``endpoints`` keys.
+
+- ``bbox`` is COCO's ``[x, y, w, h]`` in continuous pixels; ``segmentation`` is RLE or polygons;
+  ``rbox`` is ``[cx, cy, w, h, angle]`` (canonical, degrees, see ``chromoseg.ops``);
+  ``endpoints`` is ``[[x1, y1], [x2, y2]]``. Missing ``rbox`` / ``endpoints`` are derived from the mask.
+- Box-only sets (no masks) carry ``"chromoseg": {"box_only": true}`` at the top level and
+  ``"has_masks": false`` on each image; their annotations have no ``segmentation``.
+- Categories are the 24 classes of :mod:`chromoseg.data.classes` with ids 1-24.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from chromoseg.data.classes import NUM_CLASSES, coco_categories
+from chromoseg.data.report import ProblemLog
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """COCO RLE of a boolean ``[H, W]`` mask, with ``counts`` as a str (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def decode_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """Boolean ``[height, width]`` mask from RLE (compressed or not) or polygons."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):  # polygons
+        polys = [p for p in segmentation if len(p) >= 6]
+        if not polys:
+            return np.zeros((height, width), bool)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    elif isinstance(segmentation, dict):
+        rle = segmentation
+        if isinstance(rle.get("counts"), list):
+            rle = mask_utils.frPyObjects(rle, height, width)
+        elif isinstance(rle.get("counts"), str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        if tuple(rle["size"]) != (height, width):
+            raise ValueError(f"RLE size {tuple(rle['size'])} does not match the image ({height}, {width})")
+    else:
+        raise ValueError(f"unknown segmentation type {type(segmentation).__name__}")
+    return mask_utils.decode(rle).astype(bool)
+
+
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """COCO ``[x, y, w, h]`` of a boolean mask's pixels (pixel squares, continuous coordinates)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    x0, y0 = float(xs.min()), float(ys.min())
+    return [x0, y0, float(xs.max()) + 1.0 - x0, float(ys.max()) + 1.0 - y0]
+
+
+def derive_geometry(mask: np.ndarray) -> tuple[list[float], list[list[float]]]:
+    """``(rbox, endpoints)`` of a boolean mask: minimum-area rectangle and skeleton ends."""
+    import torch
+
+    from chromoseg.ops import mask_endpoints, mask_to_rbox
+
+    rbox = mask_to_rbox(torch.from_numpy(np.ascontiguousarray(mask)))
+    ends = mask_endpoints(mask)
+    ends = ends.tolist() if hasattr(ends, "tolist") else list(ends)
+    return [round(float(v), 3) for v in rbox.tolist()], [[round(float(x), 2), round(float(y), 2)] for x, y in ends]
+
+
+def _atomic_write_json(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class CocoWriter:
+    """Builds a dataset in chromoseg's format and writes it atomically.
+
+    >>> w = CocoWriter(); i = w.add_image("a.tif", 512, 640)
+    >>> w.add_annotation(i, 7, mask=m)  # bbox, area, rbox and endpoints derived from the mask
+    >>> w.write("train.json")
+    """
+
+    def __init__(self, box_only: bool = False):
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.box_only = box_only
+        self._sizes: dict[int, tuple[int, int]] = {}
+
+    def add_image(self, file_name: str, height: int, width: int, **extra) -> int:
+        image_id = len(self.images) + 1
+        entry = {"id": image_id, "file_name": str(file_name), "height": int(height), "width": int(width)}
+        if self.box_only:
+            entry["has_masks"] = False
+        entry.update(extra)
+        self.images.append(entry)
+        self._sizes[image_id] = (int(height), int(width))
+        return image_id
+
+    def add_annotation(self, image_id: int, category_id: int, mask=None, bbox=None, rbox=None,
+                       endpoints=None, score=None, **extra) -> int:
+        """Add one instance; with a mask, missing ``bbox``, ``area``, ``rbox`` and ``endpoints`` are derived."""
+        if not 1 <= int(category_id) <= NUM_CLASSES:
+            raise ValueError(f"category id {category_id} outside 1-{NUM_CLASSES}")
+        ann = {"id": len(self.annotations) + 1, "image_id": int(image_id), "category_id": int(category_id), "iscrowd": 0}
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != self._sizes[image_id]:
+                raise ValueError(f"mask shape {mask.shape} != image size {self._sizes[image_id]}")
+            if not mask.any():
+                raise ValueError("empty mask")
+            ann["segmentation"] = encode_mask(mask)
+            ann["area"] = int(mask.sum())
+            ann["bbox"] = mask_bbox(mask) if bbox is None else [float(v) for v in bbox]
+            if rbox is None or endpoints is None:
+                r, e = derive_geometry(mask)
+                rbox = r if rbox is None else rbox
+                endpoints = e if endpoints is None else endpoints
+        else:
+            if bbox is None:
+                raise ValueError("an annotation needs a mask or a bbox")
+            ann["bbox"] = [float(v) for v in bbox]
+            ann["area"] = float(bbox[2] * bbox[3])
+        if rbox is not None:
+            ann["rbox"] = [float(v) for v in rbox]
+        if endpoints is not None:
+            ann["endpoints"] = [[float(x), float(y)] for x, y in endpoints]
+        if score is not None:
+            ann["score"] = float(score)
+        ann.update(extra)
+        self.annotations.append(ann)
+        return ann["id"]
+
+    def to_dict(self, info: dict | None = None) -> dict:
+        out = {
+            "info": dict(info or {}),
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": coco_categories(),
+        }
+        if self.box_only:
+            out["chromoseg"] = {"box_only": True}
+        return out
+
+    def write(self, path, info: dict | None = None) -> Path:
+        path = Path(path)
+        _atomic_write_json(self.to_dict(info), path)
+        return path
+
+
+def is_box_only(dataset: dict, image: dict | None = None) -> bool:
+    """True when the set (or this image) has boxes but no masks."""
+    if image is not None and "has_masks" in image:
+        return not bool(image["has_masks"])
+    return bool(dataset.get("chromoseg", {}).get("box_only", False))
+
+
+def load_coco(path, problems: ProblemLog | None = None, check_files: bool = False) -> dict:
+    """Load and check a dataset JSON; bad annotations are left out and reported in ``problems``.
+
+    Checks: the JSON's structure, category ids 1-24, boxes that are empty or outside their image,
+    annotations of unknown images, and (``check_files``) that image files exist. Raises ``ValueError``
+    naming the file when the JSON itself is unusable.
+    """
+    path = Path(path)
+    problems = problems if problems is not None else ProblemLog()
+    if not path.is_file():
+        raise ValueError(f"{path}: no such dataset file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
+    images = {}
+    for img in data["images"]:
+        try:
+            iid, h, w = int(img["id"]), int(img["height"]), int(img["width"])
+            name = str(img["file_name"])
+        except (KeyError, TypeError, ValueError):
+            problems.add(path, f"image entry {str(img)[:80]} lacks id/file_name/height/width", kind="image-entry")
+            continue
+        if h <= 0 or w <= 0:
+            problems.add(f"{path} [{name}]", f"image size {w}x{h} is not positive", kind="image-entry")
+            continue
+        if check_files and not resolve_image_path(name, path.parent).is_file():
+            problems.add(f"{path} [{name}]", "image file not found", kind="missing-image")
+            continue
+        images[iid] = img
+    kept = []
+    for ann in data["annotations"]:
+        iid = ann.get("image_id")
+        img = images.get(iid)
+        where = f"{path} [annotation {ann.get('id')}, image {img['file_name'] if img else iid}]"
+        if img is None:
+            problems.add(where, "refers to an unknown or skipped image", kind="unknown-image")
+            continue
+        cat = ann.get("category_id")
+        if not isinstance(cat, int) or not 1 <= cat <= NUM_CLASSES:
+            problems.add(where, f"category id {cat!r} outside 1-{NUM_CLASSES}", kind="label")
+            continue
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(v) for v in bbox)):
+            problems.add(where, f"bbox {bbox!r} is not [x, y, w, h]", kind="bbox")
+            continue
+        x, y, bw, bh = bbox
+        if bw <= 0 or bh <= 0:
+            problems.add(where, f"empty bbox {bbox}", kind="empty-box")
+            continue
+        if x >= img["width"] or y >= img["height"] or x + bw <= 0 or y + bh <= 0:
+            problems.add(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image", kind="out-of-image")
+            continue
+        if "segmentation" in ann and not ann["segmentation"]:
+            problems.add(where, "empty segmentation", kind="empty-mask")
+            continue
+        rbox = ann.get("rbox")
+        if rbox is not None and not (len(rbox) == 5 and all(np.isfinite(v) for v in rbox) and rbox[2] > 0 and rbox[3] > 0):
+            problems.add(where, f"rbox {rbox} is not [cx, cy, w, h, angle] with positive sides; derived again",
+                         action="kept", kind="rbox")
+            ann = {k: v for k, v in ann.items() if k != "rbox"}
+        kept.append(ann)
+    data["images"] = list(images.values())
+    data["annotations"] = kept
+    data.setdefault("categories", coco_categories())
+    return data
+
+
+def resolve_image_path(file_name: str, root) -> Path:
+    """An image's path: absolute names as they are, relative ones against ``root``."""
+    p = Path(file_name)
+    return p if p.is_absolute() else Path(root) / p

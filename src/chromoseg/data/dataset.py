@@ -1,0 +1,131 @@
+"""A torch ``Dataset`` over a chromoseg COCO file: images and their instance targets."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chromoseg.data.coco import decode_mask, derive_geometry, is_box_only, load_coco, resolve_image_path
+from chromoseg.data.io import ImageReadError, read_image, to_float01
+from chromoseg.data.report import ProblemLog
+
+log = logging.getLogger(__name__)
+
+#: Gaussian sigma of the endpoint heatmap target (eq. 4), in pixels of the transformed image.
+ENDPOINT_SIGMA = 3.0
+
+
+class ChromosomeDataset(torch.utils.data.Dataset):
+    """Yields ``(image, target)``: ``image`` float32 ``[1, H, W]`` in [0, 1] (grey), ``target`` a dict.
+
+    ``target``: ``boxes`` [N,4] xyxy, ``rboxes`` [N,5], ``labels`` [N] (1-24), ``masks`` uint8 [N,H,W],
+    ``endpoints`` [N,2,2], ``endpoint_heatmap`` [1,H,W], ``has_masks``, ``has_endpoints``, ``image_id``,
+    ``iscrowd``, ``area`` (see ``docs/architecture.md``).
+
+    Args:
+        annotations: path of the dataset JSON (chromoseg's COCO format).
+        transforms: callable ``(image, target) -> (image, target)``, e.g.
+            :func:`chromoseg.data.transforms.default_transforms`.
+        image_root: folder that relative ``file_name`` entries are read from (default: the JSON's folder).
+        heatmap_sigma: Gaussian sigma of ``endpoint_heatmap`` in output pixels.
+
+    Broken annotations are left out when the file is loaded (``self.problems`` lists them); an image
+    that cannot be read raises :class:`~chromoseg.data.io.ImageReadError` naming the file.
+    """
+
+    def __init__(self, annotations, transforms=None, image_root=None, heatmap_sigma: float = ENDPOINT_SIGMA,
+                 max_images: int | None = None):
+        self.path = Path(annotations)
+        self.problems = ProblemLog()
+        self.coco = load_coco(self.path, self.problems)
+        self.image_root = Path(image_root) if image_root else self.path.parent
+        self.transforms = transforms
+        self.heatmap_sigma = heatmap_sigma
+        self.images = sorted(self.coco["images"], key=lambda im: im["id"])
+        if max_images:
+            self.images = self.images[: int(max_images)]
+        self._anns: dict[int, list[dict]] = {}
+        for ann in self.coco["annotations"]:
+            self._anns.setdefault(ann["image_id"], []).append(ann)
+        if self.problems:
+            log.warning("%s: %s", self.path, self.problems.summary())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_path(self, index: int) -> Path:
+        return resolve_image_path(self.images[index]["file_name"], self.image_root)
+
+    def annotations(self, index: int) -> list[dict]:
+        return self._anns.get(self.images[index]["id"], [])
+
+    def load(self, index: int):
+        """Image and target at the file's own size, before transforms."""
+        info = self.images[index]
+        path = self.image_path(index)
+        arr = read_image(path)
+        h, w = arr.shape
+        if (h, w) != (info["height"], info["width"]):
+            raise ImageReadError(path, f"image is {w}x{h} but the annotations say {info['width']}x{info['height']}")
+        image = torch.from_numpy(to_float01(arr))[None]
+        anns = self.annotations(index)
+        box_only = is_box_only(self.coco, info) or any("segmentation" not in a for a in anns)
+        n = len(anns)
+        masks = np.zeros((n, h, w), np.uint8)
+        rboxes = np.zeros((n, 5), np.float32)
+        ends = np.zeros((n, 2, 2), np.float32)
+        has_ends = True
+        for k, a in enumerate(anns):
+            if not box_only:
+                masks[k] = decode_mask(a["segmentation"], h, w)
+            r, e = a.get("rbox"), a.get("endpoints")
+            if (r is None or e is None) and not box_only:
+                r2, e2 = derive_geometry(masks[k].astype(bool))
+                r = r if r is not None else r2
+                e = e if e is not None else e2
+            if r is None:  # box-only: the axis-aligned box as a rotated box
+                x, y, bw, bh = a["bbox"]
+                r = [x + bw / 2, y + bh / 2, bw, bh, 0.0]
+            if e is None:
+                has_ends = False
+                e = [[0.0, 0.0], [0.0, 0.0]]
+            rboxes[k] = r
+            ends[k] = e
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                         np.float32).reshape(n, 4)
+        from chromoseg.ops import normalize_rboxes
+
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "rboxes": normalize_rboxes(torch.from_numpy(rboxes)),
+            "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            "masks": torch.from_numpy(masks),
+            "endpoints": torch.from_numpy(ends),
+            "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
+            "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
+            "has_masks": torch.tensor(not box_only),
+            "has_endpoints": torch.tensor(has_ends and n > 0 and not box_only),
+            "image_id": torch.tensor(info["id"], dtype=torch.int64),
+        }
+        return image, target
+
+    def __getitem__(self, index: int):
+        image, target = self.load(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        from chromoseg.ops import endpoint_heatmap
+
+        H, W = image.shape[-2:]
+        if bool(target["has_endpoints"]):
+            heat = endpoint_heatmap(target["endpoints"], size=(H, W), sigma=self.heatmap_sigma)
+        else:
+            heat = torch.zeros((H, W), dtype=torch.float32)
+        target["endpoint_heatmap"] = heat[None].float()
+        return image, target
+
+
+def collate_fn(batch):
+    """Keep images and targets as lists (images may differ in size), like torchvision's references."""
+    return tuple(zip(*batch))
