@@ -1,0 +1,40 @@
+"""The chromoseg command: help, data import/show on the shipped example, errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+from chromoseg.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "data", "evaluate"):
+        assert cmd in out
+
+
+def test_demo_and_show(tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    pngs = list((tmp_path / "demo").glob("*.png"))
+    assert [p.name for p in pngs] == ["V1701XYD.png"]
+    assert main(["data", "show", str(tmp_path / "demo" / "dataset" / "all.json"), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    assert (tmp_path / "s" / "V1701XYD.png").stat().st_size > 10_000
+    assert main(["data", "check", str(tmp_path / "demo" / "dataset" / "all.json")]) == 0
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    assert main(["data", "import", "mfish", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["data", "show", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("chromoseg")
+    out = subprocess.run([str(exe), "data", "import", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "mfish" in out and "voc" in out
