@@ -11,7 +11,7 @@
   ``paste_masks_in_image``), giving ``masks [N,1,H,W]`` float probabilities like torchvision.
 
 Anisotropic resizing of a rotated box is done on its two side vectors (the parallelogram is
-approximated by the rectangle with the scaled side lengths and the scaled long-side direction); it
+approximated by the rectangle along the scaled long side with the parallelogram's area); it
 is exact when the two scale factors are equal and nearly so for the small aspect changes used here.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def scale_rboxes(b: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     ux, uy = c * b[:, 2] * sx, -s * b[:, 2] * sy  # long side
     vx, vy = s * b[:, 3] * sx, c * b[:, 3] * sy  # short side
     w = torch.hypot(ux, uy)
-    h = torch.hypot(vx, vy)
+    h = (ux * vy - uy * vx).abs() / w.clamp(min=1e-6)  # same area as the scaled parallelogram
     a = torch.rad2deg(torch.atan2(-uy, ux))
     return canonical_rboxes(torch.stack([b[:, 0] * sx, b[:, 1] * sy, w, h, a], dim=1))
 

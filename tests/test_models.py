@@ -1,0 +1,289 @@
+"""Model tests on the CPU with small settings (resnet18, 128x160 images, few proposals and RoIs)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from chromoseg.models import SMALL, VARIANTS, build_model
+
+SIZE = (128, 160)
+
+
+def synth_sample(h=128, w=160, n=3, seed=0, has_masks=True):
+    """An image with ``n`` bright slanted bars ("chromosomes") and a full target dict."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(1, h, w)
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    masks, rboxes, boxes, ends = [], [], [], []
+    for k in range(n):
+        cx = 30 + (w - 60) * (k + 0.5) / n
+        cy = h / 2 + float(torch.randint(-15, 15, (1,), generator=g))
+        length, width = 50.0, 12.0
+        a = float(torch.randint(-80, 80, (1,), generator=g))
+        r = math.radians(a)
+        ux, uy, vx, vy = math.cos(r), -math.sin(r), math.sin(r), math.cos(r)
+        du = (xx - cx) * ux + (yy - cy) * uy
+        dv = (xx - cx) * vx + (yy - cy) * vy
+        m = (du.abs() <= length / 2) & (dv.abs() <= width / 2)
+        img[0][m] = 0.8
+        ys, xs = torch.where(m)
+        masks.append(m.to(torch.uint8))
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+        rboxes.append([cx, cy, length, width, a])
+        e = sorted([[cx - ux * length / 2, cy - uy * length / 2], [cx + ux * length / 2, cy + uy * length / 2]],
+                   key=lambda p: (p[1], p[0]))
+        ends.append(e)
+    ends = torch.tensor(ends)
+    heat = torch.zeros(1, h, w)
+    for e in ends.reshape(-1, 2):
+        heat[0] = torch.maximum(heat[0], torch.exp(-((xx - e[0]) ** 2 + (yy - e[1]) ** 2) / 18.0))
+    target = dict(boxes=torch.tensor(boxes, dtype=torch.float32), rboxes=torch.tensor(rboxes),
+                  labels=torch.arange(1, n + 1), endpoints=ends, endpoint_heatmap=heat,
+                  masks=torch.stack(masks) if has_masks else torch.zeros(n, h, w, dtype=torch.uint8),
+                  has_masks=torch.tensor(has_masks), has_endpoints=torch.tensor(True), image_id=torch.tensor(seed))
+    return img + 0.05 * torch.rand(1, h, w, generator=g), target
+
+
+def small_model(variant, **kw):
+    torch.manual_seed(0)
+    args = dict(SMALL, backbone="resnet18", image_size=SIZE, anchor_ratios=(3.0,))
+    args.update(kw)
+    return build_model(variant, **args)
+
+
+def batch(n=2, **kw):
+    ims, ts = zip(*[synth_sample(seed=i, **kw) for i in range(n)])
+    return list(ims), list(ts)
+
+
+EXPECTED = {
+    "mr": {"loss_box_reg"},
+    "rmr": {"loss_box_reg"},
+    "erm2": {"loss_box_reg", "loss_endpoint"},
+    "erm3": {"loss_box_reg_h", "loss_box_reg_r"},
+    "ermr": {"loss_box_reg_h", "loss_box_reg_r", "loss_endpoint"},
+}
+COMMON = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask"}
+
+
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_variant_train_and_eval(variant):
+    model = small_model(variant)
+    ims, ts = batch()
+    model.train()
+    losses = model(ims, ts)
+    assert set(losses) == COMMON | EXPECTED[variant]
+    for k, v in losses.items():
+        assert v.dim() == 0 and torch.isfinite(v), k
+    sum(losses.values()).backward()
+    assert model.rpn.head.cls_logits.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        out = model(ims)
+    assert len(out) == 2
+    for o in out:
+        n = o["scores"].shape[0]
+        assert o["boxes"].shape == (n, 4) and o["labels"].shape == (n,) and o["labels"].dtype == torch.int64
+        assert o["masks"].shape == (n, 1) + SIZE and o["masks"].dtype == torch.float32
+        assert o["boxes"].device == ims[0].device
+        if variant != "mr":
+            assert o["rboxes"].shape == (n, 5)
+        if "loss_endpoint" in EXPECTED[variant]:
+            assert o["endpoints"].shape == (n, 2, 2)
+            assert o["endpoint_heatmap"].shape == (1,) + SIZE
+        else:
+            assert "endpoints" not in o
+
+
+def test_aliases_and_switches():
+    assert VARIANTS["erm1"] == VARIANTS["rmr"] and VARIANTS["erm4"] == VARIANTS["ermr"]
+    m = small_model("ermr", hr=False, ed=False)
+    assert not m.roi_heads.hr and m.backbone.endpoint_branch is None
+    with pytest.raises(ValueError):
+        build_model("nope")
+    with pytest.raises(ValueError):
+        build_model("mr", weights_backbone="DEFAULT")
+
+
+def test_output_mapped_to_original_size():
+    model = small_model("erm3").eval()
+    img, _ = synth_sample(h=160, w=200)
+    with torch.no_grad():
+        out = model([img])[0]
+    assert out["masks"].shape[-2:] == (160, 200)
+
+
+@pytest.mark.parametrize("variant", ["mr", "ermr"])
+def test_box_only_images_skip_mask_loss(variant):
+    model = small_model(variant).train()
+    ims, ts = batch(has_masks=False)
+    for t in ts:
+        t["has_endpoints"] = torch.tensor(False)
+    losses = model(ims, ts)
+    assert float(losses["loss_mask"]) == 0.0
+    assert losses["loss_mask"].requires_grad
+    if variant == "ermr":
+        assert float(losses["loss_endpoint"]) == 0.0
+    assert float(losses["loss_classifier"]) > 0
+
+
+@pytest.mark.parametrize("variant,steps", [("mr", 14), ("rmr", 14), ("ermr", 14)])
+def test_overfits_two_images(variant, steps):
+    model = small_model(variant).train()
+    ims, ts = batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
+    hist = []
+    for _ in range(steps):
+        losses = model(ims, ts)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        hist.append(float(total))
+    first, last = sum(hist[:2]) / 2, sum(hist[-3:]) / 3
+    assert last < 0.5 * first, hist
+
+
+def test_backbone_weights_from_file(tmp_path):
+    from torchvision.models import resnet18
+
+    ref = resnet18(weights=None)
+    torch.nn.init.normal_(ref.conv1.weight)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    model = small_model("rmr", backbone_weights=str(path))
+    body = model.backbone.body
+    assert torch.allclose(body.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(body.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    # the file `chromoseg pretrain` writes: {"backbone": state dict of a 1-channel ResNet, ...}
+    from chromoseg.models.backbone import build_resnet
+
+    grey = build_resnet("resnet18", in_channels=1)
+    path2 = tmp_path / "pre.pt"
+    torch.save({"backbone": grey.state_dict(), "arch": "resnet18"}, path2)
+    model2 = small_model("mr", backbone_weights=str(path2))
+    assert torch.equal(model2.backbone.body.conv1.weight, grey.conv1.weight)
+    with pytest.raises(FileNotFoundError):
+        small_model("mr", backbone_weights=str(tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="bad.pt"):
+        small_model("mr", backbone_weights=str(bad))
+
+
+def test_smooth_l1_is_eq3():
+    from chromoseg.models.losses import smooth_l1
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
+    assert torch.allclose(smooth_l1(x), torch.tensor([1.5, 0.125, 0.0, 0.125, 1.5]))
+
+
+def test_endpoint_loss_eq4():
+    from chromoseg.models.losses import endpoint_loss
+
+    tgt = torch.rand(1, 8, 10)
+    pred = torch.zeros(1, 1, 16, 16)
+    pred[0, 0, :8, :10] = tgt[0]
+    assert float(endpoint_loss(pred, [{"endpoint_heatmap": tgt}], [(8, 10)])) == 0.0
+    pred[0, 0, :8, :10] += 0.5
+    assert math.isclose(float(endpoint_loss(pred, [{"endpoint_heatmap": tgt}], [(8, 10)])), 0.25, rel_tol=1e-5)
+
+
+def test_map_levels_like_torchvision():
+    from torchvision.ops.poolers import LevelMapper
+
+    from chromoseg.models.roi_heads import map_levels
+
+    side = torch.tensor([10.0, 60.0, 112.0, 224.0, 300.0, 500.0, 1000.0])
+    rois = torch.stack([side, side, side, side, torch.zeros_like(side)], 1)
+    hb = torch.stack([torch.zeros_like(side), torch.zeros_like(side), side, side], 1)
+    ref = LevelMapper(2, 5)([hb])
+    assert torch.equal(map_levels(rois), ref)
+
+
+def test_rotated_anchors():
+    from torchvision.models.detection.image_list import ImageList
+
+    from chromoseg.models.rpn import RotatedAnchorGenerator
+
+    ag = RotatedAnchorGenerator(sizes=(16, 32), ratios=(1.5, 3.0))
+    feats = [torch.zeros(1, 4, 8, 10), torch.zeros(1, 4, 4, 5)]
+    anchors = ag(ImageList(torch.zeros(1, 1, 32, 40), [(32, 40)]), feats)[0]
+    assert anchors.shape == ((80 + 20) * 12, 5)
+    assert anchors[:, 4].min() >= -90 and anchors[:, 4].max() < 90
+    assert torch.all(anchors[:, 2] >= anchors[:, 3])
+    assert torch.allclose(anchors[0, :2], torch.tensor([2.0, 2.0]))
+    assert math.isclose(float(anchors[0, 2] * anchors[0, 3]), 256.0, rel_tol=1e-5)
+
+
+def test_transform_resize_roundtrip():
+    from chromoseg.models.transform import scale_rboxes
+
+    b = torch.tensor([[50.0, 40.0, 30.0, 8.0, 30.0], [10.0, 10.0, 20.0, 5.0, -90.0]])
+    s = scale_rboxes(b, 2.0, 2.0)
+    assert torch.allclose(s, torch.tensor([[100.0, 80.0, 60.0, 16.0, 30.0], [20.0, 20.0, 40.0, 10.0, -90.0]]), atol=1e-4)
+    back = scale_rboxes(scale_rboxes(b, 1.25, 0.8), 0.8, 1.25)
+    assert torch.allclose(back[:, :4], b[:, :4], atol=0.5)
+
+
+# ---- the H&R synthesis rule ------------------------------------------------------------------
+
+def _fuse(**kw):
+    from chromoseg.models.roi_heads import fuse_hr_detections
+
+    return fuse_hr_detections(**kw)
+
+
+def test_hr_fusion_recovers_isolated_detection():
+    # 0, 1: two touching chromosomes found by the rotated branch; 2: an isolated one that only the
+    # axis-aligned NMS kept; 3: a duplicate of 0 kept by the axis-aligned NMS (covered)
+    rboxes = torch.tensor([[20.0, 20, 30, 6, 45], [30.0, 20, 30, 6, -45], [100.0, 100, 30, 6, 0],
+                           [21.0, 20, 30, 6, 45]])
+    from chromoseg.ops import rbox_to_hbox
+
+    hboxes = rbox_to_hbox(rboxes)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    idx, use_h = _fuse(rboxes=rboxes, hboxes=hboxes, scores=scores, keep_r=torch.tensor([0, 1]),
+                       keep_h=torch.tensor([0, 2, 3]))
+    assert idx.tolist() == [0, 1, 2]
+    assert not use_h.any()
+
+
+def test_hr_fusion_crowded_axis_detection_not_added_and_hbox_fallback():
+    rboxes = torch.tensor([[20.0, 20, 30, 6, 45], [100.0, 100, 30, 6, 0], [104.0, 100, 30, 6, 0],
+                           [200.0, 50, 30, 6, 0]])
+    hboxes = torch.tensor([[5.0, 5, 35, 35], [85.0, 97, 115, 103], [89.0, 97, 119, 103],
+                           [190.0, 30, 210, 70]])  # the last disagrees with its rotated box
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    idx, use_h = _fuse(rboxes=rboxes, hboxes=hboxes, scores=scores, keep_r=torch.tensor([0]),
+                       keep_h=torch.tensor([1, 2, 3]))
+    # 1 and 2 overlap each other (crowded): the rotated branch decides; 3 is isolated: recovered
+    assert idx.tolist() == [0, 3]
+    assert use_h.tolist() == [False, True]
+
+
+def test_hr_fusion_empty():
+    e = torch.zeros(0, dtype=torch.int64)
+    idx, use_h = _fuse(rboxes=torch.zeros(0, 5), hboxes=torch.zeros(0, 4), scores=torch.zeros(0), keep_r=e, keep_h=e)
+    assert idx.numel() == 0 and use_h.numel() == 0
+
+
+def test_hr_fusion_switch():
+    model = small_model("erm3", hr_fusion=False)
+    assert model.roi_heads.hr and not model.roi_heads.hr_fusion
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_cuda_forward():
+    model = small_model("ermr").cuda()
+    ims, ts = batch()
+    ims = [i.cuda() for i in ims]
+    ts = [{k: v.cuda() for k, v in t.items()} for t in ts]
+    losses = model.train()(ims, ts)
+    assert all(v.device.type == "cuda" for v in losses.values())
+    with torch.no_grad():
+        out = model.eval()(ims)
+    assert out[0]["masks"].device.type == "cuda"
