@@ -68,3 +68,14 @@ def test_size_mismatch_and_missing_image(tmp_path):
     (tmp_path / "cell.png").unlink()
     with pytest.raises(ImageReadError, match="no such file"):
         ChromosomeDataset(path)[0]
+
+
+def test_crowd_regions_left_out_by_default(tmp_path):
+    import json
+
+    path = write_set(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][1]["iscrowd"] = 1
+    path.write_text(json.dumps(data))
+    assert ChromosomeDataset(path)[0][1]["labels"].tolist() == [1]
+    assert ChromosomeDataset(path, keep_crowd=True)[0][1]["labels"].tolist() == [1, 2]

@@ -115,7 +115,8 @@ class CocoWriter:
         """Add one instance; with a mask, missing ``bbox``, ``area``, ``rbox`` and ``endpoints`` are derived."""
         if not 1 <= int(category_id) <= NUM_CLASSES:
             raise ValueError(f"category id {category_id} outside 1-{NUM_CLASSES}")
-        ann = {"id": len(self.annotations) + 1, "image_id": int(image_id), "category_id": int(category_id), "iscrowd": 0}
+        ann = {"id": len(self.annotations) + 1, "image_id": int(image_id), "category_id": int(category_id),
+               "iscrowd": int(extra.pop("iscrowd", 0))}
         if mask is not None:
             mask = np.asarray(mask, bool)
             if mask.shape != self._sizes[image_id]:

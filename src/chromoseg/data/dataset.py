@@ -30,13 +30,15 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             :func:`chromoseg.data.transforms.default_transforms`.
         image_root: folder that relative ``file_name`` entries are read from (default: the JSON's folder).
         heatmap_sigma: Gaussian sigma of ``endpoint_heatmap`` in output pixels.
+        keep_crowd: keep ``iscrowd`` regions (e.g. unseparated touching homologues) in the targets; by
+            default they are left out, as in torchvision's detection references.
 
     Broken annotations are left out when the file is loaded (``self.problems`` lists them); an image
     that cannot be read raises :class:`~chromoseg.data.io.ImageReadError` naming the file.
     """
 
     def __init__(self, annotations, transforms=None, image_root=None, heatmap_sigma: float = ENDPOINT_SIGMA,
-                 max_images: int | None = None):
+                 max_images: int | None = None, keep_crowd: bool = False):
         self.path = Path(annotations)
         self.problems = ProblemLog()
         self.coco = load_coco(self.path, self.problems)
@@ -48,7 +50,8 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             self.images = self.images[: int(max_images)]
         self._anns: dict[int, list[dict]] = {}
         for ann in self.coco["annotations"]:
-            self._anns.setdefault(ann["image_id"], []).append(ann)
+            if keep_crowd or not ann.get("iscrowd", 0):
+                self._anns.setdefault(ann["image_id"], []).append(ann)
         if self.problems:
             log.warning("%s: %s", self.path, self.problems.summary())
 

@@ -17,7 +17,9 @@ instances: both homologues of a class share one value. Instances are derived by 
 5. **Unresolved.** A class left with more pieces than expected (e.g. a translocation painted in two
    colours) or fewer (touching homologues that form one piece, or a lost chromosome) is *flagged*: its
    instances are kept as found and marked ``"unresolved"`` in the annotation, and the image's report row
-   lists the class. Structural rearrangements in the karyotype make the expected counts of the classes
+   lists the class. With too few pieces, the largest piece is most likely two touching homologues: it
+   is written as a COCO crowd region (``"iscrowd": 1``, ``"unresolved": "too-few"``), which COCO AP
+   ignores and training leaves out, as torchvision's references do with crowds. Structural rearrangements in the karyotype make the expected counts of the classes
    involved uncertain; those classes are reported as ``uncertain`` rather than unresolved.
 
 Per image the report gives the number of instances found against the count in ``case_info.txt``.
@@ -153,15 +155,16 @@ def derive_instances(labels: np.ndarray, expected: dict[int, int], uncertain: se
             gtouch[a] |= gtouch[b]
             ggrown[a] = ggrown[a] | ggrown[b]
             del merged[b], gtouch[b], ggrown[b]
-        flag = None
+        flags: list[str | None] = [None] * len(merged)
         if c not in uncertain:
             if len(merged) > want:
                 unresolved[c] = f"{len(merged)} pieces, {want} expected (not joinable)"
-                flag = "extra-pieces"
+                flags = ["extra-pieces"] * len(merged)
             elif len(merged) < want:
                 unresolved[c] = f"{len(merged)} found, {want} expected (touching homologues or missing)"
-                flag = "too-few"
-        for m, t in zip(merged, gtouch):
+                if merged:
+                    flags[int(np.argmax([m.sum() for m in merged]))] = "too-few"
+        for m, t, flag in zip(merged, gtouch, flags):
             full = np.zeros((H, W), bool)
             full[win] = m
             for o in t:  # overlap pixels belong to every chromosome touching them
@@ -241,7 +244,9 @@ def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = N
         targets = [writers["all"]] + ([writers[s]] if s else [])
         ids = [w.add_image(file_name, *image.shape, **extra) for w in targets]
         for c, mask, flag in instances:
-            more = {"unresolved": flag} if flag else {}
+            # the largest piece of a class with too few is most likely touching homologues: a COCO crowd
+            # region (ignored by AP, left out of training targets), as torchvision's references treat crowds
+            more = {"unresolved": flag, "iscrowd": int(flag == "too-few")} if flag else {}
             for w, iid in zip(targets, ids):
                 w.add_annotation(iid, c, mask=mask, **more)
         rows.append({"image": name, "slide": slide, "split": s or "", "karyotype": karyotype,
