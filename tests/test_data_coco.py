@@ -61,6 +61,7 @@ def test_validation_skips_and_counts(tmp_path):
             {**good, "id": 5, "bbox": [30, 30, 5, 5]},
             {**good, "id": 6, "image_id": 9},
             {**good, "id": 7, "segmentation": []},
+            {**good, "id": 8, "segmentation": {"size": [10, 10], "counts": "abc"}},
         ],
     }
     p = tmp_path / "set.json"
@@ -72,7 +73,7 @@ def test_validation_skips_and_counts(tmp_path):
     assert kinds["label (skipped)"] == 2
     assert kinds["empty-box (skipped)"] == 1 and kinds["out-of-image (skipped)"] == 1
     assert kinds["unknown-image (skipped)"] == 1 and kinds["empty-mask (skipped)"] == 1
-    assert kinds["image-entry (skipped)"] == 1
+    assert kinds["image-entry (skipped)"] == 1 and kinds["mask-size (skipped)"] == 1
     assert all(str(p) in pr.file for pr in problems.problems)
 
 

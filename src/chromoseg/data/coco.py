@@ -224,8 +224,13 @@ def load_coco(path, problems: ProblemLog | None = None, check_files: bool = Fals
         if x >= img["width"] or y >= img["height"] or x + bw <= 0 or y + bh <= 0:
             problems.add(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image", kind="out-of-image")
             continue
-        if "segmentation" in ann and not ann["segmentation"]:
+        seg = ann.get("segmentation")
+        if "segmentation" in ann and not seg:
             problems.add(where, "empty segmentation", kind="empty-mask")
+            continue
+        if isinstance(seg, dict) and [int(v) for v in seg.get("size", [])] != [img["height"], img["width"]]:
+            problems.add(where, f"mask size {seg.get('size')} differs from the image's {img['height']}x{img['width']}",
+                         kind="mask-size")
             continue
         rbox = ann.get("rbox")
         if rbox is not None and not (len(rbox) == 5 and all(np.isfinite(v) for v in rbox) and rbox[2] > 0 and rbox[3] > 0):
