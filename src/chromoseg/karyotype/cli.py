@@ -80,8 +80,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_karyogram)
 
 
-def _safe_name(file_name: str) -> str:
+def _display_name(file_name: str, roots: list[Path]) -> str:
+    """The file name relative to an --images root, else its last two path parts (folder/file)."""
     p = Path(file_name)
+    if p.is_absolute():
+        for r in roots:
+            try:
+                return str(p.relative_to(r.resolve()))
+            except ValueError:
+                continue
+        return str(Path(*p.parts[-2:]))
+    return file_name
+
+
+def _safe_name(name: str) -> str:
+    p = Path(name)
     parts = [x for x in p.with_suffix("").parts if x not in ("/", "..", ".")]
     return "__".join(parts) or "image"
 
@@ -160,8 +173,8 @@ def run_karyogram(args) -> int:
     rows = []
     lines = ["image\tsummary\ttotal\tflags\ttruth"]
     for img in tqdm(images, desc="karyogram", unit="img", disable=args.no_progress):
-        name = str(img["file_name"])
-        path = _find_image(name, roots)
+        name = _display_name(str(img["file_name"]), roots)
+        path = _find_image(str(img["file_name"]), roots)
         truth = _truth_for(img, path)
         truth_summary = None
         if truth:
@@ -172,7 +185,7 @@ def run_karyogram(args) -> int:
         row = {"image": name, "truth": truth, "truth_summary": truth_summary}
         try:
             if path is None:
-                raise ImageReadError(name, "image file not found under " + ", ".join(str(r) for r in roots))
+                raise ImageReadError(img["file_name"], "image file not found under " + ", ".join(str(r) for r in roots))
             image = read_image(path)
             if image.shape[:2] != (int(img["height"]), int(img["width"])):
                 raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the dataset says "
@@ -189,7 +202,7 @@ def run_karyogram(args) -> int:
             lines.append(f"{name}\t{counts.summary}\t{counts.total}\t{'; '.join(counts.flags)}\t{truth or ''}")
         except (ImageReadError, ValueError, OSError) as err:
             msg = str(err)
-            if msg.startswith(f"{name}: ") or msg.startswith(f"{path}: "):
+            if msg.startswith(f"{img['file_name']}: ") or msg.startswith(f"{path}: "):
                 msg = msg.split(": ", 1)[1]
             problems.add(name, msg, kind="image")
             row.update(error=str(err), flags=[], findings=[], counts={})

@@ -36,14 +36,14 @@ table.rows>tbody>tr>td,table.rows>thead>tr>th{border:1px solid #ddd;padding:6px;
 table.rows>thead>tr>th{background:#eee;font-size:13px}
 tr.flagged>td:first-child{border-left:6px solid #e67e00} tr.finding>td:first-child{border-left:6px solid #3b6fd1}
 tr.ok>td:first-child{border-left:6px solid #3a9d4a}
-.name{font-weight:600;font-size:13px;word-break:break-all;max-width:190px}
+.name{font-weight:600;font-size:13px;word-break:break-all}
 .iscn{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:15px;font-weight:600}
 .truth{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;color:#555}
 .match{color:#2a7d39}.mismatch{color:#c0392b}
 ul.flags{margin:4px 0 0 0;padding-left:16px;font-size:12px;color:#b35900}
 ul.findings{margin:4px 0 0 0;padding-left:16px;font-size:12px;color:#2c55a8}
 img{display:block;max-width:100%;height:auto;border:1px solid #ccc;background:#fff}
-td.img{width:34%} td.kimg{width:34%}
+td.img{width:30%} td.kimg{width:44%}
 table.counts{border-collapse:collapse;margin-top:6px;font-size:11px}
 table.counts td{border:1px solid #ddd;padding:1px 3px;text-align:center;min-width:14px}
 table.counts td.c{color:#777} td.lo{background:#f8d0cc} td.hi{background:#cfe0f8}
@@ -62,6 +62,8 @@ def _png_data_uri(img, max_side: int) -> str | None:
         if not p.is_file():
             return None
         with Image.open(p) as im:
+            if im.format == "PNG" and max(im.size) <= max_side:  # embed the file as it is
+                return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
             im.load()
             pil = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
     else:
@@ -73,7 +75,7 @@ def _png_data_uri(img, max_side: int) -> str | None:
         f = max_side / max(pil.size)
         pil = pil.resize((max(1, int(pil.size[0] * f)), max(1, int(pil.size[1] * f))), Image.LANCZOS)
     buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
+    pil.save(buf, format="PNG", compress_level=6)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
