@@ -79,6 +79,9 @@ def _atomic_write_json(obj, path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, separators=(",", ":"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
