@@ -206,6 +206,22 @@ def test_orientation_short_arm_up_both_ways():
         assert narrow < len(width) / 2  # the centromere is in the upper half: short arm up
 
 
+def test_orientation_class_prior():
+    from chromoseg.karyotype.layout import orient_upright, upright_crop
+
+    for pinch in (0.3, 0.7):
+        m = _rect_mask((120, 160), 80, 60, 100, 14, 0, pinch_at=pinch)
+        img = np.where(m, 80, 255).astype(np.uint8)
+        g, mc = upright_crop(img, m, [80, 60, 100, 14, 0.0])
+        _, m4, info = orient_upright(g, mc, class_id=4)  # submetacentric, index ~0.29
+        assert info["rule"] == "class_prior" and info["sure"]
+        rows = np.nonzero(m4.any(1))[0]
+        width = m4.sum(1)[rows[0]:rows[-1] + 1]
+        assert int(np.argmin(width[5:-5])) + 5 < len(width) / 2
+        _, _, info1 = orient_upright(g, mc, class_id=19)  # metacentric: never sure
+        assert not info1["sure"]
+
+
 @pytest.mark.parametrize("bright", [False, True])
 def test_karyogram_layout_rows_and_homologues(bright):
     from chromoseg.karyotype.layout import render_karyogram

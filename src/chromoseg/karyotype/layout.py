@@ -20,12 +20,13 @@ Rules (:func:`render_karyogram`):
   rotated box's long side (``w``, along ``(cos a, -sin a)``) is vertical. When the box is nearly square
   (``w / h < 1.3``) and endpoints are given, the axis runs from one endpoint to the other instead.
   Missing rboxes are derived from the mask (``cv2.minAreaRect``).
-* **Short arm up** (:func:`orient_upright`). The mask's width profile along the axis is smoothed; an
-  interior minimum (between 15 % and 85 % of the length) at most 85 % of the median width is taken as
-  the centromere, and the end nearer to it goes up (rule ``"centromere"``; unsure when the constriction
-  lies within 45-55 %, i.e. metacentric). Otherwise the half with less stain (integrated darkness) goes
-  up (rule ``"mass"``; unsure when the halves differ by < 5 %). Unsure orientations get a small grey
-  ``?`` above the chromosome. This is a heuristic: bent chromosomes and acrocentrics fool it.
+* **Short arm up** (:func:`orient_upright`). From the mask's width profile along the axis: when the
+  class is known, the end whose neck lies where that class's centromere should be (textbook
+  centromeric index) goes up; otherwise the end nearer the narrowest interior point, or failing a
+  clear neck, the half with less stain. Unsure orientations (nearly metacentric classes 3, 19, 20,
+  small margins) get a small grey ``?`` above the chromosome. A heuristic: about 86 % right on
+  straightened G-band chromosomes (90 % of the ~80 % it is sure of; see benchmarks/results/counts.md);
+  bent chromosomes and blurred DAPI masks fool it more often.
 * **One scale** for all chromosomes of the karyogram: the longest one (lengths clipped at 3x the
   median, so a merged blob cannot shrink everything) becomes ``chrom_height`` pixels tall; a crop
   still taller than the row is shrunk on its own.
@@ -241,34 +242,81 @@ def _trim(g: np.ndarray, m: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np
     return g[y0:y1, x0:x1], m[y0:y1, x0:x1]
 
 
-def orient_upright(g: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Turn an upright crop by 180 degrees when its short arm is at the bottom (see module docstring).
+#: Approximate centromeric index (short-arm length / total length) of each class, textbook values
+#: for human chromosomes at about the 400-band stage (e.g. ISCN idiograms; Therman & Susman, *Human
+#: Chromosomes*): used as a prior for where the constriction lies when the class is known.
+CENTROMERIC_INDEX: dict[int, float] = {
+    1: 0.48, 2: 0.39, 3: 0.47, 4: 0.29, 5: 0.29, 6: 0.39, 7: 0.39, 8: 0.34, 9: 0.35, 10: 0.32,
+    11: 0.40, 12: 0.30, 13: 0.17, 14: 0.19, 15: 0.20, 16: 0.41, 17: 0.34, 18: 0.31, 19: 0.47,
+    20: 0.45, 21: 0.31, 22: 0.30, 23: 0.40, 24: 0.27,
+}
 
-    Returns (grey, mask, info) with info = {"rule": "centromere" | "mass" | "none", "sure": bool,
-    "flipped": bool, "centromere": relative position from the top after turning, or None}.
-    """
+
+def _width_profile(m: np.ndarray):
     rows = np.nonzero(m.any(axis=1))[0]
-    info = {"rule": "none", "sure": False, "flipped": False, "centromere": None}
     if len(rows) < 8:
-        return g, m, info
+        return None, 0, 0
     r0, r1 = rows[0], rows[-1]
     L = r1 - r0 + 1
     width = m[r0:r1 + 1].sum(axis=1).astype(float)
     k = max(1, int(round(L / 15)))
     sm = np.convolve(np.pad(width, k, mode="edge"), np.ones(2 * k + 1) / (2 * k + 1), mode="same")[k:-k]
-    lo, hi = int(0.15 * L), int(math.ceil(0.85 * L))
+    return sm, r0, L
+
+
+def orient_upright(g: np.ndarray, m: np.ndarray, class_id: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Turn an upright crop by 180 degrees when its short arm is at the bottom.
+
+    The mask's width profile along the (vertical) axis is smoothed over ~1/15 of the length.
+
+    * Class known (``"class_prior"``): the *narrowness* ``max(0, 1 - width / median width)`` is summed
+      under a Gaussian (sd 0.07 of the length) centred at the class's centromeric index from the top,
+      and again from the bottom; the end with the narrower neck at the expected place goes up. Sure when
+      the class is not (nearly) metacentric (|index - 0.5| >= 0.05: not 1, 3, 19, 20) and the two sums
+      differ by >= 20 % of their total. Chromosome 1 (index 0.48) is left to the generic rule: with the
+      prior it was right only 36 % of the time (generic: 56 %).
+    * Class unknown or 1, or no neck at all: ``"centromere"``: an interior minimum (15-85 % of the length)
+      at most 85 % of the median width is the centromere; the nearer end goes up (unsure within 45-55 %).
+      Else ``"mass"``: the half with less stain goes up (unsure when the halves differ by < 5 %).
+
+    Measured on 28k straightened G-band chromosomes (benchmarks/bench_counts.py, results in
+    benchmarks/results/counts.md) - a heuristic: bent chromosomes and blurred DAPI masks fool it.
+    Returns (grey, mask, info) with info = {"rule", "sure", "flipped", "centromere" (relative position
+    from the top after turning, or None)}.
+    """
+    info = {"rule": "none", "sure": False, "flipped": False, "centromere": None}
+    sm, r0, L = _width_profile(m)
+    if sm is None:
+        return g, m, info
     flip = None
-    if hi - lo >= 3:
-        i = lo + int(np.argmin(sm[lo:hi]))
-        med = float(np.median(sm[lo:hi]))
-        if med > 0 and sm[i] <= 0.85 * med:
-            p = (i + 0.5) / L
-            info.update(rule="centromere", sure=not (0.45 <= p <= 0.55))
-            flip = p > 0.5
-            info["centromere"] = 1 - p if flip else p
+    ci = CENTROMERIC_INDEX.get(int(class_id or 0))
+    if ci is not None and abs(ci - 0.5) >= 0.025:  # chromosome 1 (0.48): the prior misleads, measured
+        inner = sm[int(0.1 * L):int(0.9 * L) + 1]
+        med = float(np.median(inner)) if inner.size else 0.0
+        if med > 0:
+            x = (np.arange(L) + 0.5) / L
+            nar = np.clip(1.0 - sm / med, 0.0, None)
+            nar[(x < 0.05) | (x > 0.95)] = 0.0
+            top = float((nar * np.exp(-0.5 * ((x - ci) / 0.07) ** 2)).sum())
+            bot = float((nar * np.exp(-0.5 * ((x - (1 - ci)) / 0.07) ** 2)).sum())
+            if top + bot > 1e-6:
+                flip = bot > top
+                margin = abs(top - bot) / (top + bot)
+                info.update(rule="class_prior", sure=abs(ci - 0.5) >= 0.05 and margin >= 0.2,
+                            centromere=ci)
+    if flip is None:
+        lo, hi = int(0.15 * L), int(math.ceil(0.85 * L))
+        if hi - lo >= 3:
+            i = lo + int(np.argmin(sm[lo:hi]))
+            med = float(np.median(sm[lo:hi]))
+            if med > 0 and sm[i] <= 0.85 * med:
+                p = (i + 0.5) / L
+                info.update(rule="centromere", sure=not (0.45 <= p <= 0.55))
+                flip = p > 0.5
+                info["centromere"] = 1 - p if flip else p
     if flip is None:
         dark = (255.0 - g.astype(float)) * m
-        prof = dark[r0:r1 + 1].sum(axis=1)
+        prof = dark[r0:r0 + L].sum(axis=1)
         top, bot = prof[: L // 2].sum(), prof[L - L // 2:].sum()
         if top + bot > 0:
             info.update(rule="mass", sure=abs(top - bot) / (top + bot) >= 0.05)
@@ -334,7 +382,7 @@ def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_heigh
         inst = instances[i]
         ang = _axis_angle(inst, rbox)
         gc, mc = upright_crop(g, mask, rbox, angle=ang if ang != rbox[4] else None, scale=scale)
-        gc, mc, orient = orient_upright(gc, mc)
+        gc, mc, orient = orient_upright(gc, mc, class_id=inst.get("category_id"))
         if gc.shape[0] > chrom_height * 1.05:  # an outlier (e.g. a merged blob): shrink on its own
             f = chrom_height / gc.shape[0]
             size = (max(1, int(gc.shape[1] * f)), chrom_height)
