@@ -281,8 +281,11 @@ def _hardware() -> str:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src/chromoseg/karyotype",
+                                "benchmarks/bench_counts.py"], capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" + uncommitted changes to the karyotype code" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -405,7 +408,7 @@ def main(argv=None) -> int:
         lines += [f"Not measured ({'skipped' if args.orientation_every <= 0 else f'`{sroot}` absent'}).", ""]
     else:
         ores = orientation_rows(sroot, args.orientation_every)
-        lines += [f"Data: every {args.orientation_every}th cell of `{sroot}` ({ores['cells']} cells); each crop is upright with",
+        lines += [f"Data: every {args.orientation_every}. cell (sorted by name) of `{sroot}` ({ores['cells']} cells); each crop is upright with",
                   "its short arm up (karyogram convention), so it is judged as it is and turned by 180 degrees (half",
                   "the judgements each way; a rule that never turns scores 50 %). Mask: Otsu, largest dark component.",
                   "This checks `orient_upright` only (the crops are already straight; `upright_crop` is not involved).", ""]

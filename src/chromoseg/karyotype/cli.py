@@ -26,6 +26,10 @@ and for the set:
   report.csv           the same rows as a table
   problems.txt         images that could not be processed (they are skipped, never silently)
 
+The summary is ISCN-style: total count, sex chromosomes, then one -N / +N per missing / extra
+autosome ('46,XY', '45,XY,-8', '47,XX,+21', '45,X', '47,XXY'); '?' (e.g. '-?8') marks a change that
+a weak chromosome could explain. Chromosomes without a class count in the total only.
+
 Marks: orange frame = score below --min-score; magenta frame = the two best class probabilities
 differ by less than --min-margin; grey '?' = orientation unsure. Flags in the summary say where the
 evidence is weak (low scores, unsure classes, unassigned chromosomes, a count far from 46, a class
@@ -59,8 +63,9 @@ def register(subparsers) -> None:
                    help="chromoseg COCO dataset: its 'images' list says which images to process (its "
                         "annotations are used unless --results is given)")
     p.add_argument("--results", metavar="RESULTS.json",
-                   help="predictions as a COCO results list (or a dict with 'annotations'); category_id 0 "
-                        "= unassigned")
+                   help="predictions as a COCO results list (or a dict with 'annotations'), image_id as in "
+                        "ANNOTATIONS.json; keys: segmentation (RLE), category_id (0 = unassigned), score, "
+                        "optional class_scores (24 probabilities), rbox, endpoints")
     p.add_argument("--images", nargs="+", metavar="DIR", default=[],
                    help="folder(s) where the images' file_name is looked up (default: beside the JSON)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
