@@ -1,0 +1,220 @@
+"""``chromoseg train`` and ``chromoseg pretrain``."""
+from __future__ import annotations
+
+import argparse
+
+TRAIN_DESCRIPTION = """\
+Train one of the paper's networks on a chromoseg dataset (COCO JSON as written by
+`chromoseg data import`).
+
+Variants (Tables I and II):
+  mr     Mask R-CNN, axis-aligned boxes (baseline, torchvision's heads)
+  rmr    Rotated Mask R-CNN (= ERM-1): rotated anchors, rotated RPN, rotated RoIAlign
+  erm2   rotated + endpoint-detection branch (ED)
+  erm3   rotated + horizontal&rotated box detection (H&R)
+  ermr   Enhanced Rotated Mask R-CNN (= ERM-4): H&R + ED (default)
+
+Recipe (paper, Sec. III; the defaults):
+  SGD, momentum 0.9, learning rate 0.005 (+ weight decay 1e-4 and a short linear warm-up),
+  inputs resized to 640 x 512 (W x H), up to 100 epochs, early stop when the validation mask loss
+  has not improved for 10 epochs; best.pt keeps the best validation mask loss, last.pt the last
+  epoch. Loss = sum of the eq. (2) terms (+ eq. (4) endpoint term with ED), each logged.
+  There are no downloadable ImageNet weights here: start from scratch or from
+  --backbone-weights (e.g. the file `chromoseg pretrain` writes).
+
+Run folder (--out): config.yaml, metrics.jsonl (one JSON line per epoch), last.pt, best.pt,
+tb/ (TensorBoard, if installed). Checkpoints are written atomically every epoch; after a kill,
+`--resume` (or `--resume PATH`) continues from last.pt with the same data order and RNG state.
+Mixed precision (bf16, else fp16) is used on a GPU; gradients are clipped; a NaN/inf loss stops
+the run with a message. Under `torchrun --nproc-per-node N chromoseg train ...` the same command
+trains with DDP (only rank 0 writes).
+"""
+
+TRAIN_EPILOG = """\
+examples:
+  chromoseg train --data datasets/mfish --variant ermr --out runs/ermr
+  chromoseg train --train a.json --val b.json --variant mr --backbone resnet18 --out runs/mr
+  chromoseg train --data datasets/mfish --out runs/ermr --resume
+  # quick CPU check: small model settings, 8 images, 2 epochs
+  chromoseg train --data datasets/mfish --variant rmr --backbone resnet18 --small \\
+      --max-images 8 --epochs 2 --image-size 256x320 --out runs/quick
+  torchrun --nproc-per-node 4 -m chromoseg.cli train --data datasets/mfish --out runs/ermr
+"""
+
+PRETRAIN_DESCRIPTION = """\
+Pretrain the ResNet backbone as a 24-class classifier of single G-banded chromosomes
+(../shared/data/single-chromosomes-gband: one .npz per cell, entries `CLASS/claseCLASS_K_CELL`,
+8-bit grey, CLASS 1-24), split by cell with a fixed seeded split (80/10/10 train/val/test).
+Writes OUT/backbone.pt ({"backbone": ResNet state dict, "arch", "in_channels", "accuracy", ...}),
+which `chromoseg train --backbone-weights OUT/backbone.pt` starts from, plus OUT/metrics.jsonl and
+OUT/report.json with the held-out (test cells) accuracy.
+"""
+
+
+def _size(text: str):
+    t = text.lower().replace("×", "x")
+    if t in ("keep", "none", "0"):
+        return None
+    try:
+        if "x" in t:
+            w, h = (int(v) for v in t.split("x"))
+        elif "," in t:
+            h, w = (int(v) for v in t.split(","))
+        else:
+            w = h = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r}: use WxH, e.g. 640x512, or 'keep'") from None
+    return (h, w)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)", description=TRAIN_DESCRIPTION,
+                              epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
+    g.add_argument("--train", metavar="JSON", help="training set (instead of --data)")
+    g.add_argument("--val", metavar="JSON", help="validation set (early stopping); without it the training loss is monitored")
+    g.add_argument("--max-images", type=int, metavar="N", help="use only the first N training (and validation) images")
+    g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
+                   help="input size, WxH (default 640x512, the paper's); 'keep' keeps each image's size")
+    g.add_argument("--no-augment", action="store_true", help="no flips / rotations / intensity jitter")
+    g.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    g = p.add_argument_group("model")
+    g.add_argument("--variant", default="ermr", choices=["mr", "rmr", "erm1", "erm2", "erm3", "erm4", "ermr"],
+                   help="network (default ermr)")
+    g.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
+                   help="ResNet depth (default resnet50, the paper's)")
+    g.add_argument("--backbone-weights", metavar="PATH", help="ResNet state dict to start from (torchvision's or `chromoseg pretrain`'s)")
+    g.add_argument("--num-classes", type=int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
+    g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
+    g.add_argument("--batch-size", type=int, default=2, help="images per step and process (default 2)")
+    g.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (default 0.005)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--warmup-iters", type=int, default=200, help="linear warm-up steps (default 200)")
+    g.add_argument("--patience", type=int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
+    g.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (default 10; 0 = off)")
+    g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on GPU (default auto)")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (default runs/train)")
+    g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT", help="continue from CKPT (default OUT/last.pt)")
+    g.add_argument("--config", metavar="FILE", help="YAML/JSON file with any of the options above (command-line options override it)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train, _defaults={a.dest: a.default for a in p._actions})
+
+    q = subparsers.add_parser("pretrain", help="pretrain the ResNet backbone on single-chromosome classification",
+                              description=PRETRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--data", default=None, metavar="DIR",
+                   help="folder of .npz cells (default ../shared/data/single-chromosomes-gband beside the repo)")
+    q.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"])
+    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, cosine schedule (default 0.05)")
+    q.add_argument("--image-size", type=int, default=96, metavar="S", help="crops are padded/resized to SxS (default 96)")
+    q.add_argument("--max-cells", type=int, metavar="N", help="use only N cells (quick runs)")
+    q.add_argument("--workers", type=int, default=2)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="runs/pretrain", metavar="DIR")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_pretrain)
+
+
+def _load_config_file(path: str) -> dict:
+    from pathlib import Path
+
+    from chromoseg.cli import CliError
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"config file not found: {p}")
+    try:
+        if p.suffix.lower() == ".json":
+            import json
+
+            d = json.loads(p.read_text())
+        else:
+            import yaml
+
+            d = yaml.safe_load(p.read_text())
+    except Exception as err:
+        raise CliError(f"{p}: cannot parse ({err})") from None
+    if not isinstance(d, dict):
+        raise CliError(f"{p}: expected a mapping of options")
+    return d
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from chromoseg.cli import CliError
+    from chromoseg.engine.train import TrainConfig, TrainingError, fit
+
+    base = {}
+    if args.config:
+        base = _load_config_file(args.config)
+    defaults = getattr(args, "_defaults", {})
+    explicit = {k for k, v in defaults.items() if getattr(args, k, v) != v}
+    if "no_augment" in explicit:
+        explicit.add("augment")
+    opts = dict(variant=args.variant, backbone=args.backbone, backbone_weights=args.backbone_weights,
+                num_classes=args.num_classes, image_size=args.image_size, epochs=args.epochs,
+                batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
+                workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
+                augment=not args.no_augment, small=args.small, out=args.out, train=args.train, val=args.val)
+    if base:  # the file gives the values; options typed on the command line win
+        opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}
+        for k, v in base.items():
+            opts.setdefault(k, v)
+    if args.data:
+        d = Path(args.data)
+        if not d.is_dir():
+            raise CliError(f"--data {d}: not a folder")
+        opts["train"] = opts.get("train") or str(d / "train.json")
+        if not opts.get("val") and (d / "val.json").is_file():
+            opts["val"] = str(d / "val.json")
+    if not opts.get("train"):
+        raise CliError("give --data DIR or --train JSON")
+    for key in ("train", "val"):
+        if opts.get(key) and not Path(opts[key]).is_file():
+            raise CliError(f"{key} set not found: {opts[key]}")
+    if opts.get("backbone_weights") and not Path(opts["backbone_weights"]).is_file():
+        raise CliError(f"--backbone-weights: file not found: {opts['backbone_weights']}")
+    try:
+        cfg = TrainConfig.from_dict(opts)
+    except (TypeError, ValueError) as err:
+        raise CliError(str(err)) from None
+    resume = None
+    if args.resume:
+        resume = Path(cfg.out) / "last.pt" if args.resume == "auto" else Path(args.resume)
+        if not resume.is_file():
+            raise CliError(f"--resume: checkpoint not found: {resume}")
+    try:
+        summary = fit(cfg, resume=str(resume) if resume else None, show_progress=not args.no_progress)
+    except TrainingError as err:
+        raise CliError(str(err)) from None
+    except FileNotFoundError as err:
+        raise CliError(str(err)) from None
+    print(f"done: {summary['epochs_run']} epochs run ({summary['stopped']}), best {cfg.early_stop_metric} "
+          f"{summary['best']} at epoch {summary['best_epoch']}; checkpoints in {summary['out']}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from chromoseg.cli import CliError
+    from chromoseg.engine.pretrain import PretrainError, pretrain
+
+    try:
+        rep = pretrain(data=args.data, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, image_size=args.image_size, max_cells=args.max_cells, workers=args.workers,
+                       device=args.device, seed=args.seed, out=args.out, show_progress=not args.no_progress)
+    except (PretrainError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(f"held-out accuracy {rep['test_accuracy']:.4f} on {rep['test_images']} chromosomes of "
+          f"{rep['test_cells']} cells; backbone written to {rep['weights']}")
+    return 0

@@ -1,0 +1,443 @@
+"""Training loop: the paper's recipe, checkpoints, resume, early stopping, AMP, DDP.
+
+Recipe (paper, Sec. III): SGD with momentum 0.9, learning rate 0.005 (weight decay 1e-4 and a short
+linear warm-up added, as in torchvision's detection references), inputs resized to 640 x 512
+(W x H), up to 100 epochs, early stop when the validation mask loss has not improved for 10 epochs;
+the checkpoint with the best validation mask loss is kept as ``best.pt``.
+
+Run folder (``--out``): ``config.yaml`` (the full configuration), ``metrics.jsonl`` (one JSON
+record per epoch, plus ``"event"`` records), ``last.pt`` (every epoch, written atomically),
+``best.pt`` (best validation mask loss), ``tb/`` (TensorBoard, when installed).
+
+Determinism and resume: every epoch re-seeds Python, NumPy and torch with ``seed + epoch`` and the
+data order comes from a generator seeded the same way, so a run resumed from ``last.pt`` after a kill
+continues exactly like an uninterrupted one (on the same machine and thread count). The checkpoint
+also stores model, optimizer, scheduler, grad scaler, early-stopping state and RNG states.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same command trains with DistributedDataParallel and a
+DistributedSampler; validation losses are averaged over all ranks; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Raised for a clear stop (NaN/inf loss, unusable data)."""
+
+
+@dataclass
+class TrainConfig:
+    train: Optional[str] = None
+    val: Optional[str] = None
+    out: str = "runs/train"
+    variant: str = "ermr"
+    backbone: str = "resnet50"
+    backbone_weights: Optional[str] = None
+    num_classes: int = 24
+    image_size: tuple = (512, 640)
+    epochs: int = 100
+    batch_size: int = 2
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 200
+    warmup_factor: float = 0.001
+    patience: int = 10
+    early_stop_metric: str = "loss_mask"
+    grad_clip: float = 10.0
+    amp: str = "auto"  # auto (bf16/fp16 on GPU, off on CPU), off, bf16, fp16
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    max_images: Optional[int] = None
+    max_val_images: Optional[int] = None
+    augment: bool = True
+    small: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size) if self.image_size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if d.get("image_size"):
+            d["image_size"] = tuple(int(x) for x in d["image_size"])
+        return cls(**d)
+
+    def model_config(self) -> dict:
+        from chromoseg.models import SMALL
+
+        cfg = dict(variant=self.variant, num_classes=self.num_classes, backbone=self.backbone,
+                   image_size=tuple(self.image_size) if self.image_size else None)
+        if self.small:
+            cfg.update(SMALL)
+        cfg.update(self.model_kwargs)
+        return cfg
+
+
+class EarlyStopping:
+    """Stop when the monitored value (lower is better) has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.bad_epochs = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record one epoch's value; True when it is a new best."""
+        if self.best is None or value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return dict(patience=self.patience, min_delta=self.min_delta, best=self.best, best_epoch=self.best_epoch,
+                    bad_epochs=self.bad_epochs)
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = d["best"], d["best_epoch"], d["bad_epochs"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def warmup_lambda(warmup_iters: int, warmup_factor: float):
+    def f(it: int) -> float:
+        if it >= warmup_iters:
+            return 1.0
+        alpha = it / max(warmup_iters, 1)
+        return warmup_factor * (1 - alpha) + alpha
+
+    return f
+
+
+# ---- distributed helpers --------------------------------------------------------------------------
+
+def dist_info():
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return ws, rank, local
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def amp_dtype(cfg_amp: str, device: torch.device):
+    if device.type != "cuda" or cfg_amp == "off":
+        return None
+    if cfg_amp == "fp16":
+        return torch.float16
+    if cfg_amp == "bf16" or (cfg_amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def to_device(images, targets, device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+               for t in targets]
+    return images, targets
+
+
+def _bn_eval(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+def build_datasets(cfg: TrainConfig):
+    from chromoseg.data.dataset import ChromosomeDataset
+    from chromoseg.data.transforms import default_transforms
+
+    size = tuple(cfg.image_size) if cfg.image_size else None
+    for p in (cfg.train, cfg.val):
+        if p and not Path(p).is_file():
+            raise TrainingError(f"dataset file not found: {p}")
+    train = ChromosomeDataset(cfg.train, transforms=default_transforms(cfg.augment, size=size),
+                              max_images=cfg.max_images)
+    val = None
+    if cfg.val:
+        val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size),
+                                max_images=cfg.max_val_images or cfg.max_images)
+    if len(train) == 0:
+        raise TrainingError(f"{cfg.train}: no images")
+    return train, val
+
+
+# ---- one epoch -------------------------------------------------------------------------------------
+
+def train_one_epoch(model, loader, optimizer, scheduler, device, epoch, cfg, scaler=None, dtype=None,
+                    show_progress=True):
+    from tqdm import tqdm
+
+    model.train()
+    sums, count, n_images = {}, 0, 0
+    t0 = time.perf_counter()
+    it = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_progress, leave=False,
+              dynamic_ncols=True)
+    for step, (images, targets) in enumerate(it):
+        images, targets = to_device(images, targets, device)
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            losses = model(images, targets)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            bad = {k: float(v.detach()) for k, v in losses.items()}
+            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {bad}; "
+                                f"try a lower --lr or check the data (image ids "
+                                f"{[int(t['image_id']) for t in targets if 'image_id' in t]})")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        if cfg.grad_clip and cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+        count += 1
+        n_images += len(images)
+        if show_progress:
+            it.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+    dt = time.perf_counter() - t0
+    rec = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+    rec.update({"train/images": n_images, "train/seconds": dt, "train/images_per_s": n_images / max(dt, 1e-9)})
+    return rec
+
+
+@torch.no_grad()
+def validate(model, loader, device, dtype=None, distributed=False, show_progress=True):
+    """Mean validation losses (the model runs its training branch under no_grad with BatchNorm in
+    eval mode, so the losses -- among them ``loss_mask``, the early-stopping metric -- are those of
+    eq. 2/4 on the validation images)."""
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.train()
+    _bn_eval(model)
+    sums, count = {}, 0
+    for images, targets in tqdm(loader, desc="val", disable=not show_progress, leave=False, dynamic_ncols=True):
+        images, targets = to_device(images, targets, device)
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            losses = model(images, targets)
+        n = len(images)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * n
+        sums["loss"] = sums.get("loss", 0.0) + float(sum(losses.values())) * n
+        count += n
+    keys = sorted(sums)
+    if distributed:
+        import torch.distributed as dist
+
+        t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        sums = dict(zip(keys, t[:-1].tolist()))
+        count = int(t[-1].item())
+    model.train(was_training)
+    return {f"val/{k}": sums[k] / max(count, 1) for k in keys}
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+class MetricsLog:
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # tensorboard not installed
+                self.tb = None
+
+    def write(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None and "epoch" in rec:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and "/" in k:
+                    self.tb.add_scalar(k, v, rec["epoch"])
+            self.tb.flush()
+
+
+def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = True, stop_after: Optional[int] = None):
+    """Train; returns a summary dict. ``resume``: a checkpoint path (``last.pt``). ``stop_after``:
+    stop after this many epochs in this call (used to simulate a kill in tests)."""
+    import yaml
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+    from chromoseg.data.dataset import collate_fn
+    from chromoseg.models import build_model
+
+    world, rank, local_rank = dist_info()
+    distributed = world > 1
+    device = resolve_device(cfg.device, local_rank)
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    main = rank == 0
+    out = Path(cfg.out)
+    ck = None
+    if resume:
+        ck = load_checkpoint(resume)
+        saved = TrainConfig.from_dict(ck["config"])
+        # keep the run's configuration; only the epoch budget / device / workers may change
+        saved.epochs, saved.device, saved.workers, saved.out = cfg.epochs, cfg.device, cfg.workers, cfg.out
+        cfg = saved
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "config.yaml", "w") as f:
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    seed_everything(cfg.seed)
+    train_ds, val_ds = build_datasets(cfg)
+    mcfg = cfg.model_config()
+    model = build_model(backbone_weights=cfg.backbone_weights if ck is None else None, **mcfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_iters, cfg.warmup_factor))
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    stopper = EarlyStopping(cfg.patience)
+    start_epoch = 0
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        stopper.load_state_dict(ck["early_stopping"])
+        start_epoch = int(ck["epoch"])
+        set_rng_state(ck["rng"])
+    ddp_model = model
+    if distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    gen = torch.Generator()
+    if distributed:
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        val_sampler = DistributedSampler(val_ds, world, rank, shuffle=False) if val_ds is not None else None
+    else:
+        sampler = RandomSampler(train_ds, generator=gen)
+        val_sampler = SequentialSampler(val_ds) if val_ds is not None else None
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=collate_fn, generator=gen, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    val_loader = None
+    if val_ds is not None:
+        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=cfg.workers,
+                                collate_fn=collate_fn, pin_memory=device.type == "cuda")
+    mlog = MetricsLog(out, main)
+    if main:
+        mlog.write({"event": "resume" if ck is not None else "start", "epoch": start_epoch, "time": time.time(),
+                    "device": str(device), "world_size": world, "amp": str(dtype), "variant": cfg.variant,
+                    "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0})
+    summary = {"stopped": "epochs", "epochs_run": 0}
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after is not None and summary["epochs_run"] >= stop_after:
+            summary["stopped"] = "stop_after"
+            break
+        seed_everything(cfg.seed + epoch)
+        gen.manual_seed(cfg.seed + epoch)
+        if distributed:
+            sampler.set_epoch(epoch)
+        rec = {"epoch": epoch + 1}
+        rec.update(train_one_epoch(ddp_model, loader, optimizer, scheduler, device, epoch, cfg, scaler, dtype,
+                                   show_progress and main))
+        rec["lr"] = optimizer.param_groups[0]["lr"]
+        if val_loader is not None:
+            rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
+            metric = rec.get(f"val/{cfg.early_stop_metric}", rec.get("val/loss"))
+            if cfg.early_stop_metric == "loss_mask" and metric is not None and metric == 0.0 and "val/loss" in rec:
+                metric = rec["val/loss"]  # box-only validation set: no mask loss, use the total
+        else:
+            metric = rec.get(f"train/{cfg.early_stop_metric}", rec["train/loss"])
+        improved = stopper.update(metric, epoch + 1)
+        rec.update({"monitor": metric, "best": stopper.best, "best_epoch": stopper.best_epoch,
+                    "bad_epochs": stopper.bad_epochs})
+        if main:
+            state = {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                     "epoch": epoch + 1, "early_stopping": stopper.state_dict(), "rng": rng_state(),
+                     "config": cfg.to_dict(), "metrics": rec}
+            atomic_save(state, out / "last.pt")
+            if improved:
+                atomic_save(state, out / "best.pt")
+            mlog.write(rec)
+            log.info("epoch %d: train loss %.4f, %s %.4f (best %.4f @ %d), %.2f img/s", epoch + 1,
+                     rec["train/loss"], cfg.early_stop_metric, metric, stopper.best, stopper.best_epoch,
+                     rec["train/images_per_s"])
+        summary["epochs_run"] += 1
+        summary["last"] = rec
+        if stopper.should_stop:
+            summary["stopped"] = "early_stopping"
+            if main:
+                mlog.write({"event": "early_stop", "epoch": epoch + 1, "best_epoch": stopper.best_epoch,
+                            "best": stopper.best})
+            break
+    summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out))
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

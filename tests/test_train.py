@@ -1,0 +1,157 @@
+"""Training engine tests: early stopping, checkpoints, resume after a (simulated) kill, NaN stop, CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from test_models import synth_sample
+
+
+def write_set(folder, n=2, seed=0, name="train.json", h=128, w=160):
+    """A tiny chromoseg COCO set of synthetic images (PNG files + RLE masks)."""
+    import cv2
+
+    from chromoseg.data.classes import coco_categories
+    from chromoseg.data.coco import encode_mask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(n):
+        img, t = synth_sample(h=h, w=w, seed=seed + i)
+        fn = folder / f"{name[:-5]}_{i}.png"
+        cv2.imwrite(str(fn), (img[0].clamp(0, 1).numpy() * 255).astype(np.uint8))
+        images.append({"id": i + 1, "file_name": fn.name, "height": h, "width": w})
+        for k in range(t["labels"].shape[0]):
+            m = t["masks"][k].numpy().astype(bool)
+            x0, y0, x1, y1 = t["boxes"][k].tolist()
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(t["labels"][k]),
+                         "segmentation": encode_mask(m), "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "area": float(m.sum()), "iscrowd": 0, "endpoints": t["endpoints"][k].tolist()})
+    path = folder / name
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": coco_categories()}))
+    return path
+
+
+def tiny_cfg(tmp_path, **kw):
+    from chromoseg.engine.train import TrainConfig
+
+    data = tmp_path / "data"
+    tr = write_set(data, 2, 0, "train.json")
+    va = write_set(data, 1, 10, "val.json")
+    args = dict(train=str(tr), val=str(va), out=str(tmp_path / "run"), variant="mr", backbone="resnet18",
+                image_size=(128, 160), epochs=2, batch_size=2, workers=0, device="cpu", small=True,
+                warmup_iters=2, augment=True)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def test_early_stopping_rule():
+    from chromoseg.engine.train import EarlyStopping
+
+    es = EarlyStopping(patience=3)
+    vals = [1.0, 0.8, 0.9, 0.85, 0.8, 0.81]
+    flags = [es.update(v, i + 1) for i, v in enumerate(vals)]
+    assert flags == [True, True, False, False, False, False]
+    assert es.should_stop and es.best == 0.8 and es.best_epoch == 2
+    es2 = EarlyStopping(patience=3)
+    es2.load_state_dict(es.state_dict())
+    assert es2.should_stop and es2.best_epoch == 2
+    never = EarlyStopping(patience=0)
+    for i in range(20):
+        never.update(1.0, i)
+    assert not never.should_stop
+
+
+def test_warmup_then_constant():
+    from chromoseg.engine.train import warmup_lambda
+
+    f = warmup_lambda(10, 0.001)
+    assert math.isclose(f(0), 0.001) and f(10) == 1.0 and f(500) == 1.0 and 0.001 < f(5) < 1.0
+
+
+def test_atomic_save(tmp_path):
+    from chromoseg.engine.checkpoint import atomic_save
+
+    p = tmp_path / "a" / "x.pt"
+    atomic_save({"a": torch.ones(2)}, p)
+    assert torch.equal(torch.load(p)["a"], torch.ones(2))
+    assert not (tmp_path / "a" / "x.pt.tmp").exists()
+
+
+def test_fit_resume_matches_uninterrupted(tmp_path):
+    from chromoseg.engine.checkpoint import load_checkpoint, load_model
+    from chromoseg.engine.train import fit
+
+    full = fit(tiny_cfg(tmp_path / "a"), show_progress=False)
+    assert full["epochs_run"] == 2
+    run_a = tmp_path / "a" / "run"
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= {p.name for p in run_a.iterdir()}
+    recs = [json.loads(l) for l in (run_a / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["event"] == "start" and recs[-1]["epoch"] == 2 and "val/loss_mask" in recs[-1]
+
+    cfg_b = tiny_cfg(tmp_path / "b")
+    part = fit(cfg_b, show_progress=False, stop_after=1)  # "killed" after epoch 1
+    assert part["epochs_run"] == 1 and load_checkpoint(tmp_path / "b" / "run" / "last.pt")["epoch"] == 1
+    rest = fit(cfg_b, resume=str(tmp_path / "b" / "run" / "last.pt"), show_progress=False)
+    assert rest["epochs_run"] == 1
+
+    a = load_checkpoint(run_a / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.allclose(v.float(), b["model"][k].float(), atol=1e-5), k
+    assert a["early_stopping"] == b["early_stopping"]
+    assert math.isclose(a["metrics"]["val/loss_mask"], b["metrics"]["val/loss_mask"], rel_tol=1e-4)
+    model = load_model(run_a / "best.pt")
+    assert not model.training and model.variant == "mr"
+
+
+def test_early_stop_in_fit(tmp_path, monkeypatch):
+    import chromoseg.engine.train as tr
+    from chromoseg.engine.checkpoint import load_checkpoint
+
+    seq = iter([1.0, 0.9, 0.95, 0.97, 0.5, 0.4])
+    monkeypatch.setattr(tr, "validate", lambda *a, **k: {"val/loss_mask": next(seq), "val/loss": 1.0})
+    s = tr.fit(tiny_cfg(tmp_path, epochs=6, patience=2), show_progress=False)
+    assert s["stopped"] == "early_stopping" and s["epochs_run"] == 4 and s["best_epoch"] == 2
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "best.pt")["epoch"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 4
+
+
+def test_nan_loss_stops(tmp_path):
+    from chromoseg.engine.train import TrainingError, fit
+
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        fit(tiny_cfg(tmp_path, lr=1e30, warmup_iters=0, grad_clip=0.0, epochs=3), show_progress=False)
+
+
+def test_cli_train_help_and_errors(tmp_path, capsys):
+    from chromoseg.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "0.005" in out and "momentum 0.9" in out and "10 epochs" in out and "--resume" in out
+    assert main(["train", "--train", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["train"]) == 2
+
+
+def test_cli_train_config_file(tmp_path):
+    from chromoseg.cli import main
+
+    tr = write_set(tmp_path / "d", 1, 0, "train.json")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"train: {tr}\nvariant: mr\nbackbone: resnet18\nsmall: true\nimage_size: [128, 160]\n"
+                   f"epochs: 1\nworkers: 0\ndevice: cpu\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["variant"] == "mr" and saved["epochs"] == 1 and saved["image_size"] == [128, 160]
+    assert (out / "best.pt").is_file()
