@@ -42,7 +42,9 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=b.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    bs = b[order].to(torch.float64)
+    bs = b[order]
+    if bs.dtype != torch.float64:
+        bs = bs.float()
     i, j = rbox_overlap_candidates(bs, bs, upper_only=True)
     if i.numel():
         iou = _pair_iou(bs[i], bs[j])
