@@ -21,7 +21,8 @@ For each image it writes into OUT:
                        that chromosomes are dark on white, like a classic karyogram.
   NAME.overlay.png     the metaphase with coloured masks, rotated boxes, endpoints and class labels.
 and for the set:
-  summaries.tsv        one line per image: name, ISCN summary, total, flags, truth
+  summaries.tsv        one line per image: name, ISCN summary, total, flags, truth (a summary that
+                       differs from the known karyotype is flagged too)
   report.html          self-contained page (images embedded, no network), flagged metaphases first
   report.csv           the same rows as a table
   problems.txt         images that could not be processed (they are skipped, never silently)
@@ -202,9 +203,13 @@ def run_karyogram(args) -> int:
             kg = render_karyogram(image, instances, title=f"{name}   {counts.summary}", chrom_height=args.chrom_height,
                                   invert=invert, min_score=args.min_score, min_margin=args.min_margin)
             ov = render_overlay(image, instances, min_score=args.min_score, min_margin=args.min_margin)
+            flags = list(counts.flags)
+            if truth_summary is not None and truth_summary.replace("?", "") != counts.summary.replace("?", ""):
+                flags.append(f"truth: the known karyotype {truth} reads {truth_summary}, this summary differs")
+            row.update(flags=flags)
             row.update(counts=counts, karyogram=str(save_png(out / f"{stem}.karyogram.png", kg)),
                        overlay=str(save_png(out / f"{stem}.overlay.png", ov)))
-            lines.append(f"{name}\t{counts.summary}\t{counts.total}\t{'; '.join(counts.flags)}\t{truth or ''}")
+            lines.append(f"{name}\t{counts.summary}\t{counts.total}\t{'; '.join(flags)}\t{truth or ''}")
         except (ImageReadError, ValueError, OSError) as err:
             msg = str(err)
             if msg.startswith(f"{img['file_name']}: ") or msg.startswith(f"{path}: "):
@@ -221,7 +226,7 @@ def run_karyogram(args) -> int:
     if len(problems):
         problems.write(out / "problems.txt")
         print(f"{len(problems)} problem(s), see {out / 'problems.txt'}: {problems.summary()}")
-    n_flag = sum(1 for r in rows if not r.get("error") and r["counts"].flags)
+    n_flag = sum(1 for r in rows if not r.get("error") and r["flags"])
     print(f"{len(rows) - n_err} of {len(rows)} images processed, {n_flag} flagged, {n_err} skipped; "
           f"report: {html_path}  table: {csv_path}")
     return 0 if n_err < len(rows) else 1
