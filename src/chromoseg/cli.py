@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "chromoseg.demo",
     "chromoseg.data.cli",
     "chromoseg.engine.cli",
+    "chromoseg.engine.predict_cli",
     "chromoseg.engine.eval_cli",
     "chromoseg.karyotype.cli",
 )

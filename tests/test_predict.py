@@ -1,0 +1,80 @@
+"""Prediction: the paper's inference rule and the files predict writes."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chromoseg.engine.predict import InferenceConfig, Predictor, label_image, predict_paths, select_instances
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "adir-mfish" / "V17__XY" / "V1701XYD.tif"
+
+
+def fake_detections():
+    masks = torch.zeros(4, 1, 40, 50)
+    masks[0, 0, 5:10, 5:30] = 0.9
+    masks[1, 0, 5:10, 6:30] = 0.8  # near-duplicate of 0: removed by mask NMS
+    masks[2, 0, 20:25, 10:40] = 0.95
+    masks[3, 0, 30:35, 10:40] = 0.9  # score 0.3: under the threshold
+    return {"boxes": torch.zeros(4, 4), "labels": torch.tensor([3, 3, 7, 9]), "scores": torch.tensor([0.9, 0.8, 0.7, 0.3]),
+            "masks": masks}
+
+
+def test_paper_rule():
+    insts = select_instances(fake_detections(), InferenceConfig())
+    assert [i["category_id"] for i in insts] == [3, 7]
+    assert insts[0]["mask"].sum() == 5 * 25 and insts[0]["bbox"] == [5.0, 5.0, 25.0, 5.0]
+    assert len(insts[0]["rbox"]) == 5 and len(insts[0]["endpoints"]) == 2
+    no_nms = select_instances(fake_detections(), InferenceConfig(mask_nms_iou=0, score_threshold=0))
+    assert len(no_nms) == 4
+    top2 = select_instances(fake_detections(), InferenceConfig(top_k=1))
+    assert len(top2) == 1
+
+
+def test_label_image_keeps_higher_score():
+    insts = select_instances(fake_detections(), InferenceConfig(mask_nms_iou=0, score_threshold=0))
+    lab = label_image(insts, (40, 50))
+    assert lab.dtype == np.uint16 and lab[7, 20] == 1 and lab[22, 20] == 3 and lab.max() == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from chromoseg.models import build_model
+    from chromoseg.models.builder import SMALL
+
+    cfg = dict(variant="ermr", backbone="resnet18", image_size=(128, 160), **SMALL)
+    torch.manual_seed(0)
+    model = build_model(**cfg)
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    torch.save({"model": model.state_dict(), "model_config": cfg}, path)
+    return path
+
+
+def test_predict_writes_outputs(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"nope")
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
+    summary = predict_paths(pred, [EXAMPLE, bad], tmp_path / "out", progress=False)
+    assert summary["images"] == 1 and summary["skipped"] == 1
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert all(r["file_name"] == str(EXAMPLE) and 1 <= r["category_id"] <= 24 for r in results)
+    if results:
+        r = results[0]
+        assert r["segmentation"]["size"] == [517, 645] and len(r["rbox"]) == 5 and len(r["endpoints"]) == 2
+    import tifffile
+
+    lab = tifffile.imread(out / "V1701XYD.labels.tif")
+    assert lab.shape == (517, 645) and lab.dtype == np.uint16 and lab.max() == len(results)
+    assert (out / "V1701XYD.overlay.png").stat().st_size > 1000
+    assert "broken.tif" in (out / "problems.json").read_text()
+
+
+def test_predict_cli_errors(tmp_path, capsys):
+    from chromoseg.cli import main
+
+    assert main(["predict", str(EXAMPLE), "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "empty"), "--model", "x.pt"]) == 2
