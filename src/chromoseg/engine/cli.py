@@ -200,6 +200,10 @@ def cmd_train(args) -> int:
         raise CliError(str(err)) from None
     except FileNotFoundError as err:
         raise CliError(str(err)) from None
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(f"done: {summary['epochs_run']} epochs run ({summary['stopped']}), best {cfg.early_stop_metric} "
           f"{summary['best']} at epoch {summary['best_epoch']}; checkpoints in {summary['out']}")
     return 0
