@@ -50,16 +50,17 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
     B, H, W = shape
     dev = rois.device
     k = rois.shape[0]
-    r = rois.to(torch.float64)
+    f = dtype  # geometry in the feature dtype (float32 or float64), like torchvision
+    r = rois.to(f)
     bi = r[:, 0].round().long().clamp(0, B - 1)
     cx, cy = r[:, 1] * scale, r[:, 2] * scale
     w, h = r[:, 3] * scale, r[:, 4] * scale
     ang = torch.deg2rad(r[:, 5])
     c, s = torch.cos(ang), torch.sin(ang)
-    fu = ((torch.arange(ow, device=dev, dtype=torch.float64)[:, None]
-           + (torch.arange(gw, device=dev, dtype=torch.float64)[None, :] + 0.5) / gw) / ow)  # [ow, gw]
-    fv = ((torch.arange(oh, device=dev, dtype=torch.float64)[:, None]
-           + (torch.arange(gh, device=dev, dtype=torch.float64)[None, :] + 0.5) / gh) / oh)  # [oh, gh]
+    fu = ((torch.arange(ow, device=dev, dtype=f)[:, None]
+           + (torch.arange(gw, device=dev, dtype=f)[None, :] + 0.5) / gw) / ow)  # [ow, gw]
+    fv = ((torch.arange(oh, device=dev, dtype=f)[:, None]
+           + (torch.arange(gh, device=dev, dtype=f)[None, :] + 0.5) / gh) / oh)  # [oh, gh]
     su = (fu[None] - 0.5) * w[:, None, None]  # [K, ow, gw], along (cos a, -sin a)
     sv = (fv[None] - 0.5) * h[:, None, None]  # [K, oh, gh], along (sin a, cos a)
     su = su[:, None, :, None, :]  # [K, 1, ow, 1, gw]
@@ -82,7 +83,7 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
     ly = torch.where(ytop, torch.zeros_like(y), y - y0)
     lx = torch.where(xtop, torch.zeros_like(x), x - x0)
     hy, hx = 1.0 - ly, 1.0 - lx
-    norm = valid.to(torch.float64) / max(gh * gw, 1)
+    norm = valid.to(f) / max(gh * gw, 1)
     base = (bi * (H * W))[e]
     cols = torch.stack((base + y0 * W + x0, base + y0 * W + x1,
                         base + y1 * W + x0, base + y1 * W + x1), dim=-1)  # [K,oh,ow,gh,gw,4]
@@ -92,7 +93,7 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
     crow = torch.arange(0, nrows * per_row + 1, per_row, device=dev, dtype=torch.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR is beta" / invariant-check notices
-        return torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1).to(dtype),
+        return torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1),
                                        size=(nrows, B * H * W), check_invariants=False)
 
 
@@ -116,8 +117,8 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
     if sampling_ratio > 0:
         groups = [((int(sampling_ratio), int(sampling_ratio)), None)]
     else:
-        gh_all = torch.ceil(rois[:, 4].to(torch.float64) * scale / oh).clamp(min=1).long()
-        gw_all = torch.ceil(rois[:, 3].to(torch.float64) * scale / ow).clamp(min=1).long()
+        gh_all = torch.ceil(rois[:, 4].to(cdtype) * scale / oh).clamp(min=1).long()
+        gw_all = torch.ceil(rois[:, 3].to(cdtype) * scale / ow).clamp(min=1).long()
         key = gh_all * (int(gw_all.max()) + 1) + gw_all
         groups = []
         for kv in torch.unique(key).tolist():
@@ -131,7 +132,7 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
         parts = []
         for s0 in range(0, rs.shape[0], step):
             S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype)
-            parts.append(torch.sparse.mm(S, feat))  # [k*oh*ow, C]
+            parts.append(S @ feat)  # [k*oh*ow, C]
         res = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         res = res.reshape(-1, oh, ow, C).permute(0, 3, 1, 2)
         if sel is None:
