@@ -70,7 +70,7 @@ COMMON = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask"}
 
 @pytest.mark.parametrize("variant", list(EXPECTED))
 def test_variant_train_and_eval(variant):
-    model = small_model(variant)
+    model = small_model(variant, box_score_thresh=0.0)  # untrained: keep low scores so N > 0
     ims, ts = batch()
     model.train()
     losses = model(ims, ts)
@@ -85,6 +85,9 @@ def test_variant_train_and_eval(variant):
     assert len(out) == 2
     for o in out:
         n = o["scores"].shape[0]
+        assert 0 < n <= SMALL["box_detections_per_img"]
+        assert torch.all(o["scores"][:-1] >= o["scores"][1:])
+        assert o["masks"].min() >= 0 and o["masks"].max() <= 1
         assert o["boxes"].shape == (n, 4) and o["labels"].shape == (n,) and o["labels"].dtype == torch.int64
         assert o["masks"].shape == (n, 1) + SIZE and o["masks"].dtype == torch.float32
         assert o["boxes"].device == ims[0].device
