@@ -111,7 +111,7 @@ def crop_masks_rotated(masks: Tensor, rois: Tensor, idx: Tensor, m: int | Sequen
     r = normalize_rboxes(rois.detach().to(device=masks.device, dtype=torch.float32))
     i = torch.as_tensor(idx, device=masks.device).to(torch.float32).reshape(-1, 1)
     out = rroi_align(inp, torch.cat((i, r), dim=1), size, 1.0, sampling_ratio)
-    return out[:, 0]
+    return out[:, 0].clamp_(0.0, 1.0)
 
 
 def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]) -> Tensor:
