@@ -279,6 +279,20 @@ def test_hr_fusion_switch():
     assert model.roi_heads.hr and not model.roi_heads.hr_fusion
 
 
+@pytest.mark.parametrize("variant", ["mr", "ermr"])
+def test_autocast_bf16(variant):
+    """Mixed precision (as on a GPU): losses finite, boxes and masks come out in float32."""
+    model = small_model(variant, box_score_thresh=0.0).train()
+    ims, ts = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(ims, ts)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval()(ims)
+    assert out[0]["boxes"].dtype == torch.float32 and out[0]["masks"].dtype == torch.float32
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_cuda_forward():
     model = small_model("ermr").cuda()

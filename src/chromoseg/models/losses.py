@@ -65,8 +65,8 @@ def endpoint_loss(heatmap: torch.Tensor, targets: list[dict], image_sizes) -> to
             from chromoseg.ops import endpoint_heatmap
 
             tgt = endpoint_heatmap(t["endpoints"], size=(h, w))
-        tgt = tgt.reshape(tgt.shape[-2:]).to(heatmap.device, heatmap.dtype)
-        pred = heatmap[i, 0, :h, :w]
+        tgt = tgt.reshape(tgt.shape[-2:]).to(heatmap.device, torch.float32)
+        pred = heatmap[i, 0, :h, :w].float()
         if tgt.shape != pred.shape:
             tgt = F.interpolate(tgt[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         terms.append(((pred - tgt) ** 2).mean())

@@ -59,6 +59,8 @@ class ChromoRCNN(nn.Module):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         images, targets = self.transform(images, targets)
         features, heat = self.backbone(images.tensors)
+        if heat is not None:
+            heat = heat.float()
         proposals, rpn_losses = self.rpn(images, features, targets)
         detections, det_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         if self.training:
@@ -80,4 +82,5 @@ class ChromoRCNN(nn.Module):
                                                        torch.zeros_like(b[:, 0])], dim=1))
                 d["endpoints"] = detection_endpoints(heat[i], rb)
                 d["endpoint_heatmap"] = heat[i]
-        return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+        with torch.autocast(device_type=images.tensors.device.type, enabled=False):
+            return self.transform.postprocess(detections, images.image_sizes, original_sizes)

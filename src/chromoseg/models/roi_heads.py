@@ -25,6 +25,11 @@ import torch.nn.functional as F
 
 from .losses import box_regression_loss, classification_loss, mask_loss
 
+
+def no_autocast(t: torch.Tensor):
+    """The rotated-box ops (IoU, NMS, rroi_align's sparse matmul) run in float32, outside autocast."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
 # --------------------------------------------------------------------------------------------------
 # axis-aligned heads (mr)
 
@@ -52,6 +57,7 @@ class HBoxRoIHeads(nn.Module):
         x = tv.box_roi_pool(features, proposals, image_shapes)
         x = tv.box_head(x)
         class_logits, box_regression = tv.box_predictor(x)
+        class_logits, box_regression = class_logits.float(), box_regression.float()  # float32 under autocast
         result, losses = [], {}
         if self.training:
             lab = torch.cat(labels)
@@ -88,7 +94,7 @@ class HBoxRoIHeads(nn.Module):
             boxes, scores, labels = tv.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
             mf = tv.mask_roi_pool(features, boxes, image_shapes)
             mf = tv.mask_head(mf)
-            mask_logits = tv.mask_predictor(mf)
+            mask_logits = tv.mask_predictor(mf).float()
             probs = maskrcnn_inference(mask_logits, labels)
             for b, s, l, p in zip(boxes, scores, labels, probs):
                 result.append({"boxes": b, "scores": s, "labels": l, "masks": p})
@@ -142,8 +148,10 @@ class MultiScaleRotatedRoIAlign(nn.Module):
             idx = torch.where(levels == lvl)[0]
             if idx.numel() == 0:
                 continue
-            out[idx] = rroi_align(f, all_rois[idx], self.output_size, spatial_scale=sc,
-                                  sampling_ratio=self.sampling_ratio).to(out.dtype)
+            # float32 sampling (also under autocast), back to the features' dtype
+            with no_autocast(f):
+                out[idx] = rroi_align(f.float(), all_rois[idx].float(), self.output_size, spatial_scale=sc,
+                                      sampling_ratio=self.sampling_ratio).to(out.dtype)
         return out
 
 
@@ -297,12 +305,18 @@ class RotatedRoIHeads(nn.Module):
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
-            proposals, matched, labels, rt, ht = self.select_training_samples(proposals, targets)
+            with no_autocast(proposals[0]):
+                proposals, matched, labels, rt, ht = self.select_training_samples(proposals, targets)
         x = self.box_roi_pool(features, proposals, image_shapes)
         x = self.box_head(x)
         class_logits, rreg, hreg = self.box_predictor(x)
+        # box decoding and losses in float32 (bf16 would move a box centre by pixels)
+        class_logits, rreg = class_logits.float(), rreg.float()
+        hreg = hreg.float() if hreg is not None else None
         if not self.training:
-            return self.postprocess(features, class_logits, rreg, hreg, proposals, image_shapes), {}
+            with no_autocast(class_logits):
+                dets = self.postprocess_boxes(class_logits, rreg, hreg, proposals, image_shapes)
+            return self.postprocess_masks(features, dets, image_shapes), {}
         losses = {}
         lab = torch.cat(labels)
         n = lab.shape[0]
@@ -331,14 +345,15 @@ class RotatedRoIHeads(nn.Module):
         mask_logits = self.mask_predictor(mf)
         if tg:
             msz = mask_logits.shape[-1]
-            targets_m = torch.cat([crop_masks_rotated(masks, p, idx, msz) for p, idx, masks in tg])
+            with no_autocast(mask_logits):
+                targets_m = torch.cat([crop_masks_rotated(masks, p.float(), idx, msz) for p, idx, masks in tg])
             losses["loss_mask"] = mask_loss(mask_logits, torch.cat(lb), targets_m)
         else:
             losses["loss_mask"] = mask_logits.sum() * 0.0
         return [], losses
 
     # ---- inference
-    def postprocess(self, features, class_logits, rreg, hreg, proposals, image_shapes):
+    def postprocess_boxes(self, class_logits, rreg, hreg, proposals, image_shapes):
         from torchvision.ops import batched_nms
         from chromoseg.ops import batched_nms_rotated, rbox_to_hbox, hbox_to_rbox
 
@@ -357,7 +372,7 @@ class RotatedRoIHeads(nn.Module):
             if nb == 1:
                 hdec = hdec.expand(k, num_classes, 4)
         scores_all = F.softmax(class_logits, -1)
-        results, final_rboxes = [], []
+        results = []
         for i, (rd, sc) in enumerate(zip(rdec.split(per_image), scores_all.split(per_image))):
             h, w = image_shapes[i]
             labels = torch.arange(num_classes, device=sc.device).view(1, -1).expand_as(sc)
@@ -389,10 +404,13 @@ class RotatedRoIHeads(nn.Module):
             box[:, 0::2] = box[:, 0::2].clamp(0, w)
             box[:, 1::2] = box[:, 1::2].clamp(0, h)
             results.append({"boxes": box, "rboxes": rbox, "scores": s[idx], "labels": lab[idx]})
-            final_rboxes.append(rbox)
+        return results
+
+    def postprocess_masks(self, features, results, image_shapes):
+        final_rboxes = [r["rboxes"] for r in results]
         mf = self.mask_head(self.mask_roi_pool(features, final_rboxes, image_shapes))
         mask_logits = self.mask_predictor(mf)
-        probs = mask_logits.sigmoid()
+        probs = mask_logits.float().sigmoid()
         start = 0
         for r in results:
             n = r["labels"].shape[0]

@@ -169,7 +169,12 @@ class RotatedRPN(nn.Module):
         pred = torch.cat([_flatten(d, 5) for d in deltas], dim=1).reshape(-1, 5)
         n = len(anchors)
         all_anchors = torch.cat(anchors)
-        proposals = self.box_coder.decode(pred.detach().float(), all_anchors).view(n, -1, 5)
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return self._proposals_and_losses(images, anchors, all_anchors, objectness.float(), pred.float(),
+                                              num_per_level, n, targets)
+
+    def _proposals_and_losses(self, images, anchors, all_anchors, objectness, pred, num_per_level, n, targets):
+        proposals = self.box_coder.decode(pred.detach(), all_anchors).view(n, -1, 5)
         boxes, scores = self.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
         losses = {}
         if self.training:
