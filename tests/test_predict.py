@@ -69,6 +69,11 @@ def test_predict_writes_outputs(tiny_checkpoint, tmp_path):
     lab = tifffile.imread(out / "V1701XYD.labels.tif")
     assert lab.shape == (517, 645) and lab.dtype == np.uint16 and lab.max() == len(results)
     assert (out / "V1701XYD.overlay.png").stat().st_size > 1000
+    assert (out / "V1701XYD.karyogram.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "V1701XYD" in html and "http://" not in html and "https://" not in html
+    meta = json.loads((out / "images.json").read_text())["images"][0]
+    assert meta["summary"] and meta["instances"] == len(results)
     assert "broken.tif" in (out / "problems.json").read_text()
 
 

@@ -111,27 +111,30 @@ class Predictor:
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
-                  label_images: bool = True, progress: bool = True, on_image=None) -> dict:
+                  label_images: bool = True, karyotype: bool = True, progress: bool = True) -> dict:
     """Predict every image in ``paths`` and write into ``out_dir``:
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
       index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score;
     - ``images.json``: the images (id, file name, size);
     - per image ``<stem>.labels.tif`` (16-bit instance labels) and ``<stem>.overlay.png``;
+    - with ``karyotype``: per image ``<stem>.karyogram.png``, and for the run ``report.html`` (one
+      self-contained page, flagged metaphases first) and ``report.csv`` with counts, ISCN-style summary
+      and flags (see :mod:`chromoseg.karyotype`);
     - ``problems.json``: files that could not be read (skipped, the batch goes on).
-
-    ``on_image(path, image, instances)`` is called after each image (e.g. to draw its karyogram).
     """
     import tifffile
     from tqdm import tqdm
 
     from chromoseg.karyotype.layout import save_png
     from chromoseg.karyotype.overlay import render_overlay
+    from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
+    from chromoseg.karyotype.report import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems = ProblemLog()
-    results, images_meta = [], []
+    results, images_meta, rows = [], [], []
     stems: dict[str, int] = {}
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
     batch: list[tuple[Path, np.ndarray]] = []
@@ -149,10 +152,14 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             stems[path.stem] = stems.get(path.stem, 0) + 1
             if label_images:
                 tifffile.imwrite(out_dir / f"{stem}.labels.tif", label_image(insts, arr.shape), compression="zlib")
-            if overlays:
+            if karyotype:
+                row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
+                                        overlay=overlays)
+                rows.append(row)
+                images_meta[-1]["summary"] = row["counts"].summary
+                images_meta[-1]["flags"] = row["flags"]
+            elif overlays:
                 save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
-            if on_image is not None:
-                on_image(path, arr, insts, stem)
         bar.update(len(batch))
         batch.clear()
 
@@ -174,5 +181,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     (out_dir / "images.json").write_text(json.dumps({"images": images_meta, "categories": coco_categories(),
                                                      "inference": asdict(predictor.cfg)}, indent=1))
     problems.write(out_dir / "problems.json")
+    if karyotype and rows:
+        write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
+                     note=f"model predictions; inference: {asdict(predictor.cfg)}")
     return {"images": len(images_meta), "skipped": len(problems), "instances": len(results),
             "problems": problems.summary(), "out": str(out_dir)}

@@ -16,6 +16,9 @@ Writes into --out:
   images.json           the images (id, file name, size) and the inference settings used
   NAME.labels.tif       16-bit instance label image (0 background, k = k-th instance by score)
   NAME.overlay.png      the image with each chromosome's mask, rotated box, endpoints and class
+  NAME.karyogram.png    the chromosomes cut out, turned upright and laid out in the standard rows
+  report.html           one self-contained page: a row per metaphase with overlay, karyogram, counts,
+                        ISCN-style summary and flags, flagged metaphases first (report.csv: same rows)
   problems.json         files that could not be read (they are skipped; the rest goes on)
 
 examples:
@@ -47,7 +50,7 @@ def _cmd_predict(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size, overlays=not args.no_overlays,
-                            label_images=not args.no_labels, progress=not args.quiet)
+                            label_images=not args.no_labels, karyotype=not args.no_karyogram, progress=not args.quiet)
     print(f"{summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped; "
           f"results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))
     return 0 if summary["images"] else 1
@@ -68,5 +71,6 @@ def register(sub) -> None:
     p.add_argument("--score-threshold", type=float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
+    p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)

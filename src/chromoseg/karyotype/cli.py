@@ -116,22 +116,6 @@ def _find_image(file_name: str, roots: list[Path]) -> Path | None:
     return None
 
 
-def _truth_for(img: dict, path: Path | None) -> str | None:
-    for key in ("karyotype", "case_karyotype"):
-        if img.get(key):
-            return str(img[key])
-    if path is not None:
-        ci = path.parent / "case_info.txt"
-        if ci.is_file():
-            from chromoseg.karyotype.iscn import read_case_info
-
-            try:
-                return read_case_info(ci).text
-            except ValueError:
-                return None
-    return None
-
-
 def run_karyogram(args) -> int:
     import json
 
@@ -141,10 +125,8 @@ def run_karyogram(args) -> int:
     from chromoseg.data.coco import load_coco
     from chromoseg.data.io import ImageReadError, read_image
     from chromoseg.data.report import ProblemLog
-    from chromoseg.karyotype.counts import count_karyotype
-    from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
-    from chromoseg.karyotype.layout import instances_from_coco, render_karyogram, save_png
-    from chromoseg.karyotype.overlay import render_overlay
+    from chromoseg.karyotype.layout import instances_from_coco
+    from chromoseg.karyotype.pipeline import analyse_metaphase, error_row, truth_for
     from chromoseg.karyotype.report import write_report
 
     ann_path = Path(args.annotations)
@@ -181,14 +163,7 @@ def run_karyogram(args) -> int:
     for img in tqdm(images, desc="karyogram", unit="img", disable=args.no_progress):
         name = _display_name(str(img["file_name"]), roots)
         path = _find_image(str(img["file_name"]), roots)
-        truth = _truth_for(img, path)
-        truth_summary = None
-        if truth:
-            try:
-                truth_summary = karyotype_summary(parse_karyotype(truth))
-            except ValueError:
-                truth_summary = None
-        row = {"image": name, "truth": truth, "truth_summary": truth_summary}
+        truth = truth_for(img, path)
         try:
             if path is None:
                 raise ImageReadError(img["file_name"], "image file not found under " + ", ".join(str(r) for r in roots))
@@ -198,24 +173,17 @@ def run_karyogram(args) -> int:
                                  f"{img['width']}x{img['height']}")
             source = results if results is not None else data
             instances = instances_from_coco(source, img["id"], int(img["height"]), int(img["width"]))
-            counts = count_karyotype(instances, min_score=args.min_score, min_margin=args.min_margin)
-            stem = _safe_name(name)
-            kg = render_karyogram(image, instances, title=f"{name}   {counts.summary}", chrom_height=args.chrom_height,
-                                  invert=invert, min_score=args.min_score, min_margin=args.min_margin)
-            ov = render_overlay(image, instances, min_score=args.min_score, min_margin=args.min_margin)
-            flags = list(counts.flags)
-            if truth_summary is not None and truth_summary.replace("?", "") != counts.summary.replace("?", ""):
-                flags.append(f"truth: the known karyotype {truth} reads {truth_summary}, this summary differs")
-            row.update(flags=flags)
-            row.update(counts=counts, karyogram=str(save_png(out / f"{stem}.karyogram.png", kg)),
-                       overlay=str(save_png(out / f"{stem}.overlay.png", ov)))
-            lines.append(f"{name}\t{counts.summary}\t{counts.total}\t{'; '.join(flags)}\t{truth or ''}")
+            row = analyse_metaphase(image, instances, name, out, _safe_name(name), truth=truth,
+                                    chrom_height=args.chrom_height, invert=invert, min_score=args.min_score,
+                                    min_margin=args.min_margin)
+            c = row["counts"]
+            lines.append(f"{name}\t{c.summary}\t{c.total}\t{'; '.join(row['flags'])}\t{truth or ''}")
         except (ImageReadError, ValueError, OSError) as err:
             msg = str(err)
             if msg.startswith(f"{img['file_name']}: ") or msg.startswith(f"{path}: "):
                 msg = msg.split(": ", 1)[1]
             problems.add(name, msg, kind="image")
-            row.update(error=str(err), flags=[], findings=[], counts={})
+            row = error_row(name, err, truth)
             lines.append(f"{name}\t\t\terror: {err}\t{truth or ''}")
         rows.append(row)
     (out / "summaries.tsv").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,67 @@
+"""One metaphase from instances to karyotype: counts, ISCN summary, flags, karyogram and overlay.
+
+Shared by ``chromoseg karyogram`` (annotations or results files) and ``chromoseg predict`` (a model's
+instances), so both write the same files and report rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from chromoseg.karyotype.counts import MIN_MARGIN, MIN_SCORE
+
+
+def truth_for(img: dict | None, path: Path | None) -> str | None:
+    """The known karyotype of an image: its dataset entry's ``karyotype``, else the ``case_info.txt``
+    beside it (M-FISH layout), else None."""
+    for key in ("karyotype", "case_karyotype"):
+        if img and img.get(key):
+            return str(img[key])
+    if path is not None:
+        ci = Path(path).parent / "case_info.txt"
+        if ci.is_file():
+            from chromoseg.karyotype.iscn import read_case_info
+
+            try:
+                return read_case_info(ci).text
+            except ValueError:
+                return None
+    return None
+
+
+def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_dir, stem: str, *,
+                      truth: str | None = None, chrom_height: int = 150, invert: bool | None = None,
+                      min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN, overlay: bool = True) -> dict:
+    """Count, summarise and draw one metaphase; writes ``stem.karyogram.png`` (and ``stem.overlay.png``)
+    into ``out_dir`` and returns the report row (see :mod:`chromoseg.karyotype.report`)."""
+    from chromoseg.karyotype.counts import count_karyotype
+    from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
+    from chromoseg.karyotype.layout import render_karyogram, save_png
+    from chromoseg.karyotype.overlay import render_overlay
+
+    out_dir = Path(out_dir)
+    truth_summary = None
+    if truth:
+        try:
+            truth_summary = karyotype_summary(parse_karyotype(truth))
+        except ValueError:
+            truth_summary = None
+    counts = count_karyotype(instances, min_score=min_score, min_margin=min_margin)
+    kg = render_karyogram(image, instances, title=f"{name}   {counts.summary}", chrom_height=chrom_height,
+                          invert=invert, min_score=min_score, min_margin=min_margin)
+    flags = list(counts.flags)
+    if truth_summary is not None and truth_summary.replace("?", "") != counts.summary.replace("?", ""):
+        flags.append(f"truth: the known karyotype {truth} reads {truth_summary}, this summary differs")
+    row = {"image": name, "truth": truth, "truth_summary": truth_summary, "flags": flags, "counts": counts,
+           "karyogram": str(save_png(out_dir / f"{stem}.karyogram.png", kg))}
+    if overlay:
+        ov = render_overlay(image, instances, min_score=min_score, min_margin=min_margin)
+        row["overlay"] = str(save_png(out_dir / f"{stem}.overlay.png", ov))
+    return row
+
+
+def error_row(name: str, err: Exception, truth: str | None = None) -> dict:
+    """The report row of a metaphase that could not be processed."""
+    return {"image": name, "truth": truth, "truth_summary": None, "error": str(err), "flags": [], "findings": [],
+            "counts": {}}
