@@ -404,6 +404,10 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
         rec.update(train_one_epoch(ddp_model, loader, optimizer, scheduler, device, epoch, cfg, scaler, dtype,
                                    show_progress and main))
         rec["lr"] = optimizer.param_groups[0]["lr"]
+        if distributed:  # every rank sees its own share; report the whole job's throughput
+            rec["world_size"] = world
+            rec["train/images"] *= world
+            rec["train/images_per_s"] *= world
         if val_loader is not None:
             rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
             metric = rec.get(f"val/{cfg.early_stop_metric}", rec.get("val/loss"))
