@@ -21,6 +21,7 @@ __all__ = ["rbox_iou", "rbox_iou_aligned", "rbox_overlap_candidates"]
 
 _PAIR_CHUNK = 8192  # pairs per clipping chunk (keeps temporaries small and cache-resident)
 _DENSE_CHUNK = 1 << 20  # elements per dense pre-filter block
+_ROW_BLOCK = 128  # rows (sorted by x) per pre-filter block
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -165,13 +166,15 @@ def _pair_iou(a: Tensor, b: Tensor) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False) -> tuple[Tensor, Tensor]:
+def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False,
+                            ordered: bool = True) -> tuple[Tensor, Tensor]:
     """Index pairs ``(i, j)`` (int64) of boxes ``a[i]``, ``b[j]`` whose interiors may intersect.
 
     Circumscribed-circle test, then the separating-axis test. The circle test runs on blocks of
     rows of ``a`` sorted by x, each against the x-window of ``b`` (also sorted by x) it can reach,
-    so the work is far below N x M for spread-out boxes. With ``upper_only`` (for ``a is b``) only
-    pairs with ``i < j`` are returned.
+    so the work is far below N x M for spread-out boxes. With ``upper_only`` (``b`` must be ``a``)
+    each unordered pair is tested once and returned as ``i < j``;
+    with ``ordered`` the pairs come in row-major order.
     """
     n, m = a.shape[0], b.shape[0]
     dev = a.device
@@ -179,13 +182,16 @@ def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False) -> t
         e = torch.zeros(0, dtype=torch.int64, device=dev)
         return e, e
     rad_a = 0.5 * torch.hypot(a[:, 2], a[:, 3])
-    rad_b = 0.5 * torch.hypot(b[:, 2], b[:, 3])
     xa, oa = a[:, 0].sort()
-    xb, ob = b[:, 0].sort()
     ya, ra = a[oa, 1], rad_a[oa]
-    yb, rb = b[ob, 1], rad_b[ob]
+    if upper_only:  # a is b: test each unordered pair once, in x-sorted positions p < q
+        xb, ob, yb, rb = xa, oa, ya, ra
+    else:
+        rad_b = 0.5 * torch.hypot(b[:, 2], b[:, 3])
+        xb, ob = b[:, 0].sort()
+        yb, rb = b[ob, 1], rad_b[ob]
     rbmax = rb.max()
-    rows = max(1, min(256, _DENSE_CHUNK // m))
+    rows = max(1, min(_ROW_BLOCK, _DENSE_CHUNK // m))
     # x-window of b for every row block: [min(x - r) - max rb, max(x + r) + max rb]
     starts = list(range(0, n, rows))
     lo = torch.stack([(xa[s:s + rows] - ra[s:s + rows]).min() for s in starts]) - rbmax
@@ -194,12 +200,17 @@ def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False) -> t
     c1 = torch.searchsorted(xb, hi, right=True).tolist()
     ii, jj = [], []
     for s, j0, j1 in zip(starts, c0, c1):
+        if upper_only:
+            j0 = max(j0, s + 1)
         if j1 <= j0:
             continue
         dx = xa[s:s + rows, None] - xb[None, j0:j1]
         dy = ya[s:s + rows, None] - yb[None, j0:j1]
         rr = ra[s:s + rows, None] + rb[None, j0:j1]
-        i, j = (dx * dx + dy * dy < rr * rr).nonzero(as_tuple=True)
+        cand = dx * dx + dy * dy < rr * rr
+        if upper_only and j0 <= s + rows:
+            cand = cand.triu_(diagonal=s + 1 - j0)  # keep sorted positions q > p
+        i, j = cand.nonzero(as_tuple=True)
         ii.append(i + s)
         jj.append(j + j0)
     if not ii:
@@ -207,12 +218,12 @@ def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False) -> t
         return e, e
     i, j = oa[torch.cat(ii)], ob[torch.cat(jj)]
     if upper_only:
-        keep = i < j
-        i, j = i[keep], j[keep]
+        i, j = torch.minimum(i, j), torch.maximum(i, j)
     keep = _sat_overlap(a[i], b[j])
     i, j = i[keep], j[keep]
-    # deterministic order (row-major), independent of the sorting above
-    key = (i * m + j).argsort()
+    if not ordered:
+        return i, j
+    key = (i * m + j).argsort()  # deterministic row-major order, independent of the x sort
     return i[key], j[key]
 
 

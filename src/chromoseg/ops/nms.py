@@ -45,8 +45,13 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     bs = b[order]
     if bs.dtype != torch.float64:
         bs = bs.float()
-    i, j = rbox_overlap_candidates(bs, bs, upper_only=True)
+    i, j = rbox_overlap_candidates(bs, bs, upper_only=True, ordered=False)
     if i.numel():
+        # IoU <= min(area) / max(area): pairs whose area ratio is at most the threshold cannot suppress
+        area = bs[:, 2].abs() * bs[:, 3].abs()
+        ai, aj = area[i], area[j]
+        maybe = torch.minimum(ai, aj) > iou_threshold * torch.maximum(ai, aj)
+        i, j = i[maybe], j[maybe]
         iou = _pair_iou(bs[i], bs[j])
         sup = iou > iou_threshold
         i, j = i[sup], j[sup]

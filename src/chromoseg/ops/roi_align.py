@@ -17,9 +17,10 @@ per RoI ``gh = ceil(h * spatial_scale / oh)``, ``gw = ceil(w * spatial_scale / o
 
 Implementation: the sampling is a sparse linear map. For a chunk of RoIs a CSR matrix S
 ``[K*oh*ow, B*H*W]`` (4 * gh * gw entries per row) is built and multiplied with the channels-last
-view of the map ``[B*H*W, C]`` (one copy of the map per call, never one per RoI); the backward pass
-is S^T times the output gradient (autograd of ``torch.sparse.mm``). No gradient flows to ``rois``
-(as in torchvision).
+view of the map ``[B*H*W, C]`` (one copy of the map per call, never one per RoI); the backward
+pass is S^T times the output gradient (autograd of the sparse-dense product ``S @ F``). Memory: the
+matrix holds 4 * gh * gw (index, weight) pairs per output bin, in chunks of at most ``_MAX_NNZ``.
+No gradient flows to ``rois`` (as in torchvision).
 """
 from __future__ import annotations
 
