@@ -13,12 +13,13 @@ from chromoseg.data.report import ProblemLog
 def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str] | None = None,
                  image_root=None, progress: bool = True) -> tuple[list[Path], ProblemLog]:
     """Write ``out_dir/<image stem>.png`` for each image (or the first ``limit``, or those ``names``):
-    masks filled in their class colour, rotated boxes, endpoints and class labels; flagged instances
-    in red. Returns the written paths and the problems met."""
-    import cv2
+    masks filled in their class colour, rotated boxes, endpoints and class labels (the overlay of
+    :mod:`chromoseg.karyotype.overlay`), under a caption naming the image, its karyotype and any class
+    the importer could not resolve. Returns the written paths and the problems met."""
     from tqdm import tqdm
 
-    from chromoseg.viz import add_caption, draw_instances
+    from chromoseg.karyotype.layout import save_png
+    from chromoseg.karyotype.overlay import render_overlay
 
     path = Path(annotations)
     problems = ProblemLog()
@@ -48,18 +49,26 @@ def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str
         insts = []
         for a in anns.get(info["id"], []):
             inst = {"category_id": a["category_id"], "bbox": a.get("bbox"), "rbox": a.get("rbox"),
-                    "endpoints": a.get("endpoints"), "flag": a.get("unresolved"), "score": a.get("score")}
+                    "endpoints": a.get("endpoints"), "score": a.get("score")}
             if not box_only and a.get("segmentation"):
                 inst["mask"] = decode_mask(a["segmentation"], h, w)
             insts.append(inst)
-        picture = draw_instances(grey, insts, draw_bbox=box_only)
+        picture = render_overlay(grey, insts)
         caption = [f"{Path(info['file_name']).name}: {len(insts)} instances"
                    + (f", karyotype {info['karyotype']}" if info.get("karyotype") else "")
                    + (" (boxes only)" if box_only else "")]
         if info.get("unresolved_classes"):
             caption.append("unresolved: " + "; ".join(f"{k}: {v}" for k, v in info["unresolved_classes"].items())[:150])
-        picture = add_caption(picture, caption)
-        out = out_dir / f"{Path(info['file_name']).stem}.png"
-        cv2.imwrite(str(out), picture)
+        out = save_png(out_dir / f"{Path(info['file_name']).stem}.png", add_caption(picture, caption))
         written.append(out)
     return written, problems
+
+
+def add_caption(picture: np.ndarray, lines: list[str], height: int = 18) -> np.ndarray:
+    """The RGB picture with a white band of text lines above it."""
+    import cv2
+
+    band = np.full((height * len(lines) + 6, picture.shape[1], 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (4, height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([band, picture])

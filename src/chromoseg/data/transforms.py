@@ -198,32 +198,36 @@ class Resize:
         return f"Resize(size={self.size})"
 
 
-class RandomHorizontalFlip:
-    def __init__(self, p: float = 0.5):
-        self.p = p
+class RandomFlip:
+    """Mirror left-right (``axis="x"``) or top-bottom (``axis="y"``) with probability ``p``; exact."""
+
+    def __init__(self, axis: str = "x", p: float = 0.5):
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis must be 'x' or 'y', not {axis!r}")
+        self.axis, self.p = axis, p
 
     def __call__(self, image, target):
         if random.random() >= self.p:
             return image, target
         H, W = image.shape[-2:]
-        return affine(image, target, np.array([[-1.0, 0, W], [0, 1, 0], [0, 0, 1]]), (H, W), exact_grid=True)
+        if self.axis == "x":
+            A = np.array([[-1.0, 0, W], [0, 1, 0], [0, 0, 1]])
+        else:
+            A = np.array([[1.0, 0, 0], [0, -1, H], [0, 0, 1]])
+        return affine(image, target, A, (H, W), exact_grid=True)
 
     def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
+        return f"{type(self).__name__}(p={self.p})"
 
 
-class RandomVerticalFlip:
+class RandomHorizontalFlip(RandomFlip):
     def __init__(self, p: float = 0.5):
-        self.p = p
+        super().__init__("x", p)
 
-    def __call__(self, image, target):
-        if random.random() >= self.p:
-            return image, target
-        H, W = image.shape[-2:]
-        return affine(image, target, np.array([[1.0, 0, 0], [0, -1, H], [0, 0, 1]]), (H, W), exact_grid=True)
 
-    def __repr__(self) -> str:
-        return f"RandomVerticalFlip(p={self.p})"
+class RandomVerticalFlip(RandomFlip):
+    def __init__(self, p: float = 0.5):
+        super().__init__("y", p)
 
 
 def rotation_matrix(degrees: float, centre: tuple[float, float]) -> np.ndarray:

@@ -114,32 +114,23 @@ def instances_from_coco(coco, image_id, height: int | None = None, width: int | 
 
 # ------------------------------------------------------------------------------------ geometry
 def canonical_rbox(cx, cy, w, h, angle) -> list[float]:
-    """Canonical form of the contract: w >= h, angle in [-90, 90), long side along (cos a, -sin a)."""
-    if h > w:
-        w, h = h, w
-        angle = angle + 90.0
-    angle = (angle + 90.0) % 180.0 - 90.0
-    return [float(cx), float(cy), float(w), float(h), float(angle)]
+    """Canonical form of one rotated box as a list (see :func:`chromoseg.ops.normalize_rboxes`)."""
+    import torch
+
+    from chromoseg.ops import normalize_rboxes
+
+    return normalize_rboxes(torch.tensor([[cx, cy, w, h, angle]], dtype=torch.float64))[0].tolist()
 
 
 def rbox_from_mask(mask: np.ndarray) -> list[float] | None:
-    """Minimum-area rotated rectangle around the mask's pixel squares (canonical), via cv2.minAreaRect."""
-    import cv2
+    """Minimum-area rotated rectangle of a mask as a list (see :func:`chromoseg.ops.mask_to_rbox`); None if empty."""
+    import torch
 
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    from chromoseg.ops import mask_to_rbox
+
+    if not mask.any():
         return None
-    # the four corners of each boundary pixel square, in continuous coordinates
-    pts = np.stack([xs, ys], 1).astype(np.float32)
-    corners = np.concatenate([pts + d for d in ((0, 0), (1, 0), (0, 1), (1, 1))]).astype(np.float32)
-    hull = cv2.convexHull(corners)
-    box = cv2.boxPoints(cv2.minAreaRect(hull))  # 4 corners in order
-    e1, e2 = box[1] - box[0], box[2] - box[1]
-    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
-    long_v = e1 if l1 >= l2 else e2
-    angle = math.degrees(math.atan2(-float(long_v[1]), float(long_v[0])))
-    c = box.mean(0)
-    return canonical_rbox(c[0], c[1], max(l1, l2), min(l1, l2), angle)
+    return [float(v) for v in mask_to_rbox(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)))]
 
 
 def approximate_mask(gray: np.ndarray, bbox, dark_objects: bool = True) -> np.ndarray:
@@ -167,17 +158,13 @@ def approximate_mask(gray: np.ndarray, bbox, dark_objects: bool = True) -> np.nd
 
 
 def to_display_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 grey copy of an image (RGB averaged; 16-bit stretched to its 0.5-99.5 percentiles)."""
+    """uint8 grey copy of an image (RGB averaged; 16-bit stretched, see :func:`chromoseg.data.io.to_uint8`)."""
+    from chromoseg.data.io import to_uint8
+
     img = np.asarray(image)
     if img.ndim == 3:
-        img = img[..., :3].mean(axis=2)
-    if img.dtype == np.uint8:
-        return img
-    a = img.astype(np.float32)
-    lo, hi = np.percentile(a, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+        img = img[..., :3].mean(axis=2).astype(img.dtype)
+    return to_uint8(img)
 
 
 def objects_are_bright(gray: np.ndarray, masks: list[np.ndarray]) -> bool:

@@ -7,7 +7,6 @@ The image is shown as it is (no inversion), stretched to 8 bits.
 from __future__ import annotations
 
 import colorsys
-import math
 
 import numpy as np
 
@@ -26,13 +25,12 @@ def class_color(c: int) -> tuple[int, int, int]:
 
 
 def rbox_corners(rbox) -> np.ndarray:
-    """[4, 2] corners of a rotated box (contract: long side along (cos a, -sin a), y down)."""
-    cx, cy, w, h, a = [float(v) for v in rbox]
-    r = math.radians(a)
-    dl = np.array([math.cos(r), -math.sin(r)]) * w / 2
-    ds = np.array([math.sin(r), math.cos(r)]) * h / 2
-    c = np.array([cx, cy])
-    return np.stack([c - dl - ds, c + dl - ds, c + dl + ds, c - dl + ds])
+    """[4, 2] corners of one rotated box (see :func:`chromoseg.ops.rbox_to_corners`)."""
+    import torch
+
+    from chromoseg.ops import rbox_to_corners
+
+    return rbox_to_corners(torch.tensor([list(rbox)], dtype=torch.float64))[0].numpy()
 
 
 def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0.35,
