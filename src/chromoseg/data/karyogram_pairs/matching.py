@@ -41,17 +41,22 @@ class MatchParams:
     ransac_thresh: float = 4.0
     scale_range: tuple[float, float] = (0.7, 1.45)
     template_fallback: bool = True
-    angle_step: int = 12
-    template_scales: tuple[float, ...] = (0.92, 1.0, 1.08)
-    template_ds: int = 3
+    angle_step: int = 15
+    template_scales: tuple[float, ...] = (0.94, 1.06)
+    template_ds: int = 2
+    template_ring: int = 2  # px (at 1/template_ds) of background around the mask seen by the search
     template_min_good: int = 99  # search by template when SIFT gave fewer good poses than this
-    max_candidates: int = 6
+    max_candidates: int = 12
+    template_top: int = 12
     extra_passes: int = 2
     ecc: bool = True
     max_overlap: float = 0.35
-    dilate: int = 2
     min_candidate_score: float = 0.15
     sift_contrast: float = 0.02
+    fg_factor: float = 0.7
+    scale_sigma: float = 0.0  # prior on log(scale / typical scale of the pair); 0 = none (it hurt on M-FISH)
+    refine_tol: int = 2  # warped-mask pixels farther than this from the foreground are cut
+    refine_grow: int = 1  # foreground pixels this close to the warped mask are added
 
 
 @dataclass
@@ -62,7 +67,11 @@ class Candidate:
     method: str
     ncc: float = 0.0
     coverage: float = 0.0
-    fill: float = 0.0
+    ncc_ext: float = 0.0
+    ring_bg: float = 0.0
+    silhouette: float = 0.0
+    scale: float = 1.0
+    base: float = 0.0  # score before the scale prior
     score: float = 0.0
 
 
@@ -98,9 +107,10 @@ class PairMatch:
     global_scale: float
     n_keypoints: int
     notes: list[str] = field(default_factory=list)
+    candidates: list = field(default_factory=list)  # every pose considered (for diagnostics)
 
 
-_RING = np.ones((9, 9), np.uint8)
+_RING = cv2_ring = np.ones((7, 7), np.uint8)
 
 
 class _Prepared:
@@ -147,7 +157,7 @@ def _warp_window(T: np.ndarray, src: np.ndarray, shape: tuple[int, int], interp:
     return out, (x0, y0, x1, y1)
 
 
-def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarray) -> None:
+def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarray, prior=None) -> None:
     import cv2
 
     r = _warp_window(c.T, prep.mask.astype(np.float32), meta_ink.shape, cv2.INTER_LINEAR)
@@ -160,40 +170,72 @@ def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarra
         c.ncc = c.coverage = c.score = 0.0
         return
     wi, _ = _warp_window(c.T, prep.ink, meta_ink.shape, cv2.INTER_LINEAR)
-    a = wi[m].astype(np.float64)
-    b = meta_ink[y0:y1, x0:x1][m].astype(np.float64)
-    a -= a.mean()
-    b -= b.mean()
+    mi = meta_ink[y0:y1, x0:x1]
+    c.ncc = _ncc(wi[m], mi[m])
+    # shape-aware correlation: the mask plus a ring of background around it (the cut-out is 0 there)
+    ext = cv2.dilate(m.astype(np.uint8), _RING) > 0
+    c.ncc_ext = _ncc(wi[ext], mi[ext])
+    fgw = fg[y0:y1, x0:x1]
+    c.coverage = float(fgw[m].mean())
+    ring = ext & ~m
+    c.ring_bg = float(1.0 - fgw[ring].mean()) if ring.any() else 1.0
+    # silhouette agreement near the pose: IoU of the warped mask and the foreground inside mask + ring
+    inter = float((fgw & m).sum())
+    union = float(((fgw & ext) | m).sum())
+    c.silhouette = inter / union if union else 0.0
+    c.scale = float(np.sqrt(abs(np.linalg.det(c.T[:, :2]))))
+    c.base = max(c.ncc, 0.0) * max(c.ncc_ext, 0.0) * float(np.sqrt(c.silhouette))
+    c.score = c.base * _scale_prior(c.scale, prior)
+
+
+def _scale_prior(s: float, prior) -> float:
+    if prior is None:
+        return 1.0
+    ref, sigma = prior
+    return float(np.exp(-0.5 * (np.log(s / ref) / sigma) ** 2))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64) - a.mean()
+    b = b.astype(np.float64) - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
-    c.ncc = float((a * b).sum() / den) if den > 0 else 0.0
-    c.coverage = float(fg[y0:y1, x0:x1][m].mean())
-    # fill: share of the foreground near the warped mask that it covers (a small cut-out laid on a
-    # big chromosome leaves the rest of it uncovered)
-    ring = cv2.dilate(m.astype(np.uint8), _RING) > 0
-    f_near = fg[y0:y1, x0:x1][ring].sum()
-    c.fill = float(fg[y0:y1, x0:x1][m].sum() / f_near) if f_near else 0.0
-    c.score = max(c.ncc, 0.0) * c.coverage * c.fill
+    return float((a * b).sum() / den) if den > 0 else 0.0
 
 
-def _ecc_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, meta_ink: np.ndarray, fg: np.ndarray) -> Candidate:
+def _ecc_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, meta_ink: np.ndarray, fg: np.ndarray,
+                max_scale_change: float = 0.05) -> Candidate:
+    """Polish a pose by ECC (affine motion) over the cut-out and a thin background ring around it."""
     import cv2
 
     W = c.T.astype(np.float32).copy()
+    motion = cv2.MOTION_AFFINE
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
     try:
-        _, W = cv2.findTransformECC(
-            prep.ink, meta_ink_f, W, cv2.MOTION_AFFINE,
-            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4),
-            prep.mask.astype(np.uint8), 5,
-        )
+        if hasattr(cv2, "findTransformECCWithMask"):
+            tmask = cv2.dilate(prep.mask.astype(np.uint8), np.ones((7, 7), np.uint8))
+            _, W = cv2.findTransformECCWithMask(prep.ink, meta_ink_f, tmask, None, W, motion, crit, 3)
+        else:  # older OpenCV: the whole padded cut-out is the template
+            _, W = cv2.findTransformECC(prep.ink, meta_ink_f, W, motion, crit, None, 3)
     except cv2.error:
         return c
-    sv = np.linalg.svd(W[:, :2].astype(np.float64), compute_uv=False)
+    W = W.astype(np.float64)
     s0 = np.sqrt(abs(np.linalg.det(c.T[:, :2])))
-    if sv.min() < 0.8 * s0 or sv.max() > 1.25 * s0 or np.linalg.norm(W[:, 2] - c.T[:, 2]) > 0.5 * prep.length:
-        return c  # ECC drifted away (shear or jump): keep the seed
-    n = Candidate(c.chrom, W.astype(np.float64), c.inliers, c.method + "+ecc")
+    if not np.isfinite(W).all() or np.linalg.norm(W[:, 2] - c.T[:, 2]) > 0.5 * prep.length:
+        return c  # ECC drifted away: keep the seed
+    # back to a similarity (rotation + scale), the scale kept within max_scale_change of the seed's:
+    # a free affine lets a cut-out shrink or shear onto a wrong, smaller chromosome
+    U, S, Vt = np.linalg.svd(W[:, :2])
+    Rot = U @ Vt
+    if np.linalg.det(Rot) < 0:
+        return c
+    sc = float(np.clip(S.mean(), s0 * (1 - max_scale_change), s0 * (1 + max_scale_change)))
+    centre = np.array([prep.ink.shape[1] / 2, prep.ink.shape[0] / 2])
+    new_c = W[:, :2] @ centre + W[:, 2]  # keep where ECC put the cut-out's centre
+    A = sc * Rot
+    W = np.hstack([A, (new_c - A @ centre)[:, None]])
+    n = Candidate(c.chrom, W, c.inliers, c.method + "+ecc")
     _evaluate(n, prep, meta_ink, fg)
-    return n if n.score > c.score else c
+    return n if n.base > c.base else c
 
 
 def _sift_candidates(i, prep, kp_m, des_m, sift, p: MatchParams, s_lo, s_hi):
@@ -250,7 +292,11 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
     h, w = ink_ds.shape
     cx, cy = (w - 1) / 2, (h - 1) / 2
     diag = int(np.ceil(np.hypot(h, w))) + 2
-    best = []
+    # best correlation over all angles and scales at every position of the template's centre
+    Hd, Wd = meta_ds.shape
+    maxmap = np.full((Hd, Wd), -1.0, np.float32)
+    argmap = np.full((Hd, Wd), -1, np.int32)
+    poses = []
     for s in p.template_scales:
         for ang in range(0, 360, p.angle_step):
             R = cv2.getRotationMatrix2D((cx, cy), ang, s)
@@ -261,30 +307,44 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
             ys, xs = np.nonzero(m)
             if len(xs) < 6:
                 continue
-            bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-            t, m = t[by0:by1, bx0:bx1], m[by0:by1, bx0:bx1]
-            if t.shape[0] >= meta_ds.shape[0] or t.shape[1] >= meta_ds.shape[1]:
+            mg = 2  # a margin of background: the search sees the outline, not only the inside
+            bx0, by0 = max(0, xs.min() - mg), max(0, ys.min() - mg)
+            bx1, by1 = min(diag, xs.max() + 1 + mg), min(diag, ys.max() + 1 + mg)
+            t = t[by0:by1, bx0:bx1] * (m[by0:by1, bx0:bx1] > 0)
+            if t.shape[0] >= Hd or t.shape[1] >= Wd:
                 continue
-            res = cv2.matchTemplate(meta_ds, np.ascontiguousarray(t), cv2.TM_CCOEFF_NORMED, mask=np.ascontiguousarray(m))
+            if p.template_ring:  # compare over the mask and a thin ring around it, not the whole rectangle
+                ring_m = cv2.dilate(m[by0:by1, bx0:bx1], np.ones((2 * p.template_ring + 1,) * 2, np.uint8))
+                res = cv2.matchTemplate(meta_ds, np.ascontiguousarray(t, dtype=np.float32), cv2.TM_CCOEFF_NORMED,
+                                        mask=ring_m.astype(np.float32))
+            else:
+                res = cv2.matchTemplate(meta_ds, np.ascontiguousarray(t, dtype=np.float32), cv2.TM_CCOEFF_NORMED)
             res[~np.isfinite(res)] = -1.0
-            for _ in range(2):
-                _, mv, _, ml = cv2.minMaxLoc(res)
-                best.append((mv, s, ang, ml, R, (bx0, by0)))
-                x, y = ml
-                r0 = max(2, int(0.25 * min(t.shape)))
-                res[max(0, y - r0): y + r0 + 1, max(0, x - r0): x + r0 + 1] = -1
-    best.sort(key=lambda b: -b[0])
+            # res[y, x] puts the template's top-left at (x, y): its centre is at (x + ox, y + oy)
+            ox = int(round((diag - 1) / 2 - bx0))
+            oy = int(round((diag - 1) / 2 - by0))
+            rh, rw = res.shape
+            ya, xa = max(0, oy), max(0, ox)
+            yb, xb = min(Hd, oy + rh), min(Wd, ox + rw)
+            if yb <= ya or xb <= xa:
+                continue
+            sub = res[ya - oy: yb - oy, xa - ox: xb - ox]
+            cur = maxmap[ya:yb, xa:xb]
+            better = sub > cur
+            cur[better] = sub[better]
+            argmap[ya:yb, xa:xb][better] = len(poses)
+            poses.append((R, bx0, by0, ox, oy))
+    _template_candidates.last_maxmap = maxmap
     chosen: list = []
-    min_sep = 0.35 * prep.length / d
-    for b in best:
-        # template centre in meta_ds coordinates
-        R = b[4]
-        c = R @ np.array([cx, cy, 1.0]) - np.array(b[5]) + np.array(b[3])
-        if any(np.hypot(*(c - c2)) < min_sep for c2, _ in chosen):
-            continue
-        chosen.append((c, b))
-        if len(chosen) >= top:
+    r0 = max(2, int(round(0.35 * prep.length / d)))
+    work = maxmap.copy()
+    for _ in range(top):
+        _, mv, _, (xc, yc) = cv2.minMaxLoc(work)
+        if mv <= 0 or argmap[yc, xc] < 0:
             break
+        R, bx0, by0, ox, oy = poses[argmap[yc, xc]]
+        chosen.append((None, (mv, None, None, (xc - ox, yc - oy), R, (bx0, by0))))
+        cv2.circle(work, (int(xc), int(yc)), r0, -1.0, -1)
     for _, (mv, s, ang, (x, y), R, (bx0, by0)) in chosen:
         # full-res transform: padded-scaled cut-out -> metaphase
         # ds coords: p_ds = (p + 0.5) / 2 - 0.5; template placed at (x - bx0, y - by0) in meta_ds
@@ -297,6 +357,24 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
     return out
 
 
+def metaphase_foreground(ink: np.ndarray, width: float, factor: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Background-corrected ink (white top-hat, disc of ~3 chromosome widths) and its foreground.
+
+    The foreground is ``tophat > factor * Otsu(tophat)``, opened by 3x3, holes filled. The top-hat removes
+    the glow and uneven illumination of fluorescence images; on a flat G-band background it changes little.
+    """
+    import cv2
+    from scipy import ndimage as ndi
+
+    k = int(np.clip(3.0 * width, 15, 101)) | 1
+    bg = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    th = cv2.subtract(ink, bg)
+    t, _ = cv2.threshold(th, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = th > max(factor * t, 4)
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    return th, ndi.binary_fill_holes(fg)
+
+
 def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchParams | None = None) -> PairMatch:
     """Find every chromosome of ``layout`` in the ``metaphase`` image (grey or RGB array)."""
     import cv2
@@ -306,9 +384,7 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     grey = to_grey(metaphase)
     H, W = grey.shape
     light = light_background(grey)
-    meta_ink = ink_image(grey, light)
-    fg = otsu_foreground(meta_ink)
-    fg = ndi.binary_fill_holes(cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0)
+    raw_ink = ink_image(grey, light)
     notes: list[str] = []
     if layout.light_background != light:
         notes.append("metaphase and karyogram have opposite background polarity; both are compared in ink form")
@@ -316,8 +392,15 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     if not chroms:
         return PairMatch([], [], 1.0, 0, notes + ["no chromosomes in the karyogram"])
     total = sum(c.area for c in chroms)
-    f = float(np.sqrt(max(fg.sum(), 1) / max(total, 1)))
-    f = float(np.clip(f, 0.1, 10.0))
+    # cut-out width (they stand upright): area / height, in karyogram pixels
+    width_k = float(np.median([c.area / max(1, c.mask.shape[0]) for c in chroms]))
+    f = float(np.clip(np.sqrt(max(otsu_foreground(raw_ink).sum(), 1) / max(total, 1)), 0.1, 10.0))
+    for _ in range(2):  # scale <-> foreground: background-corrected foreground needs the chromosome width
+        _, fg = metaphase_foreground(raw_ink, width_k * f, p.fg_factor)
+        f = float(np.clip(np.sqrt(max(fg.sum(), 1) / max(total, 1)), 0.1, 10.0))
+    # matching compares the raw ink (a cut-out is a copy of the metaphase's own pixels); the top-hat is
+    # used for the foreground only
+    meta_ink = raw_ink
     s_lo, s_hi = p.scale_range
     preps = [_Prepared(c, f, layout.light_background) for c in chroms]
 
@@ -336,35 +419,58 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
                 _evaluate(c, prep, ink, fgm)
         good = [c for c in cs if c.score >= p.min_candidate_score]
         if p.template_fallback and len(good) < p.template_min_good:
-            ts = _template_candidates(i, prep, ink_ds, p)
+            ts = _template_candidates(i, prep, ink_ds, p, top=p.template_top)
             for c in ts:
                 _evaluate(c, prep, ink, fgm)
             cs += ts
-        cs = [c for c in cs if c.score > 0]
-        cs.sort(key=lambda c: -c.score)
+        cs = [c for c in cs if c.base > 0]
+        cs.sort(key=lambda c: -c.base)
         cs = cs[: p.max_candidates]
-        if p.ecc:
+        if p.ecc:  # the right place shows only at a fine pose: polish every candidate before ranking
             cs = [_ecc_refine(c, prep, ink_f, ink, fgm) for c in cs]
-        return [c for c in cs if c.score >= p.min_candidate_score]
+            cs.sort(key=lambda c: -c.base)
+        return cs
 
     taken = np.zeros((H, W), bool)
     accepted: dict[int, tuple[Candidate, np.ndarray]] = {}
 
-    def accept(cands: list[Candidate]) -> None:
-        """Greedy one-to-one acceptance by score."""
+    def warped_mask(c: Candidate) -> np.ndarray | None:
+        r = _warp_window(c.T, preps[c.chrom].mask.astype(np.float32), (H, W), cv2.INTER_LINEAR)
+        if r is None:
+            return None
+        wm, (x0, y0, x1, y1) = r
+        full = np.zeros((H, W), bool)
+        full[y0:y1, x0:x1] = wm > 0.5
+        return full if full.any() else None
+
+    def accept(cands: list[Candidate], ink, ink_f, fgm) -> None:
+        """One-to-one assignment of cut-outs to metaphase locations, maximising the total score."""
         nonlocal taken
-        cands.sort(key=lambda c: -c.score)
-        for c in cands:
-            if c.chrom in accepted:
-                continue
-            r = _warp_window(c.T, preps[c.chrom].mask.astype(np.float32), (H, W), cv2.INTER_LINEAR)
-            if r is None:
-                continue
-            wm, (x0, y0, x1, y1) = r
-            full = np.zeros((H, W), bool)
-            full[y0:y1, x0:x1] = wm > 0.5
-            a = full.sum()
-            if a == 0 or (full & taken).sum() > p.max_overlap * a:
+        from scipy.optimize import linear_sum_assignment
+        from sklearn.cluster import DBSCAN
+
+        cands = [c for c in cands if c.chrom not in accepted and c.score >= p.min_candidate_score]
+        if not cands:
+            return
+        # locations: candidate poses whose centres are close are one place in the metaphase
+        centres = np.array([c.T @ np.array([preps[c.chrom].ink.shape[1] / 2, preps[c.chrom].ink.shape[0] / 2, 1.0])
+                            for c in cands])
+        eps = 0.25 * float(np.median([pr.length for pr in preps]))
+        loc = DBSCAN(eps=max(eps, 2.0), min_samples=1).fit_predict(centres)
+        chroms_ = sorted({c.chrom for c in cands})
+        row = {k: r for r, k in enumerate(chroms_)}
+        S = np.zeros((len(chroms_), int(loc.max()) + 1))
+        pick: dict[tuple[int, int], Candidate] = {}
+        for c, l in zip(cands, loc):
+            r = row[c.chrom]
+            if c.score > S[r, l]:
+                S[r, l] = c.score
+                pick[(r, l)] = c
+        rr, ll = linear_sum_assignment(-S)
+        chosen = sorted(((pick[(r, l)]) for r, l in zip(rr, ll) if S[r, l] > 0), key=lambda c: -c.score)
+        for c in chosen:
+            full = warped_mask(c)
+            if full is None or (full & taken).sum() > p.max_overlap * full.sum():
                 continue
             accepted[c.chrom] = (c, full)
             taken |= full
@@ -372,8 +478,19 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     cands: list[Candidate] = []
     for i in range(len(preps)):
         cands += candidates(i, meta_ink, meta_ink_f, meta_ds, fg, True)
-    accept(cands)
-    # second pass: the cut-outs still unmatched are searched again with the claimed pixels blanked out
+    # typical scale of the pair: median over the cut-outs of their best pose's scale
+    best: dict[int, Candidate] = {}
+    for c in cands:
+        if c.chrom not in best or c.base > best[c.chrom].base:
+            best[c.chrom] = c
+    prior = None
+    if best and p.scale_sigma:
+        prior = (float(np.median([c.scale for c in best.values()])), p.scale_sigma)
+    for c in cands:
+        c.score = c.base * _scale_prior(c.scale, prior)
+    all_cands = list(cands)
+    accept(cands, meta_ink, meta_ink_f, fg)
+    # further passes: the cut-outs still unmatched are searched again with the claimed pixels blanked out
     for _ in range(p.extra_passes):
         rest = [i for i in range(len(preps)) if i not in accepted]
         if not rest:
@@ -388,17 +505,23 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         cands = []
         for i in rest:
             cands += candidates(i, ink2, ink2_f, ink2_ds, fg2, False)
-        accept(cands)
+        for c in cands:
+            c.score = c.base * _scale_prior(c.scale, prior)
+        all_cands += cands
+        accept(cands, ink2, ink2_f, fg2)
         if len(accepted) == n0:
             break
 
     # refine against the metaphase foreground and settle contested pixels
     order = sorted(accepted, key=lambda k: -accepted[k][0].score)
-    k_el = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.dilate + 1, 2 * p.dilate + 1))
     refined = {}
+    fg_near = cv2.dilate(fg.astype(np.uint8), cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * p.refine_tol + 1, 2 * p.refine_tol + 1))) > 0
+    k_grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.refine_grow + 1, 2 * p.refine_grow + 1))
     for k in order:
         c, full = accepted[k]
-        m = (cv2.dilate(full.astype(np.uint8), k_el) > 0) & fg
+        # cut what lies far from the metaphase's foreground, add foreground right at the edge
+        m = (full & fg_near) | ((cv2.dilate(full.astype(np.uint8), k_grow) > 0) & fg)
         m = ndi.binary_fill_holes(m)
         refined[k] = m
     claims = np.zeros((H, W), np.int32)
@@ -441,4 +564,4 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         )
     matches.sort(key=lambda m: m.chrom)
     unmatched = [i for i in range(len(chroms)) if i not in accepted]
-    return PairMatch(matches, unmatched, f, len(kp_m), notes)
+    return PairMatch(matches, unmatched, f, len(kp_m), notes, all_cands)
