@@ -137,7 +137,8 @@ def test_rbox_iou_many_boxes_symmetric_and_chunked(monkeypatch):
     assert full.min() >= 0 and full.max() <= 1
     # small chunks give the same result
     monkeypatch.setattr(iou_mod, "_PAIR_CHUNK", 97)
-    monkeypatch.setattr(iou_mod, "_DENSE_CHUNK", 5000)
+    monkeypatch.setattr(iou_mod, "_DENSE_CHUNK", 500)
+    monkeypatch.setattr(iou_mod, "_ROW_BLOCK", 7)
     assert torch.equal(rbox_iou(boxes[:300], boxes), full[:300])
     # spot-check against shapely
     idx = torch.randint(0, 1500, (300, 2), generator=gen)

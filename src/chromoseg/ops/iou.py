@@ -6,22 +6,33 @@ inside the other box (Liang-Barsky segment clipping; see ``_intersection_area``)
 runs in each box's local frame (relative centres), in float64 for float64 input and float32
 otherwise, so large coordinates (1e4 px) and thin boxes (h ~ 0.01 px) stay accurate.
 
-Only pairs that can overlap are computed: a circumscribed-circle test, then the separating-axis test
-on the four edge normals (exact for rectangles), and the survivors are processed in chunks, so
-N x M of several thousand fits in memory.
+Only pairs that can overlap are computed: a circumscribed-circle test (on x-sorted blocks), then the
+separating-axis test on the four edge normals (exact for rectangles); everything runs in chunks, so
+N x M of many thousands fits in memory.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .rbox import _as_boxes, rbox_to_corners
+from ._threads import serial_cpu
+from .rbox import _as_boxes
 
 __all__ = ["rbox_iou", "rbox_iou_aligned", "rbox_overlap_candidates"]
 
-_PAIR_CHUNK = 8192  # pairs per clipping chunk (keeps temporaries small and cache-resident)
-_DENSE_CHUNK = 1 << 20  # elements per dense pre-filter block
-_ROW_BLOCK = 128  # rows (sorted by x) per pre-filter block
+# Chunk sizes: CPU pieces stay cache-resident (the sequences run single-threaded, see _threads.py);
+# CUDA gets large chunks (few kernel launches).
+_PAIR_CHUNK = 8192  # pairs per clipping chunk on CPU
+_PAIR_CHUNK_CUDA = 1 << 18
+_DENSE_CHUNK = 1 << 17  # elements per dense pre-filter block on CPU
+_DENSE_CHUNK_CUDA = 1 << 22
+_ROW_BLOCK = 128  # rows (sorted by x) per pre-filter block on CPU
+
+
+def _chunks(dev: torch.device) -> tuple[int, int, int]:
+    if dev.type == "cpu":
+        return _PAIR_CHUNK, _DENSE_CHUNK, _ROW_BLOCK
+    return _PAIR_CHUNK_CUDA, _DENSE_CHUNK_CUDA, 1024
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -154,76 +165,106 @@ def _intersection_area(a: Tensor, b: Tensor) -> Tensor:
     return torch.minimum(area.clamp(min=0.0), amax)
 
 
-def _pair_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU ``[P]`` of pairs that passed the pre-filter, in chunks."""
-    out = a.new_zeros(a.shape[0])
-    for s in range(0, a.shape[0], _PAIR_CHUNK):
-        aa, bb = a[s:s + _PAIR_CHUNK], b[s:s + _PAIR_CHUNK]
-        inter = _intersection_area(aa, bb)
-        union = aa[:, 2].abs() * aa[:, 3].abs() + bb[:, 2].abs() * bb[:, 3].abs() - inter
-        out[s:s + _PAIR_CHUNK] = torch.where(union > 0, inter / union.clamp(min=1e-300),
-                                             torch.zeros_like(inter))
-    return out.clamp_(0.0, 1.0)
+def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None = None) -> Tensor:
+    """IoU ``[P]`` of the pairs ``(a[i[k]], b[j[k]])``, in chunks: separating-axis test, then the
+    exact intersection for the pairs that may overlap. With ``min_iou``, pairs whose area ratio
+    bounds their IoU to ``<= min_iou`` are skipped (reported as 0)."""
+    p = i.shape[0]
+    out = a.new_zeros(p)
+    chunk = _chunks(a.device)[0]
+    chunk = -(-p // max(1, -(-p // chunk)))  # equal pieces of at most ``chunk``
+    for s in range(0, p, max(chunk, 1)):
+        aa, bb = a[i[s:s + chunk]], b[j[s:s + chunk]]
+        keep = _sat_overlap(aa, bb)
+        area_a = aa[:, 2].abs() * aa[:, 3].abs()
+        area_b = bb[:, 2].abs() * bb[:, 3].abs()
+        if min_iou is not None:  # IoU <= min(area) / max(area)
+            keep &= torch.minimum(area_a, area_b) > min_iou * torch.maximum(area_a, area_b)
+        k = keep.nonzero(as_tuple=True)[0]
+        if k.numel() == 0:
+            continue
+        inter = _intersection_area(aa[k], bb[k])
+        union = area_a[k] + area_b[k] - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(inter))
+        out[s + k] = iou.clamp_(0.0, 1.0)
+    return out
 
 
-def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False,
-                            ordered: bool = True) -> tuple[Tensor, Tensor]:
-    """Index pairs ``(i, j)`` (int64) of boxes ``a[i]``, ``b[j]`` whose interiors may intersect.
+def _circle_pair_batches(a: Tensor, b: Tensor, upper_only: bool = False):
+    """Yield batches ``(i, j)`` of index pairs whose circumscribed circles overlap (a superset of
+    the overlapping pairs), a few thousand pairs per batch on CPU.
 
-    Circumscribed-circle test, then the separating-axis test. The circle test runs on blocks of
-    rows of ``a`` sorted by x, each against the x-window of ``b`` (also sorted by x) it can reach,
-    so the work is far below N x M for spread-out boxes. With ``upper_only`` (``b`` must be ``a``)
-    each unordered pair is tested once and returned as ``i < j``;
-    with ``ordered`` the pairs come in row-major order.
+    The test runs on blocks of rows of ``a`` sorted by x, each against the x-window of ``b`` (also
+    sorted by x) it can reach, so the work is far below N x M for spread-out boxes. With
+    ``upper_only`` (``b`` must be ``a``) each unordered pair is tested once and given as i < j.
     """
     n, m = a.shape[0], b.shape[0]
-    dev = a.device
     if n == 0 or m == 0:
-        e = torch.zeros(0, dtype=torch.int64, device=dev)
-        return e, e
+        return
+    target, dense, rows = _chunks(a.device)
     rad_a = 0.5 * torch.hypot(a[:, 2], a[:, 3])
     xa, oa = a[:, 0].sort()
     ya, ra = a[oa, 1], rad_a[oa]
-    if upper_only:  # a is b: test each unordered pair once, in x-sorted positions p < q
+    if upper_only:  # a is b: sorted positions p < q only
         xb, ob, yb, rb = xa, oa, ya, ra
     else:
         rad_b = 0.5 * torch.hypot(b[:, 2], b[:, 3])
         xb, ob = b[:, 0].sort()
         yb, rb = b[ob, 1], rad_b[ob]
     rbmax = rb.max()
-    rows = max(1, min(_ROW_BLOCK, _DENSE_CHUNK // m))
     # x-window of b for every row block: [min(x - r) - max rb, max(x + r) + max rb]
-    starts = list(range(0, n, rows))
-    lo = torch.stack([(xa[s:s + rows] - ra[s:s + rows]).min() for s in starts]) - rbmax
-    hi = torch.stack([(xa[s:s + rows] + ra[s:s + rows]).max() for s in starts]) + rbmax
-    c0 = torch.searchsorted(xb, lo).tolist()
-    c1 = torch.searchsorted(xb, hi, right=True).tolist()
-    ii, jj = [], []
-    for s, j0, j1 in zip(starts, c0, c1):
+    nb = (n + rows - 1) // rows
+    pad = nb * rows - n
+    xlo = torch.cat((xa - ra, (xa - ra)[-1:].expand(pad))).view(nb, rows).amin(1) - rbmax
+    xhi = torch.cat((xa + ra, (xa + ra)[-1:].expand(pad))).view(nb, rows).amax(1) + rbmax
+    c0 = torch.searchsorted(xb, xlo).tolist()
+    c1 = torch.searchsorted(xb, xhi, right=True).tolist()
+    step = max(1, dense // rows)
+    buf_i, buf_j, count = [], [], 0
+    for blk in range(nb):
+        s = blk * rows
+        j0, j1 = c0[blk], c1[blk]
         if upper_only:
             j0 = max(j0, s + 1)
-        if j1 <= j0:
-            continue
-        dx = xa[s:s + rows, None] - xb[None, j0:j1]
-        dy = ya[s:s + rows, None] - yb[None, j0:j1]
-        rr = ra[s:s + rows, None] + rb[None, j0:j1]
-        cand = dx * dx + dy * dy < rr * rr
-        if upper_only and j0 <= s + rows:
-            cand = cand.triu_(diagonal=s + 1 - j0)  # keep sorted positions q > p
-        i, j = cand.nonzero(as_tuple=True)
-        ii.append(i + s)
-        jj.append(j + j0)
+        for q0 in range(j0, j1, step):
+            q1 = min(j1, q0 + step)
+            dx = xa[s:s + rows, None] - xb[None, q0:q1]
+            dy = ya[s:s + rows, None] - yb[None, q0:q1]
+            rr = ra[s:s + rows, None] + rb[None, q0:q1]
+            cand = dx * dx + dy * dy < rr * rr
+            if upper_only and q0 <= s + rows:
+                cand = cand.triu_(diagonal=s + 1 - q0)  # keep sorted positions q > p
+            i, j = cand.nonzero(as_tuple=True)
+            if i.numel() == 0:
+                continue
+            i, j = oa[i + s], ob[j + q0]
+            if upper_only:
+                i, j = torch.minimum(i, j), torch.maximum(i, j)
+            buf_i.append(i)
+            buf_j.append(j)
+            count += i.numel()
+            if count >= target:
+                yield torch.cat(buf_i), torch.cat(buf_j)
+                buf_i, buf_j, count = [], [], 0
+    if count:
+        yield torch.cat(buf_i), torch.cat(buf_j)
+
+
+def rbox_overlap_candidates(a: Tensor, b: Tensor, upper_only: bool = False) -> tuple[Tensor, Tensor]:
+    """Index pairs ``(i, j)`` (int64, row-major order) of boxes ``a[i]``, ``b[j]`` whose interiors
+    may intersect: circumscribed-circle test, then the separating-axis test (exact for rectangles).
+    With ``upper_only`` (``b`` must be ``a``) only pairs with ``i < j``."""
+    ii, jj = [], []
+    with serial_cpu(a.device):
+        for i, j in _circle_pair_batches(a, b, upper_only):
+            keep = _sat_overlap(a[i], b[j])
+            ii.append(i[keep])
+            jj.append(j[keep])
     if not ii:
-        e = torch.zeros(0, dtype=torch.int64, device=dev)
+        e = torch.zeros(0, dtype=torch.int64, device=a.device)
         return e, e
-    i, j = oa[torch.cat(ii)], ob[torch.cat(jj)]
-    if upper_only:
-        i, j = torch.minimum(i, j), torch.maximum(i, j)
-    keep = _sat_overlap(a[i], b[j])
-    i, j = i[keep], j[keep]
-    if not ordered:
-        return i, j
-    key = (i * m + j).argsort()  # deterministic row-major order, independent of the x sort
+    i, j = torch.cat(ii), torch.cat(jj)
+    key = (i * b.shape[0] + j).argsort()
     return i[key], j[key]
 
 
@@ -238,9 +279,9 @@ def rbox_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     dt = _compute_dtype(a0)
     a, b = a0.detach().to(dt), b0.detach().to(device=a0.device, dtype=dt)
     out = torch.zeros((a.shape[0], b.shape[0]), dtype=dt, device=a.device)
-    i, j = rbox_overlap_candidates(a, b)
-    if i.numel():
-        out[i, j] = _pair_iou(a[i], b[j])
+    with serial_cpu(a.device):
+        for i, j in _circle_pair_batches(a, b):
+            out[i, j] = _pair_iou(a, b, i, j)
     return out.to(out_dtype)
 
 
@@ -251,9 +292,6 @@ def rbox_iou_aligned(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         raise ValueError(f"rbox_iou_aligned needs equal shapes, got {tuple(a0.shape)} and {tuple(b0.shape)}")
     dt = _compute_dtype(a0)
     a, b = a0.detach().to(dt), b0.detach().to(device=a0.device, dtype=dt)
-    out = torch.zeros(a.shape[0], dtype=dt, device=a.device)
-    if a.shape[0]:
-        k = _sat_overlap(a, b).nonzero(as_tuple=True)[0]
-        if k.numel():
-            out[k] = _pair_iou(a[k], b[k])
-    return out.to(a0.dtype)
+    k = torch.arange(a.shape[0], device=a.device)
+    with serial_cpu(a.device):
+        return _pair_iou(a, b, k, k).to(a0.dtype)

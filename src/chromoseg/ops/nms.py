@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .iou import _pair_iou, rbox_overlap_candidates
+from ._threads import serial_cpu
+from .iou import _circle_pair_batches, _pair_iou
 from .rbox import _as_boxes
 
 __all__ = ["nms_rotated", "batched_nms_rotated"]
@@ -45,16 +46,14 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     bs = b[order]
     if bs.dtype != torch.float64:
         bs = bs.float()
-    i, j = rbox_overlap_candidates(bs, bs, upper_only=True, ordered=False)
-    if i.numel():
-        # IoU <= min(area) / max(area): pairs whose area ratio is at most the threshold cannot suppress
-        area = bs[:, 2].abs() * bs[:, 3].abs()
-        ai, aj = area[i], area[j]
-        maybe = torch.minimum(ai, aj) > iou_threshold * torch.maximum(ai, aj)
-        i, j = i[maybe], j[maybe]
-        iou = _pair_iou(bs[i], bs[j])
-        sup = iou > iou_threshold
-        i, j = i[sup], j[sup]
+    ii, jj = [], []
+    with serial_cpu(bs.device):
+        for i, j in _circle_pair_batches(bs, bs, upper_only=True):
+            sup = _pair_iou(bs, bs, i, j, min_iou=float(iou_threshold)) > iou_threshold
+            ii.append(i[sup])
+            jj.append(j[sup])
+        i = torch.cat(ii) if ii else order[:0]
+        j = torch.cat(jj) if jj else order[:0]
     keep = _greedy(n, i.cpu().numpy(), j.cpu().numpy())
     return order[torch.from_numpy(keep).to(order.device)]
 

@@ -31,6 +31,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._threads import serial_cpu
+
 __all__ = ["rroi_align"]
 
 _MAX_NNZ = 1 << 23  # sparse entries per chunk of RoIs
@@ -132,8 +134,9 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
         step = max(1, _MAX_NNZ // per_roi)
         parts = []
         for s0 in range(0, rs.shape[0], step):
-            S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype)
-            parts.append(S @ feat)  # [k*oh*ow, C]
+            with serial_cpu(feat.device):  # many small element-wise steps
+                S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype)
+            parts.append(S @ feat)  # [k*oh*ow, C], all threads
         res = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         res = res.reshape(-1, oh, ow, C).permute(0, 3, 1, 2)
         if sel is None:
