@@ -51,7 +51,8 @@ class MatchParams:
     extra_passes: int = 2
     ecc: bool = True
     max_overlap: float = 0.35
-    min_candidate_score: float = 0.15
+    min_candidate_score: float = 0.6  # a pose scoring lower is no match (right pairs score ~0.85-0.95, wrong ones ~0.5)
+    min_ncc: float = 0.85  # nor one whose cut-out correlates less with the metaphase (right: >0.9, wrong: <0.85)
     sift_contrast: float = 0.02
     fg_factor: float = 0.7
     scale_sigma: float = 0.0  # prior on log(scale / typical scale of the pair); 0 = none (it hurt on M-FISH)
@@ -449,7 +450,7 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         from scipy.optimize import linear_sum_assignment
         from sklearn.cluster import DBSCAN
 
-        cands = [c for c in cands if c.chrom not in accepted and c.score >= p.min_candidate_score]
+        cands = [c for c in cands if c.chrom not in accepted and c.score >= p.min_candidate_score and c.ncc >= p.min_ncc]
         if not cands:
             return
         # locations: candidate poses whose centres are close are one place in the metaphase
