@@ -75,3 +75,26 @@ def test_ops_do_not_modify_inputs(device):
     _check(ops.mask_endpoints, masks[1].cpu().numpy())
     eps = torch.stack([ops.mask_endpoints(m) for m in masks]).to(device)
     _check(ops.endpoint_heatmap, eps, (40, 50), 3.0)
+
+
+def test_thread_setting_restored():
+    """Ops that run their small-op sequences single-threaded restore the caller's setting."""
+    n0 = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        gen = torch.Generator().manual_seed(1)
+        b = torch.cat((torch.rand(50, 2, generator=gen) * 50, torch.rand(50, 2, generator=gen) * 20 + 1,
+                       torch.rand(50, 1, generator=gen) * 180), 1)
+        ops.rbox_iou(b, b)
+        ops.nms_rotated(b, torch.rand(50, generator=gen), 0.5)
+        ops.rroi_align(torch.randn(1, 2, 8, 8, generator=gen), torch.tensor([[0, 4.0, 4, 3, 2, 10]]), 3)
+        assert torch.get_num_threads() == 2
+        from chromoseg.ops._threads import serial_cpu
+
+        with pytest.raises(RuntimeError):
+            with serial_cpu("cpu"):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n0)

@@ -122,8 +122,17 @@ def _spans_full(qx, qy, dx, dy, hx, hy, tol, second: bool) -> Tensor:
     return (hi - lo).clamp(min=0.0)
 
 
-def _intersection_area(a: Tensor, b: Tensor) -> Tensor:
-    """Exact intersection areas ``[P]`` of rectangle pairs ``a[P,5]``, ``b[P,5]``.
+def _box_table(b: Tensor) -> Tensor:
+    """Per-box quantities ``[7, N]``: cx, cy, |w|, |h|, cos a, sin a, area (one row each)."""
+    r = torch.deg2rad(b[:, 4])
+    w, h = b[:, 2].abs(), b[:, 3].abs()
+    return torch.stack((b[:, 0], b[:, 1], w, h, torch.cos(r), torch.sin(r), w * h))
+
+
+def _intersection_area(wa, ha, wb, hb, cd, sd, bu, bv, au, av) -> Tensor:
+    """Exact intersection areas ``[P]`` of rectangle pairs, given their sizes, the relative angle
+    (cos, sin of ``angle_b - angle_a``), b's centre ``(bu, bv)`` in a's frame and a's centre
+    ``(au, av)`` in b's frame (frames: u = (cos, -sin), v = (sin, cos) of the box angle).
 
     Green's theorem: the boundary of the intersection is made of the parts of each rectangle's
     edges that lie inside the other one, so its area is half the sum of ``cross(P0, P1)`` over those
@@ -132,21 +141,12 @@ def _intersection_area(a: Tensor, b: Tensor) -> Tensor:
     own edges give ``cross(p_k, d_k) = w_a h_a / 2`` and b's edges ``w_b h_b / 2 + cross(c_b, d_k)``.
     No vertex lists, no sorting.
     """
-    if a.shape[0] == 0:
-        return a.new_zeros(0)
-    wa, ha, wb, hb = a[:, 2].abs(), a[:, 3].abs(), b[:, 2].abs(), b[:, 3].abs()
-    ra, rb = torch.deg2rad(a[:, 4]), torch.deg2rad(b[:, 4])
-    ca, sa, cb, sb = torch.cos(ra), torch.sin(ra), torch.cos(rb), torch.sin(rb)
-    dd = rb - ra
-    cd, sd = torch.cos(dd), torch.sin(dd)
-    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
-    # b's centre in a's frame (u_a = (cos, -sin), v_a = (sin, cos)) and a's centre in b's frame
-    bu, bv = dx * ca - dy * sa, dx * sa + dy * ca
-    au, av = -(dx * cb - dy * sb), -(dx * sb + dy * cb)
+    if wa.shape[0] == 0:
+        return wa.new_zeros(0)
     ma = torch.minimum(wa, ha)
     mb = torch.minimum(wb, hb)
     scale = torch.maximum(torch.maximum(wa, ha), torch.maximum(wb, hb)) + bu.abs() + bv.abs()
-    tol = _tol_scale(a.dtype) * scale.clamp(min=1e-12)  # "on the line" tolerance, pixels
+    tol = _tol_scale(wa.dtype) * scale.clamp(min=1e-12)  # "on the line" tolerance, pixels
     qbx, qby, dbx, dby = _frame_edges(bu, bv, wb, hb, cd, sd)  # b in a's frame (angle dd)
     qax, qay, dax, day = _frame_edges(au, av, wa, ha, cd, -sd)  # a in b's frame (angle -dd)
     msd = torch.minimum(cd.abs(), sd.abs())
@@ -165,26 +165,41 @@ def _intersection_area(a: Tensor, b: Tensor) -> Tensor:
     return torch.minimum(area.clamp(min=0.0), amax)
 
 
-def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None = None) -> Tensor:
+def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None = None,
+              tables: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """IoU ``[P]`` of the pairs ``(a[i[k]], b[j[k]])``, in chunks: separating-axis test, then the
     exact intersection for the pairs that may overlap. With ``min_iou``, pairs whose area ratio
-    bounds their IoU to ``<= min_iou`` are skipped (reported as 0)."""
+    bounds their IoU to ``<= min_iou`` are skipped (reported as 0). ``tables``: ``_box_table`` of
+    a and b, if already computed."""
     p = i.shape[0]
     out = a.new_zeros(p)
+    if p == 0:
+        return out
+    ta, tb = tables if tables is not None else (_box_table(a), _box_table(b))
     chunk = _chunks(a.device)[0]
-    chunk = -(-p // max(1, -(-p // chunk)))  # equal pieces of at most ``chunk``
-    for s in range(0, p, max(chunk, 1)):
-        aa, bb = a[i[s:s + chunk]], b[j[s:s + chunk]]
-        keep = _sat_overlap(aa, bb)
-        area_a = aa[:, 2].abs() * aa[:, 3].abs()
-        area_b = bb[:, 2].abs() * bb[:, 3].abs()
+    chunk = max(1, -(-p // max(1, -(-p // chunk))))  # equal pieces of at most ``chunk``
+    for s in range(0, p, chunk):
+        xa, ya, wa, ha, ca, sa, area_a = ta.index_select(1, i[s:s + chunk]).unbind(0)
+        xb, yb, wb, hb, cb, sb, area_b = tb.index_select(1, j[s:s + chunk]).unbind(0)
+        cd = ca * cb + sa * sb  # cos(angle_b - angle_a)
+        sd = ca * sb - sa * cb  # sin(angle_b - angle_a)
+        dx, dy = xb - xa, yb - ya
+        bu, bv = dx * ca - dy * sa, dx * sa + dy * ca  # b's centre in a's frame
+        au, av = dy * sb - dx * cb, -(dx * sb + dy * cb)  # a's centre in b's frame
+        acd, asd = cd.abs(), sd.abs()
+        # separating-axis test on the 4 edge normals (touching = separated)
+        keep = bu.abs() < (wa + wb * acd + hb * asd) / 2
+        keep &= bv.abs() < (ha + wb * asd + hb * acd) / 2
+        keep &= au.abs() < (wb + wa * acd + ha * asd) / 2
+        keep &= av.abs() < (hb + wa * asd + ha * acd) / 2
         if min_iou is not None:  # IoU <= min(area) / max(area)
             keep &= torch.minimum(area_a, area_b) > min_iou * torch.maximum(area_a, area_b)
         k = keep.nonzero(as_tuple=True)[0]
         if k.numel() == 0:
             continue
-        inter = _intersection_area(aa[k], bb[k])
-        union = area_a[k] + area_b[k] - inter
+        sel = torch.stack((wa, ha, wb, hb, cd, sd, bu, bv, au, av, area_a, area_b)).index_select(1, k)
+        inter = _intersection_area(*sel[:10].unbind(0))
+        union = sel[10] + sel[11] - inter
         iou = torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(inter))
         out[s + k] = iou.clamp_(0.0, 1.0)
     return out
@@ -280,8 +295,9 @@ def rbox_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     a, b = a0.detach().to(dt), b0.detach().to(device=a0.device, dtype=dt)
     out = torch.zeros((a.shape[0], b.shape[0]), dtype=dt, device=a.device)
     with serial_cpu(a.device):
+        tables = (_box_table(a), _box_table(b))
         for i, j in _circle_pair_batches(a, b):
-            out[i, j] = _pair_iou(a, b, i, j)
+            out[i, j] = _pair_iou(a, b, i, j, tables=tables)
     return out.to(out_dtype)
 
 

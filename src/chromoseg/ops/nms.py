@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._threads import serial_cpu
-from .iou import _circle_pair_batches, _pair_iou
+from .iou import _box_table, _circle_pair_batches, _pair_iou
 from .rbox import _as_boxes
 
 __all__ = ["nms_rotated", "batched_nms_rotated"]
@@ -48,8 +48,9 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         bs = bs.float()
     ii, jj = [], []
     with serial_cpu(bs.device):
+        t = _box_table(bs)
         for i, j in _circle_pair_batches(bs, bs, upper_only=True):
-            sup = _pair_iou(bs, bs, i, j, min_iou=float(iou_threshold)) > iou_threshold
+            sup = _pair_iou(bs, bs, i, j, min_iou=float(iou_threshold), tables=(t, t)) > iou_threshold
             ii.append(i[sup])
             jj.append(j[sup])
         i = torch.cat(ii) if ii else order[:0]
