@@ -40,7 +40,12 @@ class PairError(Exception):
 
 
 def pair_key(path) -> str:
-    """The name shared by a metaphase and its karyogram (see the module doc)."""
+    """The name shared by a metaphase and its karyogram, lower case (see the module doc)."""
+    return pair_name(path).lower()
+
+
+def pair_name(path) -> str:
+    """:func:`pair_key` with the file's own letter case (used to name the review sheets)."""
     stem = Path(path).name
     for suf in IMAGE_SUFFIXES:
         if stem.lower().endswith(suf):
@@ -48,11 +53,11 @@ def pair_key(path) -> str:
             break
     m = re.match(r"^(.*\S)[._-]([A-Za-z])$", stem)
     if m:
-        return m.group(1).lower()
+        return m.group(1)
     m = re.match(r"^(.*\d)([A-Za-z])$", stem)
     if m:
-        return m.group(1).lower()
-    return stem.lower()
+        return m.group(1)
+    return stem
 
 
 def _list_images(folder) -> list[Path]:
@@ -190,7 +195,7 @@ def build_pair(
     kept = [m for m in res.matches if m.score >= min_score and m.class_id is not None and m.mask.any()]
     dropped = [m for m in res.matches if m not in kept]
     return PairResult(
-        name=pair_key(mp), metaphase=mp, karyogram=kp, shape=meta.shape, layout=layout, kept=kept, dropped=dropped,
+        name=pair_name(mp), metaphase=mp, karyogram=kp, shape=meta.shape, layout=layout, kept=kept, dropped=dropped,
         unmatched=res.unmatched, global_scale=res.global_scale, notes=res.notes,
     )
 
