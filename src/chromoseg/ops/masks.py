@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .rbox import normalize_rboxes, rbox_to_hbox, wrap_angle
+from .rbox import normalize_rboxes, rbox_to_hbox
 
 __all__ = [
     "mask_to_rbox",

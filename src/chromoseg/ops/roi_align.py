@@ -24,7 +24,6 @@ No gradient flows to ``rois`` (as in torchvision).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Sequence
 
