@@ -45,22 +45,36 @@ def mask_endpoints(mask) -> Tensor:
     (one-pixel skeleton, e.g. a dot or a round blob) get the ends of the minimum-area rectangle's long
     axis instead. An empty mask gives zeros. ``mask``: ``[H, W]`` torch or numpy, nonzero = fg.
     """
+    device = mask.device if isinstance(mask, Tensor) else torch.device("cpu")
     m = _to_numpy_bool(mask)
     if m.ndim != 2:
         raise ValueError(f"mask_endpoints expects a [H, W] mask, got shape {m.shape}")
     if not m.any():
-        return torch.zeros((2, 2), dtype=torch.float32)
+        return torch.zeros((2, 2), dtype=torch.float32, device=device)
+    # work on the mask's bounding box (plus a 1-pixel border) only
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    y0, x0 = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
+    crop = m[y0:int(rows[-1]) + 2, x0:int(cols[-1]) + 2]
+    pts = _skeleton_ends(crop)
+    pts[:, 0] += x0
+    pts[:, 1] += y0
+    return torch.from_numpy(_order(pts)).to(device)
+
+
+def _skeleton_ends(m: np.ndarray) -> np.ndarray:
+    """Ends ``[2, 2]`` (x, y) of the longest skeleton path of a non-empty mask, unordered."""
     sk = skeletonize(m)
     lab = label(sk, connectivity=2)
     if lab.max() == 0:
-        return torch.from_numpy(_order(_rect_axis_ends(m)))
+        return _rect_axis_ends(m)
     counts = np.bincount(lab.ravel())
     counts[0] = 0
     comp = lab == counts.argmax()
     ys, xs = np.nonzero(comp)
     n = len(ys)
     if n < 2:
-        return torch.from_numpy(_order(_rect_axis_ends(m)))
+        return _rect_axis_ends(m)
     # graph over the component's pixels, 8-connected
     index = -np.ones(comp.shape, dtype=np.int64)
     index[ys, xs] = np.arange(n)
@@ -80,8 +94,7 @@ def mask_endpoints(mask) -> Tensor:
     a = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
     da = csgraph.shortest_path(g, unweighted=True, indices=a)
     b = int(np.argmax(np.where(np.isfinite(da), da, -1)))
-    pts = np.array([[xs[a] + 0.5, ys[a] + 0.5], [xs[b] + 0.5, ys[b] + 0.5]])
-    return torch.from_numpy(_order(pts))
+    return np.array([[xs[a] + 0.5, ys[a] + 0.5], [xs[b] + 0.5, ys[b] + 0.5]])
 
 
 def endpoint_heatmap(endpoints, size: Sequence[int], sigma: float = 3.0) -> Tensor:
