@@ -137,3 +137,7 @@ def test_chunking_empty_and_inputs_unchanged(monkeypatch):
     assert rroi_align(x, rois[:0], (4, 6), 1.0, 2).shape == (0, 3, 4, 6)
     with pytest.raises(ValueError):
         rroi_align(x, rois[:, :5], 5)
+    bad = rois.clone()
+    bad[0, 0] = 2
+    with pytest.raises(ValueError, match="batch indices"):
+        rroi_align(x, bad, 5)

@@ -34,7 +34,7 @@ from ._threads import serial_cpu
 
 __all__ = ["rroi_align"]
 
-_MAX_NNZ = 1 << 23  # sparse entries per chunk of RoIs
+_MAX_NNZ = 1 << 22  # sparse entries per chunk of RoIs (bounds the build temporaries to ~150 MB)
 
 
 def _pair(s) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
     k = rois.shape[0]
     f = dtype  # geometry in the feature dtype (float32 or float64), like torchvision
     r = rois.to(f)
-    bi = r[:, 0].round().long().clamp(0, B - 1)
+    bi = r[:, 0].round().long()
     cx, cy = r[:, 1] * scale, r[:, 2] * scale
     w, h = r[:, 3] * scale, r[:, 4] * scale
     ang = torch.deg2rad(r[:, 5])
@@ -115,6 +115,10 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
     cdtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
     feat = input.to(cdtype).permute(0, 2, 3, 1).reshape(B * H * W, C)  # one channels-last copy
     rois = rois.detach()
+    bidx = rois[:, 0].round()
+    if bool(((bidx < 0) | (bidx > B - 1)).any()):
+        raise ValueError(f"rroi_align: roi batch indices must be in [0, {B - 1}], got "
+                         f"{sorted(set(bidx.long().tolist()))[:10]}")
     scale = float(spatial_scale)
     if sampling_ratio > 0:
         groups = [((int(sampling_ratio), int(sampling_ratio)), None)]
