@@ -165,11 +165,16 @@ def _intersection_area(wa, ha, wb, hb, cd, sd, bu, bv, au, av) -> Tensor:
     return torch.minimum(area.clamp(min=0.0), amax)
 
 
+def _overlap(c: Tensor, e: Tensor, half: Tensor) -> Tensor:
+    """Length of [-half, half] intersected with [c - e, c + e]."""
+    return (torch.minimum(half, c + e) - torch.maximum(-half, c - e)).clamp(min=0.0)
+
+
 def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None = None,
               tables: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """IoU ``[P]`` of the pairs ``(a[i[k]], b[j[k]])``, in chunks: separating-axis test, then the
-    exact intersection for the pairs that may overlap. With ``min_iou``, pairs whose area ratio
-    bounds their IoU to ``<= min_iou`` are skipped (reported as 0). ``tables``: ``_box_table`` of
+    exact intersection for the pairs that may overlap. With ``min_iou``, pairs whose IoU is bounded
+    by ``<= min_iou`` (cheap upper bound from areas and projected extents) are skipped (reported 0). ``tables``: ``_box_table`` of
     a and b, if already computed."""
     p = i.shape[0]
     out = a.new_zeros(p)
@@ -187,13 +192,21 @@ def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None 
         bu, bv = dx * ca - dy * sa, dx * sa + dy * ca  # b's centre in a's frame
         au, av = dy * sb - dx * cb, -(dx * sb + dy * cb)  # a's centre in b's frame
         acd, asd = cd.abs(), sd.abs()
+        # half extents of b along a's axes and of a along b's axes
+        ebu, ebv = (wb * acd + hb * asd) / 2, (wb * asd + hb * acd) / 2
+        eau, eav = (wa * acd + ha * asd) / 2, (wa * asd + ha * acd) / 2
         # separating-axis test on the 4 edge normals (touching = separated)
-        keep = bu.abs() < (wa + wb * acd + hb * asd) / 2
-        keep &= bv.abs() < (ha + wb * asd + hb * acd) / 2
-        keep &= au.abs() < (wb + wa * acd + ha * asd) / 2
-        keep &= av.abs() < (hb + wa * asd + ha * acd) / 2
-        if min_iou is not None:  # IoU <= min(area) / max(area)
-            keep &= torch.minimum(area_a, area_b) > min_iou * torch.maximum(area_a, area_b)
+        keep = bu.abs() < wa / 2 + ebu
+        keep &= bv.abs() < ha / 2 + ebv
+        keep &= au.abs() < wb / 2 + eau
+        keep &= av.abs() < hb / 2 + eav
+        if min_iou is not None:
+            # IoU <= ub / (area_a + area_b - ub) with ub >= intersection: the smaller area, and in
+            # each box's frame the box clipped to the other's axis-aligned extent there
+            ub = torch.minimum(area_a, area_b)
+            ub = torch.minimum(ub, _overlap(bu, ebu, wa / 2) * _overlap(bv, ebv, ha / 2))
+            ub = torch.minimum(ub, _overlap(au, eau, wb / 2) * _overlap(av, eav, hb / 2))
+            keep &= ub > min_iou * (area_a + area_b - ub)
         k = keep.nonzero(as_tuple=True)[0]
         if k.numel() == 0:
             continue
