@@ -206,7 +206,7 @@ def _pair_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor, min_iou: float | None 
             ub = torch.minimum(area_a, area_b)
             ub = torch.minimum(ub, _overlap(bu, ebu, wa / 2) * _overlap(bv, ebv, ha / 2))
             ub = torch.minimum(ub, _overlap(au, eau, wb / 2) * _overlap(av, eav, hb / 2))
-            keep &= ub > min_iou * (area_a + area_b - ub)
+            keep &= ub * (1 + 1e-4) > min_iou * (area_a + area_b - ub)  # slack for rounding
         k = keep.nonzero(as_tuple=True)[0]
         if k.numel() == 0:
             continue
