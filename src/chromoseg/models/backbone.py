@@ -97,7 +97,7 @@ def load_backbone_weights(body: nn.Module, path: str | Path, in_channels: int = 
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
         raise ValueError(f"{path}: no tensor matches the backbone (wrong architecture?)")
-    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
     body.load_state_dict(usable, strict=False)
     log.info("loaded %d backbone tensors from %s (%d not in file)", len(usable), path, len(missing))
     if missing:
