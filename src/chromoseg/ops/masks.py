@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._threads import serial_cpu
 from .rbox import normalize_rboxes, rbox_to_hbox
 
 __all__ = [
@@ -95,23 +96,36 @@ def crop_masks_rotated(masks: Tensor, rois: Tensor, idx: Tensor, m: int | Sequen
                        sampling_ratio: int = 2) -> Tensor:
     """Mask targets ``[K, m, m]`` (float in [0, 1]) in the rotated frame of each RoI.
 
-    RoI k (``rois[k] = (cx, cy, w, h, angle)``, image pixels) reads ``masks[idx[k]]``. Implemented
-    with ``rroi_align`` on the masks as a 1-channel map, so the frame is exactly that of the RoI
-    features: output column axis along the box's w side ``(cos a, -sin a)``, rows along
+    RoI k (``rois[k] = (cx, cy, w, h, angle)``, image pixels) reads ``masks[idx[k]]``. The result is
+    ``rroi_align`` of the masks as a 1-channel map (same sampling code), so the frame is exactly that
+    of the RoI features: output column axis along the box's w side ``(cos a, -sin a)``, rows along
     ``(sin a, cos a)``. Values are area fractions; threshold at 0.5 for a binary target.
+    Computed with the sampling weights of ``rroi_align`` gathered straight from the masks (no float
+    copy of the whole mask stack); ``sampling_ratio`` as in ``rroi_align`` (> 0).
     """
-    from .roi_align import rroi_align
+    from .roi_align import _sampling_weights
 
     size = (m, m) if isinstance(m, int) else tuple(m)
     rois = torch.as_tensor(rois)
     k = rois.shape[0]
     if k == 0 or masks.shape[0] == 0:
         return torch.zeros((k, *size), dtype=torch.float32, device=masks.device)
-    inp = masks.detach()[:, None].to(torch.float32)
+    n, H, W = masks.shape
     r = normalize_rboxes(rois.detach().to(device=masks.device, dtype=torch.float32))
     i = torch.as_tensor(idx, device=masks.device).to(torch.float32).reshape(-1, 1)
-    out = rroi_align(inp, torch.cat((i, r), dim=1), size, 1.0, sampling_ratio)
-    return out[:, 0].clamp_(0.0, 1.0)
+    if bool(((i < 0) | (i > n - 1)).any()):
+        raise ValueError(f"crop_masks_rotated: idx must be in [0, {n - 1}]")
+    flat = masks.detach().reshape(-1)  # no float copy of the masks: gather, then convert
+    out = torch.empty((k, size[0] * size[1]), dtype=torch.float32, device=masks.device)
+    step = max(1, (1 << 20) // (size[0] * size[1] * 4 * sampling_ratio ** 2))
+    with serial_cpu(masks.device):
+        for s in range(0, k, step):
+            rr = torch.cat((i[s:s + step], r[s:s + step]), 1)
+            cols, vals = _sampling_weights(rr, (n, H, W), size[0], size[1], sampling_ratio,
+                                           sampling_ratio, 1.0, torch.float32)
+            v = flat[cols.reshape(-1)].reshape(cols.shape).to(torch.float32)
+            out[s:s + step] = (v * vals).sum(1).reshape(-1, size[0] * size[1])
+    return out.reshape(k, *size).clamp_(0.0, 1.0)
 
 
 def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]) -> Tensor:
@@ -159,33 +173,65 @@ def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]
     return out
 
 
-def _flat_binary(masks: Tensor) -> Tensor:
+def _binary(masks: Tensor) -> Tensor:
     masks = torch.as_tensor(masks)
     if masks.dtype == torch.bool:
-        f = masks
-    elif masks.is_floating_point():
-        f = masks >= 0.5
-    else:
-        f = masks != 0
-    return f.reshape(f.shape[0], -1)
+        return masks
+    if masks.is_floating_point():
+        return masks >= 0.5
+    return masks != 0
+
+
+def _mask_boxes(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounding windows ``[N, 4]`` (y0, y1, x0, x1; end exclusive; all 0 for empty masks) and
+    areas ``[N]`` (float64) of boolean masks ``[N, H, W]``."""
+    u = f.view(torch.uint8)
+    rows, cols = u.amax(2), u.amax(1)  # [N, H], [N, W]
+    H, W = f.shape[1], f.shape[2]
+    y0 = rows.argmax(1)
+    y1 = H - rows.flip(1).argmax(1)
+    x0 = cols.argmax(1)
+    x1 = W - cols.flip(1).argmax(1)
+    empty = rows.amax(1) == 0
+    box = torch.stack((y0, y1, x0, x1), 1).masked_fill_(empty[:, None], 0)
+    area = torch.tensor([float(f[i, a:b, c:d].sum()) for i, (a, b, c, d) in enumerate(box.tolist())],
+                        dtype=torch.float64)
+    return box, area
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU ``[N, M]`` (float32) between binary masks ``a[N, H, W]`` and ``b[M, H, W]``.
 
     Nonzero integer/bool values are foreground; float masks are thresholded at 0.5. Two empty
-    masks have IoU 0.
+    masks have IoU 0. On CPU only pairs whose bounding windows overlap are counted, on their common
+    window (chromosome masks are small against the image); on CUDA one matrix product.
     """
-    fa, fb = _flat_binary(a), _flat_binary(b)
-    if fa.shape[1] != fb.shape[1]:
-        raise ValueError(f"mask sizes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    if fa.shape[0] == 0 or fb.shape[0] == 0:
-        return torch.zeros((fa.shape[0], fb.shape[0]), dtype=torch.float32, device=fa.device)
-    # exact integer counts up to 2**24 pixels in float32; use float64 beyond
-    dt = torch.float32 if fa.shape[1] < 2 ** 24 else torch.float64
-    fa_, fb_ = fa.to(dt), fb.to(dt)
-    inter = fa_ @ fb_.T
-    union = fa_.sum(1)[:, None] + fb_.sum(1)[None, :] - inter
+    fa = _binary(a)
+    fb = fa if b is a else _binary(b)
+    if fa.shape[1:] != fb.shape[1:]:
+        raise ValueError(f"mask sizes differ: {tuple(fa.shape[1:])} vs {tuple(fb.shape[1:])}")
+    n, m = fa.shape[0], fb.shape[0]
+    if n == 0 or m == 0:
+        return torch.zeros((n, m), dtype=torch.float32, device=fa.device)
+    if fa.device.type != "cpu":
+        area_a = torch.count_nonzero(fa.reshape(n, -1), dim=1).to(torch.float64)
+        area_b = torch.count_nonzero(fb.reshape(m, -1), dim=1).to(torch.float64)
+        # exact integer counts up to 2**24 pixels in float32; use float64 beyond
+        dt = torch.float32 if fa[0].numel() < 2 ** 24 else torch.float64
+        inter = (fa.reshape(n, -1).to(dt) @ fb.reshape(m, -1).to(dt).T).to(torch.float64)
+    else:
+        ba, area_a = _mask_boxes(fa)
+        bb, area_b = (ba, area_a) if fb is fa else _mask_boxes(fb)
+        y0 = torch.maximum(ba[:, None, 0], bb[None, :, 0])
+        y1 = torch.minimum(ba[:, None, 1], bb[None, :, 1])
+        x0 = torch.maximum(ba[:, None, 2], bb[None, :, 2])
+        x1 = torch.minimum(ba[:, None, 3], bb[None, :, 3])
+        cand = (y1 > y0) & (x1 > x0) & (area_a[:, None] > 0) & (area_b[None, :] > 0)
+        inter = torch.zeros((n, m), dtype=torch.float64)
+        for i, j in cand.nonzero().tolist():
+            ya, yb_, xa, xb_ = int(y0[i, j]), int(y1[i, j]), int(x0[i, j]), int(x1[i, j])
+            inter[i, j] = float((fa[i, ya:yb_, xa:xb_] & fb[j, ya:yb_, xa:xb_]).sum())
+    union = area_a[:, None] + area_b[None, :] - inter
     return (inter / union.clamp(min=1)).to(torch.float32)
 
 
@@ -197,7 +243,8 @@ def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=scores.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    iou = mask_iou(masks[order], masks[order]).cpu().numpy()
+    iou = mask_iou(masks, masks).to(order.device)
+    iou = iou[order][:, order].cpu().numpy()
     sup = iou > iou_threshold
     removed = np.zeros(n, dtype=bool)
     keep = []

@@ -46,9 +46,10 @@ def _pair(s) -> tuple[int, int]:
     return s
 
 
-def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int, gh: int, gw: int,
-                     scale: float, dtype: torch.dtype) -> Tensor:
-    """CSR matrix ``[K*oh*ow, B*H*W]`` with the bilinear sampling weights for ``rois[K, 6]``."""
+def _sampling_weights(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int, gh: int, gw: int,
+                      scale: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Flat indices into ``[B*H*W]`` and weights, both ``[K*oh*ow, 4*gh*gw]``: output bin r equals
+    ``sum(weights[r] * map_flat[indices[r]])`` (bilinear samples averaged, torchvision's rules)."""
     B, H, W = shape
     dev = rois.device
     k = rois.shape[0]
@@ -91,7 +92,16 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
                         base + y1 * W + x0, base + y1 * W + x1), dim=-1)  # [K,oh,ow,gh,gw,4]
     vals = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1) * norm[..., None]
     per_row = gh * gw * 4
-    nrows = k * oh * ow
+    return cols.reshape(k * oh * ow, per_row), vals.reshape(k * oh * ow, per_row)
+
+
+def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int, gh: int, gw: int,
+                     scale: float, dtype: torch.dtype) -> Tensor:
+    """CSR matrix ``[K*oh*ow, B*H*W]`` with the bilinear sampling weights for ``rois[K, 6]``."""
+    cols, vals = _sampling_weights(rois, shape, oh, ow, gh, gw, scale, dtype)
+    nrows, per_row = cols.shape
+    B, H, W = shape
+    dev = rois.device
     crow = torch.arange(0, nrows * per_row + 1, per_row, device=dev, dtype=torch.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR is beta" / invariant-check notices
