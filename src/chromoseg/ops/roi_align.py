@@ -149,7 +149,8 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
         for s0 in range(0, rs.shape[0], step):
             with serial_cpu(feat.device):  # many small element-wise steps
                 S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype)
-            parts.append(S @ feat)  # [k*oh*ow, C], all threads
+            with torch.autocast(feat.device.type, enabled=False):  # sparse product in fp32/fp64
+                parts.append(S @ feat)  # [k*oh*ow, C], all threads
         res = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         res = res.reshape(-1, oh, ow, C).permute(0, 3, 1, 2)
         if sel is None:
