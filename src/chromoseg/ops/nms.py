@@ -3,8 +3,9 @@
 dropped when its IoU with an already kept (higher-scoring) box is greater than ``iou_threshold``.
 Ties in score keep the original order (stable sort).
 
-The IoU is computed once, only for pairs that can overlap (see ``chromoseg.ops.iou``), and the
-greedy pass runs over the sparse list of suppressing pairs on the CPU.
+The exact IoU is computed once, only for pairs that can overlap (circle and separating-axis tests,
+see ``chromoseg.ops.iou``) and whose cheap IoU upper bound exceeds the threshold; the greedy pass
+runs over the sparse list of suppressing pairs (numpy, on the CPU).
 """
 from __future__ import annotations
 
