@@ -144,22 +144,29 @@ def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]
     out = torch.zeros((k, H, W), dtype=dtype, device=probs.device)
     if k == 0:
         return out
-    b = normalize_rboxes(torch.as_tensor(rboxes).to(device=probs.device, dtype=torch.float64))
-    hb = rbox_to_hbox(b)
-    x0 = hb[:, 0].floor().clamp(0, W).long().tolist()
-    y0 = hb[:, 1].floor().clamp(0, H).long().tolist()
-    x1 = hb[:, 2].ceil().clamp(0, W).long().tolist()
-    y1 = hb[:, 3].ceil().clamp(0, H).long().tolist()
-    rad = torch.deg2rad(b[:, 4])
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    src = probs.detach().to(dtype)[:, None]  # [K, 1, m, m]
+    with serial_cpu(probs.device):  # many small steps
+        b = normalize_rboxes(torch.as_tensor(rboxes).to(device=probs.device, dtype=torch.float64))
+        hb = rbox_to_hbox(b)
+        x0 = hb[:, 0].floor().clamp(0, W).long().tolist()
+        y0 = hb[:, 1].floor().clamp(0, H).long().tolist()
+        x1 = hb[:, 2].ceil().clamp(0, W).long().tolist()
+        y1 = hb[:, 3].ceil().clamp(0, H).long().tolist()
+        rad = torch.deg2rad(b[:, 4])
+        cos, sin = torch.cos(rad), torch.sin(rad)
+        src = probs.detach().to(dtype)[:, None]  # [K, 1, m, m]
+        _paste_loop(out, src, b, cos, sin, x0, y0, x1, y1)
+    return out
+
+
+def _paste_loop(out, src, b, cos, sin, x0, y0, x1, y1) -> None:
+    k, dtype = src.shape[0], src.dtype
     for i in range(k):
         if x1[i] <= x0[i] or y1[i] <= y0[i]:
             continue
         w = float(b[i, 2].clamp(min=1e-6))
         h = float(b[i, 3].clamp(min=1e-6))
-        xs = torch.arange(x0[i], x1[i], device=probs.device, dtype=torch.float64) + 0.5 - b[i, 0]
-        ys = torch.arange(y0[i], y1[i], device=probs.device, dtype=torch.float64) + 0.5 - b[i, 1]
+        xs = torch.arange(x0[i], x1[i], device=src.device, dtype=torch.float64) + 0.5 - b[i, 0]
+        ys = torch.arange(y0[i], y1[i], device=src.device, dtype=torch.float64) + 0.5 - b[i, 1]
         dy, dx = torch.meshgrid(ys, xs, indexing="ij")
         su = dx * cos[i] - dy * sin[i]  # along (cos a, -sin a)
         sv = dx * sin[i] + dy * cos[i]  # along (sin a, cos a)
@@ -170,7 +177,6 @@ def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]
         vals = torch.nn.functional.grid_sample(src[i:i + 1], grid, mode="bilinear",
                                                padding_mode="border", align_corners=False)[0, 0]
         out[i, y0[i]:y1[i], x0[i]:x1[i]] = torch.where(inside, vals, torch.zeros_like(vals))
-    return out
 
 
 def _binary(masks: Tensor) -> Tensor:
