@@ -5,7 +5,8 @@ Usage:
       --variants mr rmr erm2 erm3 ermr --steps 3 --out benchmarks/results/training_speed.md
 
 Images: the first M-FISH training images (datasets/mfish/train.json) when present, else synthetic
-ones. Each variant: one warm-up step, then ``--steps`` timed steps; reported relative to ``mr``.
+ones. All variants are stepped round-robin: one warm-up step each, then ``--steps`` timed steps;
+the median is reported, relative to ``mr``.
 """
 from __future__ import annotations
 
@@ -57,14 +58,17 @@ def main(argv=None):
     ims, ts, src = load_batch(a.batch_size, size, a.data)
     ims = [i.to(dev) for i in ims]
     ts = [{k: v.to(dev) for k, v in t.items()} for t in ts]
-    rows = []
+    # all models are built first and stepped round-robin, so that load from other processes on a
+    # shared machine affects every variant alike; the median step time is reported
+    models, opts, times = {}, {}, {v: [] for v in a.variants}
     for v in a.variants:
         torch.manual_seed(0)
         kw = dict(SMALL) if a.small else {}
-        model = build_model(v, backbone=a.backbone, image_size=size, **kw).to(dev).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-        times = []
-        for s in range(a.steps + 1):
+        models[v] = build_model(v, backbone=a.backbone, image_size=size, **kw).to(dev).train()
+        opts[v] = torch.optim.SGD(models[v].parameters(), lr=0.001, momentum=0.9)
+    for s in range(a.steps + 1):
+        for v in a.variants:
+            model, opt = models[v], opts[v]
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -75,17 +79,19 @@ def main(argv=None):
             opt.step()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            if s:
-                times.append(time.perf_counter() - t0)
-        sec = sorted(times)[len(times) // 2]
+            if s:  # step 0 is the warm-up
+                times[v].append(time.perf_counter() - t0)
+                print(f"{v}: step {s}: {times[v][-1]:.2f} s", flush=True)
+    rows = []
+    for v in a.variants:
+        sec = sorted(times[v])[len(times[v]) // 2]
         rows.append((v, sec, len(ims) / sec))
-        print(f"{v}: {sec:.2f} s/step, {len(ims) / sec:.3f} images/s", flush=True)
     base = dict((r[0], r[2]) for r in rows).get("mr")
     lines = [f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {a.backbone}, {w}x{h}, batch {a.batch_size}, "
              f"{'SMALL' if a.small else 'default'} proposal settings, device {a.device} "
              f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads), images: {src}\n",
-             "| variant | s / step (median of %d) | images/s | vs mr |" % a.steps, "|---|---|---|---|"]
+             "| variant | s / step (median of %d, round-robin) | images/s | vs mr |" % a.steps, "|---|---|---|---|"]
     for v, sec, ips in rows:
         lines.append(f"| {v} | {sec:.2f} | {ips:.3f} | {ips / base:.2f}x |" if base else f"| {v} | {sec:.2f} | {ips:.3f} | |")
     lines.append("\ncommand: `OMP_NUM_THREADS=%s python benchmarks/bench_train.py %s`\n"
