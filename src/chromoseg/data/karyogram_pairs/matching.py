@@ -55,6 +55,9 @@ class MatchParams:
     min_ncc: float = 0.85  # nor one whose cut-out correlates less with the metaphase (right: >0.9, wrong: <0.85)
     sift_contrast: float = 0.02
     fg_factor: float = 0.7
+    max_blob: float = 8.0  # foreground blobs bigger than this many biggest cut-outs are no chromosomes
+    scale_search: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)  # () = trust the area
+    scale_search_n: int = 6
     scale_sigma: float = 0.0  # prior on log(scale / typical scale of the pair); 0 = none (it hurt on M-FISH)
     refine_tol: int = 2  # warped-mask pixels farther than this from the foreground are cut
     refine_grow: int = 1  # foreground pixels this close to the warped mask are added
@@ -358,6 +361,31 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
     return out
 
 
+def _search_scale(chroms, f0: float, light: bool, meta_ink_f: np.ndarray, p: "MatchParams") -> float:
+    """Global cut-out -> metaphase scale: the factor around ``f0`` at which the biggest cut-outs find their
+    best rotated-template correlation (the foreground area misleads when the metaphase is blurred or
+    the masks are tight)."""
+    import cv2
+
+    q = MatchParams(template_ds=3, angle_step=30, template_scales=(1.0,), template_ring=2)
+    meta_ds = cv2.resize(meta_ink_f, None, fx=1 / 3, fy=1 / 3, interpolation=cv2.INTER_AREA)
+    big = sorted(chroms, key=lambda c: -c.area)[: p.scale_search_n]
+    best_f, best_v = f0, -1.0
+    for k in p.scale_search:
+        f = f0 * k
+        vals = []
+        for c in big:
+            prep = _Prepared(c, f, light)
+            if max(prep.ink.shape) / 3 < 6:
+                continue
+            _template_candidates(0, prep, meta_ds, q, top=1)
+            vals.append(float(_template_candidates.last_maxmap.max()))
+        v = float(np.mean(vals)) if vals else -1.0
+        if v > best_v:
+            best_f, best_v = f, v
+    return best_f
+
+
 def metaphase_foreground(ink: np.ndarray, width: float, factor: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
     """Background-corrected ink (white top-hat, disc of ~3 chromosome widths) and its foreground.
 
@@ -396,9 +424,35 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     # cut-out width (they stand upright): area / height, in karyogram pixels
     width_k = float(np.median([c.area / max(1, c.mask.shape[0]) for c in chroms]))
     f = float(np.clip(np.sqrt(max(otsu_foreground(raw_ink).sum(), 1) / max(total, 1)), 0.1, 10.0))
-    for _ in range(2):  # scale <-> foreground: background-corrected foreground needs the chromosome width
+    amax_k = max(c.area for c in chroms)
+    for _ in range(4):  # scale <-> foreground: background-corrected foreground needs the chromosome width
         _, fg = metaphase_foreground(raw_ink, width_k * f, p.fg_factor)
-        f = float(np.clip(np.sqrt(max(fg.sum(), 1) / max(total, 1)), 0.1, 10.0))
+        # interphase nuclei and debris far bigger than the biggest cut-out are not chromosomes: they stay
+        # out of the foreground (and of the scale estimate: clusters of touching chromosomes count there
+        # only up to 4 biggest cut-outs)
+        lab, n = ndi.label(fg)
+        if n:
+            areas = np.bincount(lab.ravel())[1:]
+            amax = amax_k * f * f
+            huge = np.nonzero(areas > p.max_blob * amax)[0] + 1
+            if len(huge):
+                fg = fg & ~np.isin(lab, huge)
+            used = np.minimum(areas[areas <= p.max_blob * amax], 4 * amax).sum()
+        else:
+            used = 0
+        f_new = float(np.clip(np.sqrt(max(used, 1) / max(total, 1)), 0.05, 10.0))
+        if abs(f_new - f) < 0.01 * f:
+            f = f_new
+            break
+        f = f_new
+    if n and len(huge):
+        notes.append(f"{len(huge)} blobs far bigger than any chromosome (nuclei?) left out of the foreground")
+    if p.scale_search:
+        f2 = _search_scale(chroms, f, layout.light_background, raw_ink.astype(np.float32), p)
+        if abs(f2 - f) > 0.05 * f:
+            notes.append(f"scale from the foreground area {f:.3f}, from a template search {f2:.3f}: using the latter")
+            f = f2
+            _, fg = metaphase_foreground(raw_ink, width_k * f, p.fg_factor)
     # matching compares the raw ink (a cut-out is a copy of the metaphase's own pixels); the top-hat is
     # used for the foreground only
     meta_ink = raw_ink
