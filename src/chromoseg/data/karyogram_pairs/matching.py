@@ -2,25 +2,35 @@
 
 For every cut-out chromosome (``layout.KaryoChromosome``):
 
-1. Both images are brought to *ink* form (chromosomes bright); the cut-outs are rescaled by one global
-   factor, ``sqrt(total cut-out area / metaphase foreground area)``, so that SIFT works at one scale.
+1. Both images are compared in *ink* form (chromosomes bright). The metaphase's foreground is a white
+   top-hat (disc of ~3 chromosome widths) thresholded at ``fg_factor`` x Otsu; blobs far bigger than
+   any cut-out (nuclei) are left out. The cut-outs are rescaled by one global factor: first
+   ``sqrt(foreground area / cut-out area)``, then refined by a coarse rotated-template search over
+   ``scale_search`` factors with the biggest cut-outs (the area misleads on blurred images).
 2. SIFT keypoints of the cut-out are matched to those of the metaphase (``k`` nearest neighbours, no
    ratio test: the two homologues of a class look alike, so a good match has a twin); the metaphase ends
-   of the matches are clustered with DBSCAN (``eps`` = half the chromosome's length); every cluster
-   gives a pose (rotation, scale, translation) by ``cv2.estimateAffinePartial2D`` with RANSAC.
-3. Chromosomes with no acceptable SIFT pose are searched by rotated template matching (normalised
-   cross-correlation over 36 angles and three scales at half resolution) -- small chromosomes often have
-   too few keypoints.
-4. Every pose is polished by ECC (``cv2.findTransformECC``, similarity seed, affine motion) when that
-   raises the correlation, and scored: ``ncc`` = normalised cross-correlation of the warped cut-out with
-   the metaphase inside the warped mask, ``coverage`` = share of the warped mask on the metaphase's Otsu
-   foreground; ``score = max(ncc, 0) * coverage``.
-5. Poses are accepted greedily by score: one per cut-out, and a pose whose warped mask lies for more
-   than ``max_overlap`` of its area on already accepted ones is refused (a homologue claiming its twin).
-6. The accepted warped masks are refined against the metaphase foreground (dilated by ``dilate`` px,
-   AND the Otsu foreground, holes filled). Pixels claimed by two instances are kept by both where they
-   lie inside both warped masks (a true overlap of two chromosomes), otherwise they go to the instance
-   whose warped mask is nearest (ties: higher score).
+   of the matches are clustered with DBSCAN (``eps`` = half the chromosome's length); every cluster gives
+   a pose (rotation, scale, translation) by ``cv2.estimateAffinePartial2D`` with RANSAC.
+3. A rotated template search adds poses (normalised cross-correlation over the cut-out and a thin ring
+   around it, every ``angle_step`` degrees, ``template_scales``, at 1/``template_ds`` resolution; the
+   best ``template_top`` separate places): small chromosomes have too few keypoints, and fluorescence
+   images hardly any.
+4. Every pose is polished by ECC (affine, then projected back to rotation + scale, the scale kept
+   within 5 % of the seed) and scored: ``ncc`` = correlation of the warped cut-out with the metaphase
+   inside the warped mask, ``ncc_ext`` = the same over the mask plus a 3-px ring (the outline),
+   ``silhouette`` = IoU of the warped mask with the foreground near it;
+   ``score = ncc * ncc_ext * sqrt(silhouette)``. A pose with ``score < min_candidate_score`` or
+   ``ncc < min_ncc`` is no match: on the real pairs right poses have ncc > 0.95, the best poses of a
+   karyogram in a *different* metaphase 0.6-0.8, which is how a mismatched pair is recognised.
+5. Cut-outs are assigned to places one-to-one (poses whose centres are close are one place; Hungarian
+   assignment maximising the total score); an assigned pose whose warped mask lies for more than
+   ``max_overlap`` on already accepted ones is refused. Up to ``extra_passes`` more searches run for
+   the cut-outs left, with the accepted chromosomes blanked out.
+6. The accepted warped masks are refined against the metaphase foreground: warped-mask pixels farther
+   than ``refine_tol`` px from the foreground are cut, foreground pixels within ``refine_grow`` px of it
+   are added, holes filled. Pixels claimed by two instances are kept by both where they lie inside both
+   warped masks (chromosomes that cross), otherwise they go to the instance whose warped mask is nearest
+   (ties: the higher score).
 """
 from __future__ import annotations
 
@@ -45,7 +55,7 @@ class MatchParams:
     template_scales: tuple[float, ...] = (0.94, 1.06)
     template_ds: int = 2
     template_ring: int = 2  # px (at 1/template_ds) of background around the mask seen by the search
-    template_min_good: int = 99  # search by template when SIFT gave fewer good poses than this
+    template_min_good: int = 99  # template search when SIFT gave fewer good poses than this (99: always)
     max_candidates: int = 12
     template_top: int = 12
     extra_passes: int = 2
@@ -114,7 +124,7 @@ class PairMatch:
     candidates: list = field(default_factory=list)  # every pose considered (for diagnostics)
 
 
-_RING = cv2_ring = np.ones((7, 7), np.uint8)
+_RING = np.ones((7, 7), np.uint8)  # 3-px ring around a warped mask
 
 
 class _Prepared:
