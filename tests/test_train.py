@@ -120,6 +120,8 @@ def test_early_stop_in_fit(tmp_path, monkeypatch):
     assert s["stopped"] == "early_stopping" and s["epochs_run"] == 4 and s["best_epoch"] == 2
     run = tmp_path / "run"
     assert load_checkpoint(run / "best.pt")["epoch"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 4
+    again = tr.fit(tiny_cfg(tmp_path, epochs=6, patience=2), resume=str(run / "last.pt"), show_progress=False)
+    assert again["stopped"] == "early_stopping" and again["epochs_run"] == 0
 
 
 def test_nan_loss_stops(tmp_path):

@@ -393,6 +393,9 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                     "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0})
     summary = {"stopped": "epochs", "epochs_run": 0}
     for epoch in range(start_epoch, cfg.epochs):
+        if stopper.should_stop:  # resumed from a run that had already stopped early
+            summary["stopped"] = "early_stopping"
+            break
         if stop_after is not None and summary["epochs_run"] >= stop_after:
             summary["stopped"] = "stop_after"
             break
