@@ -26,7 +26,7 @@ Run folder (--out): config.yaml, metrics.jsonl (one JSON line per epoch), last.p
 tb/ (TensorBoard, if installed). Checkpoints are written atomically every epoch; after a kill,
 `--resume` (or `--resume PATH`) continues from last.pt with the same data order and RNG state.
 Mixed precision (bf16, else fp16) is used on a GPU; gradients are clipped; a NaN/inf loss stops
-the run with a message. Under `torchrun --nproc-per-node N chromoseg train ...` the same command
+the run with a message. Under `torchrun --nproc-per-node N -m chromoseg.cli train ...` the same command
 trains with DDP (only rank 0 writes).
 """
 
