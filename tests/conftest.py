@@ -24,3 +24,14 @@ def require_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not found at {p} (set CHROMOSEG_DATA or put ../shared/data beside the repo)")
     return p
+
+
+def make_tiny_checkpoint(path: Path, variant: str = "ermr") -> Path:
+    """A randomly initialised small model saved as ``chromoseg train`` saves checkpoints."""
+    from chromoseg.models import build_model
+    from chromoseg.models.builder import SMALL
+
+    cfg = dict(variant=variant, backbone="resnet18", image_size=(128, 160), **SMALL)
+    torch.manual_seed(0)
+    torch.save({"model": build_model(**cfg).state_dict(), "model_config": cfg}, path)
+    return path

@@ -41,15 +41,9 @@ def test_label_image_keeps_higher_score():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from chromoseg.models import build_model
-    from chromoseg.models.builder import SMALL
+    from conftest import make_tiny_checkpoint
 
-    cfg = dict(variant="ermr", backbone="resnet18", image_size=(128, 160), **SMALL)
-    torch.manual_seed(0)
-    model = build_model(**cfg)
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    torch.save({"model": model.state_dict(), "model_config": cfg}, path)
-    return path
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
 
 
 def test_predict_writes_outputs(tiny_checkpoint, tmp_path):

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "chromoseg.engine.cli",
     "chromoseg.engine.predict_cli",
     "chromoseg.engine.eval_cli",
+    "chromoseg.engine.benchmark_cli",
     "chromoseg.karyotype.cli",
 )
 

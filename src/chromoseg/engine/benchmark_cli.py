@@ -1,0 +1,57 @@
+"""``chromoseg benchmark table1|table2``: the paper's tables, measured on an annotated split."""
+from __future__ import annotations
+
+import argparse
+
+HELP = """\
+Evaluate trained variants on an annotated split and write the paper's Table I or II as Markdown and
+JSON, with our numbers beside the paper's, the command, data, hardware and date.
+
+  table1  mr, rmr, ermr; multi-class (24) and binary          (paper Table I)
+  table2  rmr (ERM-1), erm2 (ED), erm3 (H&R), ermr (ERM-4)     (paper Table II, multi-class)
+
+Each model predicts once (all detections after mask NMS); AP is then computed under the paper's 0.5
+confidence threshold and, for reference, without it (standard COCO).
+
+example:
+  chromoseg benchmark table1 --model mr=runs/mr/best.pt --model rmr=runs/rmr/best.pt \\
+      --model ermr=runs/ermr/best.pt --data datasets/mfish/test.json --out benchmarks/results
+"""
+
+
+def _cmd(args) -> int:
+    import torch
+
+    from chromoseg.cli import CliError
+    from chromoseg.engine.tables import run_table
+
+    ckpts = {}
+    for item in args.model:
+        if "=" not in item:
+            raise CliError(f"--model {item}: expected NAME=PATH, e.g. ermr=runs/ermr/best.pt")
+        name, path = item.split("=", 1)
+        ckpts[name.strip().lower().replace("erm1", "rmr").replace("erm4", "ermr")] = path
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        report = run_table(args.table, ckpts, args.data, args.work, args.out, device=args.device,
+                           progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    print((__import__("pathlib").Path(args.out) / f"{args.table}.md").read_text())
+    return 0 if report["rows"] else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("benchmark", help="the paper's Tables I and II on an annotated split", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("table", choices=("table1", "table2"))
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", required=True,
+                   help="a variant's checkpoint, e.g. ermr=runs/ermr/best.pt (repeat for each row)")
+    p.add_argument("--data", default="datasets/mfish/test.json", help="annotated split (default: the M-FISH test split)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for TABLE.md and TABLE.json")
+    p.add_argument("--work", default="out/tables", help="folder for the predictions (default out/tables)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd)
