@@ -304,3 +304,10 @@ def test_cuda_forward():
     with torch.no_grad():
         out = model.eval()(ims)
     assert out[0]["masks"].device.type == "cuda"
+
+
+def test_endpoint_loss_weight():
+    ims, ts = batch()
+    a = small_model("erm2").train()(ims, ts)["loss_endpoint"]
+    b = small_model("erm2", endpoint_loss_weight=100.0).train()(ims, ts)["loss_endpoint"]
+    assert math.isclose(float(b), 100.0 * float(a), rel_tol=1e-4)

@@ -86,6 +86,9 @@ def register(subparsers) -> None:
                    help="ResNet depth (default resnet50, the paper's)")
     g.add_argument("--backbone-weights", metavar="PATH", help="ResNet state dict to start from (torchvision's or `chromoseg pretrain`'s)")
     g.add_argument("--num-classes", type=int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
+    g.add_argument("--endpoint-loss-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
+                        "so the branch learns slowly at 1; e.g. 100 makes it learn faster)")
     g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
@@ -166,7 +169,9 @@ def cmd_train(args) -> int:
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
-                augment=not args.no_augment, small=args.small, out=args.out, train=args.train, val=args.val)
+                augment=not args.no_augment, small=args.small, out=args.out, train=args.train, val=args.val,
+                model_kwargs={"endpoint_loss_weight": args.endpoint_loss_weight}
+                if args.endpoint_loss_weight != 1.0 else {})
     if base:  # the file gives the values; options typed on the command line win
         opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}
         for k, v in base.items():

@@ -14,8 +14,11 @@ FPN maps** (the same weights run on every level, like the RPN head). Layers 1-4 
 (C = ``ed_channels``, 128 by default, to keep the branch cheap), layer 5 maps back to 256 channels and
 its output is **added to the FPN map it was computed from** (so the RPN and RoI heads read the
 enriched maps), layer 6 predicts a 1-channel heatmap logit per level. The five per-level heatmaps are
-bilinearly interpolated to the (padded) input size and averaged; a sigmoid makes the final heatmap,
-which is compared with the Gaussian endpoint target by the mean squared error of eq. (4).
+bilinearly interpolated to the (padded) input size and averaged: that (linear, no sigmoid -- a sigmoid
+saturates at the mostly-zero target and the branch then does not learn) is the heatmap compared with
+the Gaussian endpoint target by the mean squared error of eq. (4). The model outputs it clamped to
+[0, 1]. eq. (4) is a mean over all N x M pixels, so its gradient is small; ``endpoint_loss_weight``
+(build_model; default 1 = the paper's eq. 4) scales the term.
 """
 from __future__ import annotations
 
@@ -129,11 +132,10 @@ class EndpointBranch(nn.Module):
         for m in list(self.convs) + [self.predictor]:
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
-        # start the heatmap near 0 (sigmoid(-4) ~ 0.018): the Gaussian target is mostly 0
-        nn.init.constant_(self.predictor.bias, -4.0)
 
     def forward(self, features: "OrderedDict[str, torch.Tensor]", out_size):
-        """Returns (enriched features, heatmap [B,1,H,W] in [0,1] at ``out_size``)."""
+        """Returns (enriched features, heatmap [B,1,H,W] at ``out_size``; linear output, trained
+        towards the [0, 1] Gaussian target)."""
         new = OrderedDict()
         logits = 0.0
         for name, x in features.items():
@@ -143,8 +145,7 @@ class EndpointBranch(nn.Module):
             new[name] = x + y  # layer-5 features added back into the FPN map
             logit = self.predictor(y)
             logits = logits + F.interpolate(logit, size=tuple(out_size), mode="bilinear", align_corners=False)
-        heat = torch.sigmoid(logits / len(features))
-        return new, heat
+        return new, logits / len(features)
 
 
 class BackboneWithEndpoints(nn.Module):

@@ -42,13 +42,14 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                ed_channels: int = 128, representation_size: int = 1024, image_mean: float = 0.5,
+                ed_channels: int = 128, endpoint_loss_weight: float = 1.0, representation_size: int = 1024, image_mean: float = 0.5,
                 image_std: float = 0.25, weights_backbone=None):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
     chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
     downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
     dict (torchvision's or the file ``chromoseg pretrain`` writes). ``image_size=(H, W)`` is the fixed
-    input size (None keeps each image's size)."""
+    input size (None keeps each image's size). ``endpoint_loss_weight`` multiplies the eq. (4) term
+    (1 = the paper)."""
     from torch import nn
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -72,7 +73,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
         sw["ed"] = bool(ed)
     config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size, hr=sw["hr"],
                   ed=sw["ed"], rotated=sw["rotated"], hr_fusion=hr_fusion, in_channels=in_channels,
-                  class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes))
+                  class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes),
+                  endpoint_loss_weight=float(endpoint_loss_weight))
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
                      backbone_weights=backbone_weights)

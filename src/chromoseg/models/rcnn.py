@@ -68,9 +68,11 @@ class ChromoRCNN(nn.Module):
             losses.update(rpn_losses)
             losses.update(det_losses)
             if heat is not None:
-                losses["loss_endpoint"] = endpoint_loss(heat, targets, images.image_sizes)
+                w = float(self.config.get("endpoint_loss_weight", 1.0))
+                losses["loss_endpoint"] = w * endpoint_loss(heat, targets, images.image_sizes)
             return losses
         if heat is not None:
+            heat = heat.clamp(0.0, 1.0)
             for i, d in enumerate(detections):
                 rb = d.get("rboxes")
                 if rb is None:
