@@ -157,3 +157,7 @@ def test_cli_train_config_file(tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["variant"] == "mr" and saved["epochs"] == 1 and saved["image_size"] == [128, 160]
     assert (out / "best.pt").is_file()
+    # `--out RUN --resume` alone continues from the run's own config (here one more epoch)
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    epochs = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"epoch": 2' in ln and "event" not in ln]
+    assert epochs and yaml.safe_load((out / "config.yaml").read_text())["variant"] == "mr"

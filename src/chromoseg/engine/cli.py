@@ -160,6 +160,10 @@ def cmd_train(args) -> int:
     base = {}
     if args.config:
         base = _load_config_file(args.config)
+    elif args.resume:  # resume: the run's own saved config is the base, so `--out RUN --resume` is enough
+        run_dir = Path(args.out) if args.resume == "auto" else Path(args.resume).parent
+        if (run_dir / "config.yaml").is_file():
+            base = _load_config_file(str(run_dir / "config.yaml"))
     defaults = getattr(args, "_defaults", {})
     explicit = {k for k, v in defaults.items() if getattr(args, k, v) != v}
     if "no_augment" in explicit:
