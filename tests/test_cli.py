@@ -20,8 +20,9 @@ def test_help_lists_commands(capsys):
 
 def test_demo_and_show(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    pngs = list((tmp_path / "demo").glob("*.png"))
-    assert [p.name for p in pngs] == ["V1701XYD.png"]
+    pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
+    assert pngs == ["V1701XYD.karyogram.png", "V1701XYD.png"]
+    assert "46,XY" in (tmp_path / "demo" / "report.csv").read_text()
     assert main(["data", "show", str(tmp_path / "demo" / "dataset" / "all.json"), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     assert (tmp_path / "s" / "V1701XYD.png").stat().st_size > 10_000
     assert main(["data", "check", str(tmp_path / "demo" / "dataset" / "all.json")]) == 0
