@@ -166,6 +166,7 @@ def test_results_by_file_name_and_bad_entries_are_skipped_and_counted():
         iid = r.pop("image_id")
         if iid == 1:
             r["file_name"] = "some/folder/img1.png"  # matched by base name
+            r["image_id"] = 2  # predict numbers images its own way: the file name wins
         else:
             r["image_id"] = f"img{iid}.png"  # a file name in place of the id
         by_name.append(r)

@@ -32,8 +32,9 @@ Ground truth
 Results
     A list of ``{image_id, category_id, score, segmentation, bbox, rbox?, endpoints?}`` (a dict with an
     ``annotations`` list is accepted too). The image may be named by its ``file_name`` instead of its
-    id: either a ``file_name`` key, or a string ``image_id`` that is not an id; names are matched
-    exactly first, then by base name (``a/b/img1.png`` matches ``img1.png`` if that is unique).
+    id: either a ``file_name`` key (which then decides alone, whatever ``image_id`` says: ``chromoseg
+    predict`` numbers images in its own order), or a string ``image_id`` that is not an id; names are
+    matched exactly first, then by base name (``a/b/img1.png`` matches ``img1.png`` if that is unique).
     A missing ``bbox`` is taken from the mask. Entries that refer to unknown images, have a category
     outside 1-24, no score, or neither mask nor box are counted in ``counts.skipped`` (with examples
     in ``warnings``) and left out; nothing is dropped silently.
@@ -317,6 +318,11 @@ class _GroundTruth:
 
 
 def _resolve_image(det: dict, gt: _GroundTruth) -> int | None:
+    """The ground-truth image of a detection. A ``file_name`` is authoritative when present (``chromoseg
+    predict`` numbers images in its own order), so it alone decides; otherwise ``image_id``."""
+    fname = det.get("file_name")
+    if isinstance(fname, str) and fname:
+        return gt.image_by_name(fname)
     iid = det.get("image_id")
     if isinstance(iid, bool):
         iid = None
@@ -324,11 +330,10 @@ def _resolve_image(det: dict, gt: _GroundTruth) -> int | None:
         return iid
     if isinstance(iid, float) and iid.is_integer() and int(iid) in gt.images:
         return int(iid)
-    for name in (det.get("file_name"), iid if isinstance(iid, str) else None):
-        if isinstance(name, str) and name:
-            found = gt.image_by_name(name)
-            if found is not None:
-                return found
+    if isinstance(iid, str) and iid:
+        found = gt.image_by_name(iid)
+        if found is not None:
+            return found
     if isinstance(iid, str) and iid.strip().lstrip("-").isdigit() and int(iid) in gt.images:
         return int(iid)
     return None
