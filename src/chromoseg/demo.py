@@ -50,8 +50,12 @@ def _karyotype(dataset, out: Path) -> list[dict]:
     for img in data["images"]:
         path = resolve_image_path(img["file_name"], Path(dataset).parent)
         insts = instances_from_coco(data, img["id"], img["height"], img["width"])
-        rows.append(analyse_metaphase(read_image(path), insts, path.name, out, path.stem, truth=truth_for(img, path),
-                                      overlay=False))
+        row = analyse_metaphase(read_image(path), insts, path.name, out, path.stem, truth=truth_for(img, path),
+                                overlay=False)
+        shown = out / f"{path.stem}.png"  # the overlay `data show` drew just before
+        if shown.is_file():
+            row["overlay"] = str(shown)
+        rows.append(row)
     write_report(rows, out / "report.html", out / "report.csv", title="chromoseg demo (expert annotations)",
                  note="instances derived from the expert label map, not from a model")
     return rows
