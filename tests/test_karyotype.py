@@ -336,7 +336,8 @@ def test_cli_karyogram_end_to_end(tmp_path, capsys):
             "annotations": anns, "categories": [{"id": c, "name": str(c)} for c in range(1, 25)]}
     ann_path = tmp_path / "set.json"
     ann_path.write_text(json.dumps(coco))
-    results = [dict(a, score=0.5) for a in anns]
+    # named as `chromoseg predict` names them: its own image ids, the file name decides
+    results = [dict(a, score=0.5, image_id=2, file_name="/elsewhere/m1.png") for a in anns]
     results[-1]["category_id"] = 0
     (tmp_path / "res.json").write_text(json.dumps(results))
     out = tmp_path / "out"

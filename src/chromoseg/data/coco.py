@@ -247,6 +247,51 @@ def load_coco(path, problems: ProblemLog | None = None, check_files: bool = Fals
     return data
 
 
+class ImageIndex:
+    """Finds a dataset's image id from a file name: exactly first, then by a unique base name
+    (``a/b/img1.png`` matches ``img1.png`` when only one image has that base name)."""
+
+    def __init__(self, images):
+        self.ids = set()
+        self._exact: dict[str, int] = {}
+        self._base: dict[str, int | None] = {}
+        for img in images:
+            iid, fn = img["id"], str(img.get("file_name", ""))
+            self.ids.add(iid)
+            if not fn:
+                continue
+            self._exact.setdefault(fn, iid)
+            base = os.path.basename(fn.replace("\\", "/"))
+            self._base[base] = None if base in self._base else iid  # None: ambiguous
+
+    def by_name(self, name: str) -> int | None:
+        if name in self._exact:
+            return self._exact[name]
+        return self._base.get(os.path.basename(name.replace("\\", "/")))
+
+    def image_of(self, det: dict) -> int | None:
+        """The image of a result entry. Its ``file_name`` decides alone when present (``chromoseg
+        predict`` numbers images in its own order); else an ``image_id`` of the set, or a string
+        ``image_id`` that names a file. None when the image is not in the set."""
+        fname = det.get("file_name")
+        if isinstance(fname, str) and fname:
+            return self.by_name(fname)
+        iid = det.get("image_id")
+        if isinstance(iid, bool):
+            return None
+        if isinstance(iid, float) and iid.is_integer():
+            iid = int(iid)
+        if isinstance(iid, int):
+            return iid if iid in self.ids else None
+        if isinstance(iid, str) and iid:
+            found = self.by_name(iid)
+            if found is not None:
+                return found
+            if iid.strip().lstrip("-").isdigit() and int(iid) in self.ids:
+                return int(iid)
+        return None
+
+
 def resolve_image_path(file_name: str, root) -> Path:
     """An image's path: absolute names as they are, relative ones against ``root``."""
     p = Path(file_name)

@@ -298,45 +298,15 @@ class _GroundTruth:
         self.box_only = set_box_only or not any(self.has_masks.values())
         self.skipped = dict(log.counts)
         self.warnings = log.warnings
-        self._file_index: dict[str, int] | None = None
-        self._base_index: dict[str, int | None] | None = None
+        self._index = None
 
-    # file-name lookup for results that name images by file
-    def image_by_name(self, name: str) -> int | None:
-        if self._file_index is None:
-            self._file_index, self._base_index = {}, {}
-            for iid, img in self.images.items():
-                fn = img["file_name"]
-                if not fn:
-                    continue
-                self._file_index.setdefault(fn, iid)
-                base = os.path.basename(fn.replace("\\", "/"))
-                self._base_index[base] = None if base in self._base_index else iid  # None: ambiguous
-        if name in self._file_index:
-            return self._file_index[name]
-        return self._base_index.get(os.path.basename(name.replace("\\", "/")))
+    def image_of(self, det: dict) -> int | None:
+        """The ground-truth image a detection refers to (see :class:`chromoseg.data.coco.ImageIndex`)."""
+        if self._index is None:
+            from chromoseg.data.coco import ImageIndex
 
-
-def _resolve_image(det: dict, gt: _GroundTruth) -> int | None:
-    """The ground-truth image of a detection. A ``file_name`` is authoritative when present (``chromoseg
-    predict`` numbers images in its own order), so it alone decides; otherwise ``image_id``."""
-    fname = det.get("file_name")
-    if isinstance(fname, str) and fname:
-        return gt.image_by_name(fname)
-    iid = det.get("image_id")
-    if isinstance(iid, bool):
-        iid = None
-    if isinstance(iid, int) and iid in gt.images:
-        return iid
-    if isinstance(iid, float) and iid.is_integer() and int(iid) in gt.images:
-        return int(iid)
-    if isinstance(iid, str) and iid:
-        found = gt.image_by_name(iid)
-        if found is not None:
-            return found
-    if isinstance(iid, str) and iid.strip().lstrip("-").isdigit() and int(iid) in gt.images:
-        return int(iid)
-    return None
+            self._index = ImageIndex(self.images.values())
+        return self._index.image_of(det)
 
 
 def _prepare_results(data: Any, source: str, gt: _GroundTruth, threshold: float, log: _Log) -> tuple[list[dict], dict]:
@@ -358,7 +328,7 @@ def _prepare_results(data: Any, source: str, gt: _GroundTruth, threshold: float,
         if not isinstance(det, dict):
             log.skip("not_an_object", where)
             continue
-        iid = _resolve_image(det, gt)
+        iid = gt.image_of(det)
         if iid is None:
             ref = det.get("image_id", det.get("file_name"))
             log.skip("unknown_image", f"{where} image={ref!r}")

@@ -147,7 +147,11 @@ def run_karyogram(args) -> int:
         results = raw.get("annotations") if isinstance(raw, dict) else raw
         if not isinstance(results, list):
             raise CliError(f"{rp}: expected a COCO results list (or a dict with an 'annotations' list)")
-        results = [r for r in results if isinstance(r, dict) and float(r.get("score", 1.0) or 0.0) >= args.score_threshold]
+        from chromoseg.data.coco import ImageIndex
+
+        index = ImageIndex(data["images"])  # predict's file_name decides the image, not its own image ids
+        results = [{**r, "image_id": index.image_of(r)} for r in results
+                   if isinstance(r, dict) and float(r.get("score", 1.0) or 0.0) >= args.score_threshold]
     for d in args.images:
         if not Path(d).is_dir():
             raise CliError(f"--images {d}: no such folder")
