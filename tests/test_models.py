@@ -311,3 +311,26 @@ def test_endpoint_loss_weight():
     a = small_model("erm2").train()(ims, ts)["loss_endpoint"]
     b = small_model("erm2", endpoint_loss_weight=100.0).train()(ims, ts)["loss_endpoint"]
     assert math.isclose(float(b), 100.0 * float(a), rel_tol=1e-4)
+
+
+def test_compact_widths_and_size():
+    """The shipped model's widths: 128-channel FPN / mask head, 512-d box head, ~16 M parameters."""
+    from chromoseg.models import COMPACT
+
+    m = build_model("ermr", backbone="resnet18", image_size=(128, 160), **COMPACT).eval()
+    n = sum(p.numel() for p in m.parameters())
+    assert 15e6 < n < 17.5e6 and n * 2 < 40e6  # fits the 40 MB budget in fp16
+    assert m.backbone.fpn.out_channels == 128 and m.config["fpn_channels"] == 128
+    with torch.no_grad():
+        out = m([torch.rand(1, 128, 160)])[0]
+    assert out["endpoint_heatmap"].shape == (1, 128, 160)
+
+
+def test_backbone_weights_from_a_training_checkpoint(tmp_path):
+    from conftest import make_tiny_checkpoint
+
+    ck = make_tiny_checkpoint(tmp_path / "t.pt")
+    src = torch.load(ck, weights_only=False)["model"]
+    m = build_model("rmr", backbone="resnet18", image_size=(128, 160), backbone_weights=str(ck), fpn_channels=64)
+    body = m.backbone.fpn.body.state_dict()
+    assert torch.equal(body["layer3.0.conv1.weight"], src["backbone.fpn.body.layer3.0.conv1.weight"])

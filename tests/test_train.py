@@ -161,3 +161,12 @@ def test_cli_train_config_file(tmp_path):
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     epochs = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"epoch": 2' in ln and "event" not in ln]
     assert epochs and yaml.safe_load((out / "config.yaml").read_text())["variant"] == "mr"
+
+
+def test_cosine_schedule_after_warmup():
+    from chromoseg.engine.train import warmup_lambda
+
+    f = warmup_lambda(10, 0.001, total_iters=110)
+    assert f(0) == pytest.approx(0.001) and f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0) and f(500) == pytest.approx(0.0)
+    assert warmup_lambda(10, 0.001)(500) == 1.0  # constant: the paper

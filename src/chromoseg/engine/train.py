@@ -70,6 +70,8 @@ class TrainConfig:
     max_val_images: Optional[int] = None
     augment: bool = True
     small: bool = False
+    compact: bool = False
+    lr_schedule: str = "constant"  # constant (the paper) or cosine (to 0 at the last epoch)
     model_kwargs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -89,12 +91,14 @@ class TrainConfig:
         return cls(**d)
 
     def model_config(self) -> dict:
-        from chromoseg.models import SMALL
+        from chromoseg.models import COMPACT, SMALL
 
         cfg = dict(variant=self.variant, num_classes=self.num_classes, backbone=self.backbone,
                    image_size=tuple(self.image_size) if self.image_size else None)
         if self.small:
             cfg.update(SMALL)
+        if self.compact:
+            cfg.update(COMPACT)
         cfg.update(self.model_kwargs)
         return cfg
 
@@ -134,12 +138,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def warmup_lambda(warmup_iters: int, warmup_factor: float):
+def warmup_lambda(warmup_iters: int, warmup_factor: float, total_iters: Optional[int] = None):
+    """Learning-rate factor per step: linear warm-up from ``warmup_factor`` over ``warmup_iters``
+    steps, then 1 (constant) or, with ``total_iters``, a cosine decay reaching 0 at ``total_iters``."""
     def f(it: int) -> float:
-        if it >= warmup_iters:
+        if it < warmup_iters:
+            alpha = it / max(warmup_iters, 1)
+            return warmup_factor * (1 - alpha) + alpha
+        if total_iters is None:
             return 1.0
-        alpha = it / max(warmup_iters, 1)
-        return warmup_factor * (1 - alpha) + alpha
+        t = min(1.0, (it - warmup_iters) / max(total_iters - warmup_iters, 1))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
 
     return f
 
@@ -353,7 +362,10 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     model = build_model(backbone_weights=cfg.backbone_weights if ck is None else None, **mcfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_iters, cfg.warmup_factor))
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise TrainingError(f"lr_schedule {cfg.lr_schedule!r}: use constant or cosine")
+    total = cfg.epochs * math.ceil(len(train_ds) / (cfg.batch_size * world)) if cfg.lr_schedule == "cosine" else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_iters, cfg.warmup_factor, total))
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     stopper = EarlyStopping(cfg.patience)

@@ -56,17 +56,20 @@ def adapt_state_dict(state: dict, in_channels: int = 1) -> dict:
     """Prepare a ResNet state dict for our backbone.
 
     Accepts a plain torchvision ResNet state dict, the file ``chromoseg pretrain`` writes
-    (``{"backbone": ..., ...}`` or a plain dict), and keys prefixed with ``body.``, ``backbone.body.``
+    (``{"backbone": ..., ...}`` or a plain dict), a ``chromoseg train`` checkpoint (its ResNet
+    trunk, ``backbone.fpn.body.*``), and keys prefixed with ``body.``, ``backbone.body.``
     or ``module.``. The ``fc`` classifier is dropped; a 3-channel ``conv1`` is summed over RGB when
     the backbone takes ``in_channels=1`` (and a 1-channel one repeated / 3 when it takes 3).
     """
     if "backbone" in state and isinstance(state["backbone"], dict):
         state = state["backbone"]
+    elif "model" in state and isinstance(state["model"], dict):  # a `chromoseg train` checkpoint
+        state = state["model"]
     elif "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     out = OrderedDict()
     for k, v in state.items():
-        for prefix in ("module.", "backbone.body.", "body."):
+        for prefix in ("module.", "backbone.fpn.body.", "backbone.body.", "body."):
             if k.startswith(prefix):
                 k = k[len(prefix):]
         if k.startswith("fc."):
@@ -92,7 +95,12 @@ def load_backbone_weights(body: nn.Module, path: str | Path, in_channels: int = 
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a full `chromoseg train` checkpoint also holds RNG states and the config
+            from chromoseg.engine.checkpoint import load_checkpoint
+
+            state = load_checkpoint(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict")
     state = adapt_state_dict(state, in_channels)
@@ -109,14 +117,19 @@ def load_backbone_weights(body: nn.Module, path: str | Path, in_channels: int = 
 
 
 def resnet_fpn(name: str = "resnet50", in_channels: int = 1, trainable_layers: int = 5, norm: str = "bn",
-               backbone_weights: str | Path | None = None):
-    """torchvision ``BackboneWithFPN`` over a grey-input ResNet (out_channels 256, five maps)."""
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+               backbone_weights: str | Path | None = None, out_channels: int = 256):
+    """torchvision ``BackboneWithFPN`` over a grey-input ResNet: five maps (strides 4-64) of
+    ``out_channels`` channels (256 as in torchvision; the compact model uses 128)."""
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 
     net = build_resnet(name, in_channels=in_channels, norm=norm)
     if backbone_weights:
         load_backbone_weights(net, backbone_weights, in_channels)
-    return _resnet_fpn_extractor(net, trainable_layers)
+    fpn = _resnet_fpn_extractor(net, trainable_layers)  # freezes layers, picks the returned stages
+    if out_channels != fpn.out_channels:
+        stages = [net.inplanes // 8 * 2 ** i for i in range(4)]
+        fpn = BackboneWithFPN(net, {f"layer{k + 1}": str(k) for k in range(4)}, stages, out_channels)
+    return fpn
 
 
 class EndpointBranch(nn.Module):

@@ -32,6 +32,12 @@ SMALL = dict(rpn_pre_nms_top_n_train=200, rpn_pre_nms_top_n_test=100, rpn_post_n
              rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
              box_detections_per_img=30, ed_channels=32, representation_size=256)
 
+#: the shipped model's sizes: the paper's proposal / RoI counts with thinner layers (128-channel FPN
+#: and mask head, 512-d box head, 32-channel endpoint branch); with ResNet-18 about 16 M parameters,
+#: 32 MB in half precision
+COMPACT = dict(fpn_channels=128, mask_channels=128, representation_size=512, ed_channels=32,
+               box_batch_size_per_image=128)
+
 
 def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "resnet50",
                 backbone_weights: Optional[str] = None, image_size=(512, 640), hr: Optional[bool] = None,
@@ -42,14 +48,17 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                ed_channels: int = 128, endpoint_loss_weight: float = 1.0, representation_size: int = 1024, image_mean: float = 0.5,
+                ed_channels: int = 128, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
+                fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, weights_backbone=None):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
     chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
     downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
     dict (torchvision's or the file ``chromoseg pretrain`` writes). ``image_size=(H, W)`` is the fixed
     input size (None keeps each image's size). ``endpoint_loss_weight`` multiplies the eq. (4) term
-    (1 = the paper)."""
+    (1 = the paper). ``fpn_channels`` / ``mask_channels`` / ``representation_size`` set the widths of
+    the FPN maps, the four mask-head convolutions and the box head's two FC layers (torchvision's
+    256 / 256 / 1024 by default; see ``COMPACT``)."""
     from torch import nn
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -74,18 +83,19 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size, hr=sw["hr"],
                   ed=sw["ed"], rotated=sw["rotated"], hr_fusion=hr_fusion, in_channels=in_channels,
                   class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes),
-                  endpoint_loss_weight=float(endpoint_loss_weight))
+                  endpoint_loss_weight=float(endpoint_loss_weight), fpn_channels=fpn_channels,
+                  mask_channels=mask_channels, representation_size=representation_size)
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
-                     backbone_weights=backbone_weights)
+                     backbone_weights=backbone_weights, out_channels=fpn_channels)
     branch = EndpointBranch(fpn.out_channels, ed_channels) if sw["ed"] else None
     body = BackboneWithEndpoints(fpn, branch)
     transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels)
     c = fpn.out_channels
     nc = num_classes + 1
     box_head = TwoMLPHead(c * 7 * 7, representation_size)
-    mask_head = MaskRCNNHeads(c, (256, 256, 256, 256), 1)
-    mask_predictor = MaskRCNNPredictor(256, 256, nc)
+    mask_head = MaskRCNNHeads(c, (mask_channels,) * 4, 1)
+    mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, nc)
 
     if not sw["rotated"]:
         from torchvision.models.detection.anchor_utils import AnchorGenerator
