@@ -4,6 +4,11 @@ A training checkpoint (``last.pt`` / ``best.pt``) is a dict with ``model`` (stat
 ``model_config`` (the keyword arguments of :func:`chromoseg.models.build_model`), ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``early_stopping``, ``rng``, ``config``
 (the training configuration) and ``metrics`` (the last epoch's record).
+
+An exported model (``chromoseg export``, and the models shipped in ``chromoseg/weights``) is a
+safetensors file: the weights (half precision by default) plus string metadata ``format``
+(``chromoseg-model``), ``model_config`` (JSON of the build arguments) and ``train_config`` (JSON).
+:func:`load_model` reads both kinds.
 """
 from __future__ import annotations
 
@@ -55,18 +60,78 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: cannot read checkpoint ({err})") from err
 
 
+MODEL_FORMAT = "chromoseg-model"
+
+
+def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, metadata: dict | None = None) -> dict:
+    """Write the weights of a ``chromoseg train`` checkpoint as a safetensors file (fp16 unless
+    ``half=False``; integer buffers kept) with the build arguments in its metadata. The file is
+    written atomically. Returns ``{"path", "bytes", "parameters", "epoch"}``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    ck = load_checkpoint(checkpoint)
+    if "model_config" not in ck or "model" not in ck:
+        raise ValueError(f"{checkpoint}: not a chromoseg training checkpoint (no model_config/model)")
+    cfg = dict(ck["model_config"])
+    cfg.pop("backbone_weights", None)
+    tensors = {}
+    for k, v in ck["model"].items():
+        v = v.detach().cpu()
+        tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
+    meta = {"format": MODEL_FORMAT, "model_config": json.dumps(cfg, default=list),
+            "train_config": json.dumps(ck.get("config", {}), default=str), "epoch": str(ck.get("epoch", ""))}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, out)
+    return {"path": str(out), "bytes": out.stat().st_size, "epoch": ck.get("epoch"),
+            "parameters": sum(v.numel() for k, v in tensors.items() if v.is_floating_point())}
+
+
+def read_exported(path: str | Path) -> tuple[dict, dict]:
+    """(state dict in float32, metadata) of a file written by :func:`export_model`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read safetensors file ({err})") from err
+    if meta.get("format") != MODEL_FORMAT or "model_config" not in meta:
+        raise ValueError(f"{path}: not a chromoseg model (no {MODEL_FORMAT!r} metadata; "
+                         "write one with `chromoseg export CHECKPOINT --out FILE`)")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, meta
+
+
 def load_model(path: str | Path, device="cpu", **overrides):
-    """Rebuild the model saved in a checkpoint written by ``chromoseg train`` (``best.pt`` or
-    ``last.pt``), load its weights and put it in eval mode. ``overrides`` change build arguments
-    (e.g. ``box_score_thresh``)."""
+    """Rebuild a model from a checkpoint written by ``chromoseg train`` (``best.pt`` or ``last.pt``)
+    or a ``.safetensors`` file from ``chromoseg export``, load its weights (as float32) and put it in
+    eval mode. ``overrides`` change build arguments (e.g. ``box_score_thresh``)."""
+    import json
+
     from chromoseg.models import build_model
 
-    ck = load_checkpoint(path)
-    if "model_config" not in ck or "model" not in ck:
-        raise ValueError(f"{path}: not a chromoseg training checkpoint (no model_config/model)")
-    cfg = dict(ck["model_config"])
+    if Path(path).suffix == ".safetensors":
+        state, meta = read_exported(path)
+        cfg = json.loads(meta["model_config"])
+        if cfg.get("image_size"):
+            cfg["image_size"] = tuple(cfg["image_size"])
+    else:
+        ck = load_checkpoint(path)
+        if "model_config" not in ck or "model" not in ck:
+            raise ValueError(f"{path}: not a chromoseg training checkpoint (no model_config/model)")
+        cfg, state = dict(ck["model_config"]), ck["model"]
     cfg.pop("backbone_weights", None)
     cfg.update(overrides)
     model = build_model(**cfg)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(state)
     return model.to(device).eval()

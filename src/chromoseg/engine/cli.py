@@ -1,4 +1,4 @@
-"""``chromoseg train`` and ``chromoseg pretrain``."""
+"""``chromoseg train``, ``chromoseg pretrain`` and ``chromoseg export``."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,9 @@ def register(subparsers) -> None:
                    help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
                         "so the branch learns slowly at 1; e.g. 100 makes it learn faster)")
     g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
+    g.add_argument("--compact", action="store_true",
+                   help="the shipped model's widths: 128-channel FPN and mask head, 512-d box head, 32-channel "
+                        "endpoint branch, 128 RoIs / image (with resnet18: ~32 MB in fp16)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
     g.add_argument("--batch-size", type=int, default=2, help="images per step and process (default 2)")
@@ -97,6 +100,8 @@ def register(subparsers) -> None:
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--warmup-iters", type=int, default=200, help="linear warm-up steps (default 200)")
+    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="after warm-up: constant (the paper, default) or cosine decay to 0 at --epochs")
     g.add_argument("--patience", type=int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
     g.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (default 10; 0 = off)")
     g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on GPU (default auto)")
@@ -125,6 +130,35 @@ def register(subparsers) -> None:
     q.add_argument("--out", default="runs/pretrain", metavar="DIR")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_pretrain)
+
+    e = subparsers.add_parser(
+        "export", help="write a checkpoint's weights as a compact safetensors model file",
+        description="Write the weights of a `chromoseg train` checkpoint (best.pt / last.pt) as a safetensors "
+                    "file, half precision by default, with the build arguments in its metadata (no optimiser "
+                    "or RNG state): what `chromoseg predict --model FILE` loads and what chromoseg ships.",
+        epilog="example:\n  chromoseg export runs/ermr/best.pt --out models/ermr.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("checkpoint", help="best.pt or last.pt of a `chromoseg train` run")
+    e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
+    e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from chromoseg.cli import CliError
+    from chromoseg.engine.checkpoint import export_model
+
+    if Path(args.out).suffix != ".safetensors":
+        raise CliError(f"--out {args.out}: the file name must end in .safetensors")
+    try:
+        info = export_model(args.checkpoint, args.out, half=not args.fp32)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(f"wrote {info['path']}: {info['parameters'] / 1e6:.2f} M parameters, {info['bytes'] / 1e6:.1f} MB "
+          f"({'fp32' if args.fp32 else 'fp16'}), epoch {info['epoch']}")
+    return 0
 
 
 def _load_config_file(path: str) -> dict:
@@ -173,7 +207,7 @@ def cmd_train(args) -> int:
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
-                augment=not args.no_augment, small=args.small, out=args.out, train=args.train, val=args.val,
+                augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule, out=args.out, train=args.train, val=args.val,
                 model_kwargs={"endpoint_loss_weight": args.endpoint_loss_weight}
                 if args.endpoint_loss_weight != 1.0 else {})
     if base:  # the file gives the values; options typed on the command line win
