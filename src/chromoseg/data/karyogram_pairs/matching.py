@@ -60,7 +60,7 @@ class MatchParams:
     template_top: int = 12
     extra_passes: int = 2
     ecc: bool = True
-    max_overlap: float = 0.35
+    max_overlap: float = 0.6
     min_candidate_score: float = 0.6  # a pose scoring lower is no match (right pairs score ~0.85-0.95, wrong ones ~0.5)
     min_ncc: float = 0.85  # nor one whose cut-out correlates less with the metaphase (right: >0.9, wrong: <0.85)
     sift_contrast: float = 0.02
@@ -68,6 +68,15 @@ class MatchParams:
     max_blob: float = 8.0  # foreground blobs bigger than this many biggest cut-outs are no chromosomes
     scale_search: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)  # () = trust the area
     scale_search_n: int = 6
+    dense: bool = True  # full-resolution rotated search, correlation inside the cut-out's mask
+    dense_angle_step: float = 6.0
+    dense_top: int = 6
+    dense_nms: float = 0.35  # peaks closer than this x the cut-out's length are one place
+    photometric: bool = True  # score the intensity agreement too (a cut-out is a copy of the metaphase's pixels)
+    rms_scale: float = 0.25
+    w_ext: float = 0.0
+    w_sil: float = 0.25
+    assign: str = "greedy"  # "greedy" (best pose first, with exclusion) or "hungarian" (over places)
     scale_sigma: float = 0.0  # prior on log(scale / typical scale of the pair); 0 = none (it hurt on M-FISH)
     refine_tol: int = 2  # warped-mask pixels farther than this from the foreground are cut
     refine_grow: int = 1  # foreground pixels this close to the warped mask are added
@@ -87,6 +96,9 @@ class Candidate:
     scale: float = 1.0
     base: float = 0.0  # score before the scale prior
     score: float = 0.0
+    search: float = 0.0  # correlation found by the search that proposed the pose
+    rms: float = 0.0  # intensity disagreement with the metaphase (relative RMS after the global intensity map)
+    mom: tuple | None = None  # moments of (cut-out, metaphase) pixels inside the warped mask
 
 
 @dataclass
@@ -138,8 +150,11 @@ class _Prepared:
         h, w = chrom.mask.shape
         nw, nh = max(3, int(round(w * f))), max(3, int(round(h * f)))
         fx, fy = nw / w, nh / h
-        ink_s = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA)
-        mask_s = cv2.resize(chrom.mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA) > 0.5
+        cover = cv2.resize(chrom.mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+        mask_s = cover > 0.5
+        # normalised resampling: pixels at the outline are not darkened by the background around the cut-out
+        ink_s = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA) / np.maximum(cover, 1e-3)
+        ink_s[~mask_s] = 0.0
         self.ink = cv2.copyMakeBorder(ink_s, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         self.mask = cv2.copyMakeBorder(mask_s.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) > 0
         # original crop coords -> padded scaled coords (cv2.resize pixel-centre convention)
@@ -171,7 +186,8 @@ def _warp_window(T: np.ndarray, src: np.ndarray, shape: tuple[int, int], interp:
     return out, (x0, y0, x1, y1)
 
 
-def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarray, prior=None) -> None:
+def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarray, prior=None, photo=None,
+              p: "MatchParams | None" = None) -> None:
     import cv2
 
     r = _warp_window(c.T, prep.mask.astype(np.float32), meta_ink.shape, cv2.INTER_LINEAR)
@@ -198,8 +214,57 @@ def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarra
     union = float(((fgw & ext) | m).sum())
     c.silhouette = inter / union if union else 0.0
     c.scale = float(np.sqrt(abs(np.linalg.det(c.T[:, :2]))))
-    c.base = max(c.ncc, 0.0) * max(c.ncc_ext, 0.0) * float(np.sqrt(c.silhouette))
+    x = wi[m].astype(np.float64)
+    y = mi[m].astype(np.float64)
+    c.mom = (float(len(x)), x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum())
+    _rescore(c, photo, p)
     c.score = c.base * _scale_prior(c.scale, prior)
+
+
+def _rel_rms(mom, photo) -> float:
+    """RMS of ``meta - (a * cutout + b)`` over the warped mask, relative to the metaphase's mean there."""
+    n, sx, sy, sxx, syy, sxy = mom
+    a, b = photo
+    e = syy - 2 * a * sxy - 2 * b * sy + a * a * sxx + 2 * a * b * sx + n * b * b
+    return float(np.sqrt(max(e, 0.0) / n) / max(abs(sy) / n, 1e-3))
+
+
+def _rescore(c: Candidate, photo, p: "MatchParams | None") -> None:
+    if p is None or not p.photometric:
+        c.base = max(c.ncc, 0.0) * max(c.ncc_ext, 0.0) * float(np.sqrt(c.silhouette))
+        return
+    c.rms = _rel_rms(c.mom, photo) if photo is not None and c.mom is not None else 0.0
+    c.base = (max(c.ncc, 0.0) * float(np.exp(-(c.rms / p.rms_scale) ** 2)) * max(c.ncc_ext, 0.0) ** p.w_ext
+              * max(c.silhouette, 0.0) ** p.w_sil)
+
+
+def _fit_photo(cands: list, n_keep: float = 0.5):
+    """Global intensity map karyogram ink -> metaphase ink (``meta = a * cutout + b``), least squares over the
+    pixels of each cut-out's best pose (by ncc), the better half by ncc, one round of outlier rejection."""
+    best: dict[int, Candidate] = {}
+    for c in cands:
+        if c.mom is not None and (c.chrom not in best or c.ncc > best[c.chrom].ncc):
+            best[c.chrom] = c
+    sel = sorted(best.values(), key=lambda c: -c.ncc)
+    sel = sel[: max(3, int(round(n_keep * len(sel))))]
+    if len(sel) < 3:
+        return None
+
+    def fit(cs):
+        M = np.sum([c.mom for c in cs], axis=0)
+        n, sx, sy, sxx, syy, sxy = M
+        var = sxx / n - (sx / n) ** 2
+        if var <= 0:
+            return None
+        a = (sxy / n - sx * sy / n / n) / var
+        return float(a), float(sy / n - a * sx / n)
+
+    photo = fit(sel)
+    if photo is None:
+        return None
+    r = np.array([_rel_rms(c.mom, photo) for c in sel])
+    keep = [c for c, v in zip(sel, r) if v <= 2.0 * np.median(r)]
+    return fit(keep) if len(keep) >= 3 else photo
 
 
 def _scale_prior(s: float, prior) -> float:
@@ -217,7 +282,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ecc_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, meta_ink: np.ndarray, fg: np.ndarray,
-                max_scale_change: float = 0.05) -> Candidate:
+                max_scale_change: float = 0.05, p: "MatchParams | None" = None) -> Candidate:
     """Polish a pose by ECC (affine motion) over the cut-out and a thin background ring around it."""
     import cv2
 
@@ -248,7 +313,9 @@ def _ecc_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, meta_ink:
     A = sc * Rot
     W = np.hstack([A, (new_c - A @ centre)[:, None]])
     n = Candidate(c.chrom, W, c.inliers, c.method + "+ecc")
-    _evaluate(n, prep, meta_ink, fg)
+    _evaluate(n, prep, meta_ink, fg, p=p)
+    if p is not None and p.photometric:
+        return n if n.ncc > c.ncc else c
     return n if n.base > c.base else c
 
 
@@ -371,6 +438,71 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
     return out
 
 
+def _dense_candidates(i, prep, roi_ink: np.ndarray, roi_allowed: np.ndarray | None, off: tuple[int, int],
+                      p: "MatchParams", top: int):
+    """Rotated template search at full resolution, the correlation taken inside the cut-out's mask only.
+
+    A cut-out is a (rescaled) copy of the metaphase's own pixels, so at its true place the correlation
+    inside its silhouette is close to 1 even where the place is part of a cluster of touching chromosomes
+    (a ring of background around it, as the coarse search uses, is then no background). ``roi_ink`` is
+    the part of the metaphase searched (its top-left at ``off`` in the metaphase); ``roi_allowed`` (same
+    shape) says where the cut-out's centre may lie (near the foreground).
+    """
+    import cv2
+
+    h, w = prep.ink.shape
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    diag = int(np.ceil(np.hypot(h, w))) + 2
+    Hr, Wr = roi_ink.shape
+    maxmap = np.full((Hr, Wr), -1.0, np.float32)
+    argmap = np.full((Hr, Wr), -1, np.int32)
+    poses = []
+    mask_f = prep.mask.astype(np.float32)
+    for ang in np.arange(0.0, 360.0, p.dense_angle_step):
+        R = cv2.getRotationMatrix2D((cx, cy), float(ang), 1.0)
+        R[:, 2] += ((diag - 1) / 2 - cx, (diag - 1) / 2 - cy)
+        t = cv2.warpAffine(prep.ink, R, (diag, diag), flags=cv2.INTER_LINEAR)
+        m = cv2.warpAffine(mask_f, R, (diag, diag), flags=cv2.INTER_LINEAR) > 0.5
+        ys, xs = np.nonzero(m)
+        if len(xs) < 6:
+            continue
+        bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        tt = np.ascontiguousarray((t * m)[by0:by1, bx0:bx1], dtype=np.float32)
+        if tt.shape[0] >= Hr or tt.shape[1] >= Wr:
+            continue
+        res = cv2.matchTemplate(roi_ink, tt, cv2.TM_CCOEFF_NORMED, mask=m[by0:by1, bx0:bx1].astype(np.float32))
+        res[~np.isfinite(res)] = -1.0
+        ox = int(round((diag - 1) / 2 - bx0))
+        oy = int(round((diag - 1) / 2 - by0))
+        rh, rw = res.shape
+        ya, xa = max(0, oy), max(0, ox)
+        yb, xb = min(Hr, oy + rh), min(Wr, ox + rw)
+        if yb <= ya or xb <= xa:
+            continue
+        sub = res[ya - oy: yb - oy, xa - ox: xb - ox]
+        cur = maxmap[ya:yb, xa:xb]
+        better = sub > cur
+        cur[better] = sub[better]
+        argmap[ya:yb, xa:xb][better] = len(poses)
+        poses.append((R, bx0, by0, ox, oy))
+    if roi_allowed is not None:
+        maxmap[~roi_allowed] = -1.0
+    out = []
+    r0 = max(2, int(round(p.dense_nms * prep.length)))
+    for _ in range(top):
+        _, mv, _, (xc, yc) = cv2.minMaxLoc(maxmap)
+        if mv <= 0 or argmap[yc, xc] < 0:
+            break
+        R, bx0, by0, ox, oy = poses[argmap[yc, xc]]
+        T = R.copy()
+        T[:, 2] += (xc - ox - bx0 + off[0], yc - oy - by0 + off[1])
+        c = Candidate(i, T, 0, "dense")
+        c.search = float(mv)
+        out.append(c)
+        cv2.circle(maxmap, (int(xc), int(yc)), r0, -1.0, -1)
+    return out
+
+
 def _search_scale(chroms, f0: float, light: bool, meta_ink_f: np.ndarray, p: "MatchParams") -> float:
     """Global cut-out -> metaphase scale: the factor around ``f0`` at which the biggest cut-outs find their
     best rotated-template correlation (the foreground area misleads when the metaphase is blurred or
@@ -475,24 +607,40 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     meta_ink_f = meta_ink.astype(np.float32)
     meta_ds = cv2.resize(meta_ink_f, None, fx=1 / p.template_ds, fy=1 / p.template_ds, interpolation=cv2.INTER_AREA)
 
+    # the part of the metaphase searched densely: the foreground's bounding box and a margin
+    ys_, xs_ = np.nonzero(fg)
+    mg_ = int(max(pr.length for pr in preps))
+    if len(xs_):
+        rx0, ry0 = max(0, int(xs_.min()) - mg_), max(0, int(ys_.min()) - mg_)
+        rx1, ry1 = min(W, int(xs_.max()) + 1 + mg_), min(H, int(ys_.max()) + 1 + mg_)
+    else:
+        rx0, ry0, rx1, ry1 = 0, 0, W, H
+
     def candidates(i: int, ink: np.ndarray, ink_f: np.ndarray, ink_ds: np.ndarray, fgm: np.ndarray, use_sift: bool):
         prep = preps[i]
         cs: list[Candidate] = []
         if use_sift:
             cs, _ = _sift_candidates(i, prep, kp_m, des_m, sift, p, s_lo, s_hi)
             for c in cs:
-                _evaluate(c, prep, ink, fgm)
+                _evaluate(c, prep, ink, fgm, p=p)
         good = [c for c in cs if c.score >= p.min_candidate_score]
-        if p.template_fallback and len(good) < p.template_min_good:
+        if p.dense:
+            allowed = cv2.dilate(fgm[ry0:ry1, rx0:rx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            ts = _dense_candidates(i, prep, np.ascontiguousarray(ink_f[ry0:ry1, rx0:rx1]), allowed, (rx0, ry0), p,
+                                   top=p.dense_top)
+            for c in ts:
+                _evaluate(c, prep, ink, fgm, p=p)
+            cs += ts
+        elif p.template_fallback and len(good) < p.template_min_good:
             ts = _template_candidates(i, prep, ink_ds, p, top=p.template_top)
             for c in ts:
-                _evaluate(c, prep, ink, fgm)
+                _evaluate(c, prep, ink, fgm, p=p)
             cs += ts
         cs = [c for c in cs if c.base > 0]
         cs.sort(key=lambda c: -c.base)
         cs = cs[: p.max_candidates]
         if p.ecc:  # the right place shows only at a fine pose: polish every candidate before ranking
-            cs = [_ecc_refine(c, prep, ink_f, ink, fgm) for c in cs]
+            cs = [_ecc_refine(c, prep, ink_f, ink, fgm, p=p) for c in cs]
             cs.sort(key=lambda c: -c.base)
         return cs
 
@@ -516,6 +664,18 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
 
         cands = [c for c in cands if c.chrom not in accepted and c.score >= p.min_candidate_score and c.ncc >= p.min_ncc]
         if not cands:
+            return
+        if p.assign == "greedy":
+            # best pose first; a pose whose warped mask lies mostly on pixels already claimed is refused
+            # and the cut-out's next pose is tried
+            for c in sorted(cands, key=lambda c: -c.score):
+                if c.chrom in accepted:
+                    continue
+                full = warped_mask(c)
+                if full is None or (full & taken).sum() > p.max_overlap * full.sum():
+                    continue
+                accepted[c.chrom] = (c, full)
+                taken |= full
             return
         # locations: candidate poses whose centres are close are one place in the metaphase
         centres = np.array([c.T @ np.array([preps[c.chrom].ink.shape[1] / 2, preps[c.chrom].ink.shape[0] / 2, 1.0])
@@ -551,7 +711,9 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     prior = None
     if best and p.scale_sigma:
         prior = (float(np.median([c.scale for c in best.values()])), p.scale_sigma)
+    photo = _fit_photo(cands) if p.photometric else None
     for c in cands:
+        _rescore(c, photo, p)
         c.score = c.base * _scale_prior(c.scale, prior)
     all_cands = list(cands)
     accept(cands, meta_ink, meta_ink_f, fg)
@@ -571,6 +733,7 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         for i in rest:
             cands += candidates(i, ink2, ink2_f, ink2_ds, fg2, False)
         for c in cands:
+            _rescore(c, photo, p)
             c.score = c.base * _scale_prior(c.scale, prior)
         all_cands += cands
         accept(cands, ink2, ink2_f, fg2)
