@@ -334,3 +334,16 @@ def test_backbone_weights_from_a_training_checkpoint(tmp_path):
     m = build_model("rmr", backbone="resnet18", image_size=(128, 160), backbone_weights=str(ck), fpn_channels=64)
     body = m.backbone.fpn.body.state_dict()
     assert torch.equal(body["layer3.0.conv1.weight"], src["backbone.fpn.body.layer3.0.conv1.weight"])
+
+
+def test_detections_carry_their_class_probabilities():
+    """Each rotated detection has its RoI's 24 class probabilities; its own class's entry is its score."""
+    torch.manual_seed(0)
+    m = build_model("ermr", backbone="resnet18", image_size=(128, 160), **SMALL, box_score_thresh=0.0).eval()
+    with torch.no_grad():
+        out = m([torch.rand(1, 128, 160)])[0]
+    n = out["scores"].shape[0]
+    assert n > 0 and out["class_scores"].shape == (n, 24)
+    own = out["class_scores"][torch.arange(n), out["labels"] - 1]
+    torch.testing.assert_close(own, out["scores"])
+    assert float(out["class_scores"].sum(1).max()) <= 1.0 + 1e-5

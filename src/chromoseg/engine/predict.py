@@ -33,8 +33,8 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     """Turn one image's raw model output into instances by the paper's rule.
 
     ``det``: ``boxes`` [N,4], ``labels``, ``scores``, ``masks`` [N,1,H,W] probabilities, optional ``rboxes``
-    and ``endpoints``. Returns dicts with ``mask`` (bool numpy), ``bbox`` (xywh), ``rbox``, ``endpoints``,
-    ``category_id``, ``score``, sorted by decreasing score.
+    and ``endpoints``, ``class_scores`` [N,24]. Returns dicts with ``mask`` (bool numpy), ``bbox`` (xywh),
+    ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by decreasing score.
     """
     from chromoseg.data.coco import mask_bbox
     from chromoseg.ops import mask_endpoints, mask_nms, mask_to_rbox
@@ -60,9 +60,12 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
             ends = det["endpoints"][i].tolist()
         else:
             ends = np.asarray(mask_endpoints(m)).tolist()
-        out.append({"mask": m, "bbox": mask_bbox(m), "rbox": [float(v) for v in rbox],
-                    "endpoints": [[float(x), float(y)] for x, y in ends],
-                    "category_id": int(det["labels"][i]), "score": float(scores[i])})
+        inst = {"mask": m, "bbox": mask_bbox(m), "rbox": [float(v) for v in rbox],
+                "endpoints": [[float(x), float(y)] for x, y in ends],
+                "category_id": int(det["labels"][i]), "score": float(scores[i])}
+        if "class_scores" in det:  # the detection's RoI's 24 class probabilities (flags unsure classes)
+            inst["class_scores"] = [float(v) for v in det["class_scores"][i]]
+        out.append(inst)
     return out
 
 
@@ -73,7 +76,8 @@ def instances_to_results(instances: list[dict], image_id: int | str, file_name: 
     return [{"image_id": image_id, "file_name": file_name, "category_id": inst["category_id"],
              "score": round(inst["score"], 5), "segmentation": encode_mask(inst["mask"]),
              "bbox": [round(v, 2) for v in inst["bbox"]], "rbox": [round(v, 3) for v in inst["rbox"]],
-             "endpoints": [[round(x, 2), round(y, 2)] for x, y in inst["endpoints"]], "area": int(inst["mask"].sum())}
+             "endpoints": [[round(x, 2), round(y, 2)] for x, y in inst["endpoints"]], "area": int(inst["mask"].sum()),
+             **({"class_scores": [round(v, 4) for v in inst["class_scores"]]} if "class_scores" in inst else {})}
             for inst in instances]
 
 
@@ -95,12 +99,16 @@ class Predictor:
         self.device = torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
+    def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
+        """``path``: a ``chromoseg train`` checkpoint, a ``chromoseg export`` file, a shipped model's
+        name (``mfish``) or None for the default shipped model (see :mod:`chromoseg.weights`)."""
         from chromoseg.engine.checkpoint import load_model
+        from chromoseg.weights import resolve_model
 
         cfg = cfg or InferenceConfig()
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS
-        model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05)
+        model = load_model(resolve_model(path), device=device, box_detections_per_img=max(cfg.top_k, 1),
+                           box_score_thresh=0.05)
         return cls(model, cfg, device)
 
     @torch.no_grad()

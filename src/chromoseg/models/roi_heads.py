@@ -381,6 +381,7 @@ class RotatedRoIHeads(nn.Module):
             lab = labels[:, 1:].reshape(-1)
             hb = hdec.split(per_image)[i][:, 1:].reshape(-1, 4) if self.hr else None
             keep = torch.where((s > self.score_thresh) & (rb[:, 2] > 1e-2) & (rb[:, 3] > 1e-2))[0]
+            roi = keep // (num_classes - 1)  # the RoI each candidate comes from
             rb, s, lab = rb[keep], s[keep], lab[keep]
             keep_r = batched_nms_rotated(rb, s, lab, self.nms_thresh)[: self.detections_per_img]
             if self.hr:
@@ -403,7 +404,8 @@ class RotatedRoIHeads(nn.Module):
                 box = rbox_to_hbox(rbox)
             box[:, 0::2] = box[:, 0::2].clamp(0, w)
             box[:, 1::2] = box[:, 1::2].clamp(0, h)
-            results.append({"boxes": box, "rboxes": rbox, "scores": s[idx], "labels": lab[idx]})
+            results.append({"boxes": box, "rboxes": rbox, "scores": s[idx], "labels": lab[idx],
+                            "class_scores": sc[roi[idx], 1:]})  # the RoI's 24 class probabilities
         return results
 
     def postprocess_masks(self, features, results, image_shapes):
