@@ -361,3 +361,12 @@ def test_cli_help_teaches(capsys):
         main(["karyogram", "--help"])
     text = capsys.readouterr().out
     assert "report.html" in text and "--results" in text and "examples" in text
+
+
+def test_far_from_a_karyotype_is_no_call():
+    from chromoseg.karyotype.counts import count_karyotype
+
+    k = count_karyotype([{"category_id": c, "score": 0.9} for c in (1, 1, 2, 23)])
+    assert k.summary == "4,X,?" and any(f.startswith("no_call") for f in k.flags)
+    k = count_karyotype([])
+    assert k.summary == "0,?,?"

@@ -13,13 +13,14 @@ Rules (all thresholds are arguments of :func:`count_karyotype`):
 * the summary is :func:`chromoseg.karyotype.iscn.format_iscn` of the class counts with the total of
   all instances; a class whose deviation from the expected count may be explained by a weak
   chromosome (a weak one assigned to it, or a weak one whose second-best class it is) is written
-  with ``?`` (``45,XY,-?8``).
+  with ``?`` (``45,XY,-?8``); when more than ``max_listed`` (8) classes depart from the expected
+  count the result is no karyotype call and the summary is only ``total,sex,?`` (flag ``no_call``).
 
 Flags (weak evidence, each ``code: message``): ``low_score`` (weak chromosomes by score),
 ``unsure_class`` (small class margin), ``unassigned`` (chromosomes without a class), ``count``
 (total more than ``max_count_deviation`` = 2 from 46), ``class_count`` (a class with 0 or >= 4
 chromosomes: more likely a mistake than a real nullisomy/tetrasomy), ``sex`` (no X, or more than 3
-sex chromosomes), ``inconsistent`` (unassigned chromosomes make the summary's list not add up).
+sex chromosomes), ``no_call`` (see above), ``inconsistent`` (unassigned chromosomes make the summary's list not add up).
 ``findings`` lists the departures from a normal 46,XX / 46,XY (what a reader should look at even when
 the evidence is strong).
 """
@@ -115,6 +116,7 @@ def count_karyotype(
     min_margin: float = MIN_MARGIN,
     max_count_deviation: int = 2,
     max_unassigned: int = 0,
+    max_listed: int = 8,
 ) -> KaryotypeCounts:
     """Count the chromosomes of one metaphase and summarise them (see the module docstring)."""
     counts = {c: 0 for c in range(1, 25)}
@@ -142,13 +144,19 @@ def count_karyotype(
     n_x, n_y = counts[X_ID], counts[Y_ID]
     sex = sex_call(n_x, n_y)
     expected = expected_for_sex(n_y)
-    summary = format_iscn(counts, total=total, questioned=questioned & _deviating(counts))
+    n_dev = sum(counts[c] != expected[c] for c in counts)
+    if n_dev > max_listed:  # not a karyotype call: say so instead of listing every class
+        summary = f"{total},{sex or '?'},?"
+    else:
+        summary = format_iscn(counts, total=total, questioned=questioned & _deviating(counts))
 
     flags: list[str] = []
     if n_low:
         flags.append(f"low_score: {n_low} chromosome(s) with score < {min_score:g}")
     if n_unsure:
         flags.append(f"unsure_class: {n_unsure} chromosome(s) with class margin < {min_margin:g}")
+    if n_dev > max_listed:
+        flags.append(f"no_call: {n_dev} classes differ from the expected count; no per-class summary")
     if unassigned > max_unassigned:
         flags.append(f"unassigned: {unassigned} chromosome(s) without a class")
     if abs(total - 46) > max_count_deviation:
