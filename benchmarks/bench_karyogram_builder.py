@@ -47,7 +47,7 @@ def run_real(data: Path, out: Path) -> tuple[list[dict], float, str]:
     return rows, el, s.text()
 
 
-def run_synthetic(gt_path: Path, out: Path, limit: int, scale: float) -> dict:
+def run_synthetic(gt_path: Path, out: Path, limit: int, scale: float, only: tuple[str, ...] = ()) -> dict:
     import cv2
 
     from chromoseg.data.coco import load_coco
@@ -60,6 +60,8 @@ def run_synthetic(gt_path: Path, out: Path, limit: int, scale: float) -> dict:
     if limit and len(images) > limit:
         step = len(images) / limit
         images = [images[int(k * step)] for k in range(limit)]
+    if only:  # a few of those, by file name (for iterating on the worst images)
+        images = [i for i in images if Path(i["file_name"]).stem in only or Path(i["file_name"]).name in only]
     (out / "k").mkdir(parents=True, exist_ok=True)
     pairs, gts, layouts_ok = [], {}, [0, 0]
     crowds_total = 0
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="out/bench_kp")
     ap.add_argument("--md", default=None, help="write the results as Markdown here")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--images", default="", help="comma-separated names: only these of the synthetic pairs")
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     lines = []
@@ -144,7 +147,8 @@ def main(argv=None) -> int:
         lines += ["", "```", text, "```", ""]
     gt = Path(args.gt)
     if gt.is_file():
-        res = run_synthetic(gt, out / "synthetic", args.limit, args.scale)
+        only = tuple(x for x in args.images.split(",") if x)
+        res = run_synthetic(gt, out / "synthetic", args.limit, args.scale, only)
         t = res["tot"]
         ious = np.array(res["ious"]) if res["ious"] else np.zeros(1)
         lines += [

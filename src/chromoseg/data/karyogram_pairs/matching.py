@@ -62,6 +62,7 @@ class MatchParams:
     ecc: bool = True
     max_overlap: float = 0.6
     min_candidate_score: float = 0.6  # a pose scoring lower is no match (right pairs score ~0.85-0.95, wrong ones ~0.5)
+    strong_ncc: float = 0.98  # ... unless its texture agrees this well (a lab may retouch a cut-out's contrast)
     min_ncc: float = 0.85  # nor one whose cut-out correlates less with the metaphase (right: >0.9, wrong: <0.85)
     sift_contrast: float = 0.02
     fg_factor: float = 0.7
@@ -71,14 +72,22 @@ class MatchParams:
     dense: bool = True  # full-resolution rotated search, correlation inside the cut-out's mask
     dense_angle_step: float = 6.0
     dense_top: int = 6
+    dense_skip_ncc: float = 0.97  # no dense search for a cut-out SIFT already placed with this ncc
+    dense_len: int = 48  # cut-outs longer than this (px, metaphase scale) are searched at 1/(length // this)
     dense_nms: float = 0.35  # peaks closer than this x the cut-out's length are one place
     photometric: bool = True  # score the intensity agreement too (a cut-out is a copy of the metaphase's pixels)
     rms_scale: float = 0.25
     w_ext: float = 0.0
     w_sil: float = 0.25
+    local_refine: bool = True  # polish every pose by a small exhaustive search (rotation, scale, shift)
+    refine_angle: float = 4.0
+    refine_angle_step: float = 1.0
+    refine_scales: tuple[float, ...] = (0.97, 1.0, 1.03)
+    refine_shift: int = 3
+    photo_refine_top: int = 3  # poses per cut-out polished by the squared difference once the intensity map is known
     assign: str = "greedy"  # "greedy" (best pose first, with exclusion) or "hungarian" (over places)
     scale_sigma: float = 0.0  # prior on log(scale / typical scale of the pair); 0 = none (it hurt on M-FISH)
-    refine_tol: int = 2  # warped-mask pixels farther than this from the foreground are cut
+    refine_tol: int | None = None  # warped-mask pixels farther than this from the foreground are cut (None: none)
     refine_grow: int = 1  # foreground pixels this close to the warped mask are added
 
 
@@ -192,12 +201,14 @@ def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarra
 
     r = _warp_window(c.T, prep.mask.astype(np.float32), meta_ink.shape, cv2.INTER_LINEAR)
     if r is None:
-        c.ncc = c.coverage = c.score = 0.0
+        c.ncc = c.coverage = c.score = c.base = 0.0
+        c.rms = float("inf")
         return
     wm, (x0, y0, x1, y1) = r
     m = wm > 0.5
     if m.sum() < 0.5 * prep.area:  # mostly outside the image
-        c.ncc = c.coverage = c.score = 0.0
+        c.ncc = c.coverage = c.score = c.base = 0.0
+        c.rms = float("inf")
         return
     wi, _ = _warp_window(c.T, prep.ink, meta_ink.shape, cv2.INTER_LINEAR)
     mi = meta_ink[y0:y1, x0:x1]
@@ -222,11 +233,12 @@ def _evaluate(c: Candidate, prep: _Prepared, meta_ink: np.ndarray, fg: np.ndarra
 
 
 def _rel_rms(mom, photo) -> float:
-    """RMS of ``meta - (a * cutout + b)`` over the warped mask, relative to the metaphase's mean there."""
+    """RMS of ``meta - (a * cutout + b)`` over the warped mask, relative to ``norm`` (the mean ink of the
+    metaphase's chromosomes: a pale chromosome is not held to a tighter standard than a dark one)."""
     n, sx, sy, sxx, syy, sxy = mom
-    a, b = photo
+    a, b, norm = photo
     e = syy - 2 * a * sxy - 2 * b * sy + a * a * sxx + 2 * a * b * sx + n * b * b
-    return float(np.sqrt(max(e, 0.0) / n) / max(abs(sy) / n, 1e-3))
+    return float(np.sqrt(max(e, 0.0) / n) / max(norm, 1e-3))
 
 
 def _rescore(c: Candidate, photo, p: "MatchParams | None") -> None:
@@ -257,7 +269,7 @@ def _fit_photo(cands: list, n_keep: float = 0.5):
         if var <= 0:
             return None
         a = (sxy / n - sx * sy / n / n) / var
-        return float(a), float(sy / n - a * sx / n)
+        return float(a), float(sy / n - a * sx / n), float(sy / n)
 
     photo = fit(sel)
     if photo is None:
@@ -317,6 +329,76 @@ def _ecc_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, meta_ink:
     if p is not None and p.photometric:
         return n if n.ncc > c.ncc else c
     return n if n.base > c.base else c
+
+
+def _local_refine(c: Candidate, prep: _Prepared, meta_ink_f: np.ndarray, p: "MatchParams", photo=None) -> Candidate:
+    """Polish a pose by a small exhaustive search: rotation +-``refine_angle`` (steps of ``refine_angle_step``),
+    scale x ``refine_scales``, translation within ``refine_shift`` px (sub-pixel by a parabola through the
+    best value). Without ``photo`` the criterion is the correlation inside the cut-out's mask, as in the
+    dense search; with ``photo = (a, b)`` (the pair's intensity map) it is the squared difference between
+    the metaphase and ``a * cutout + b`` inside the mask, which also sees brightness and is sharper on
+    blurred chromosomes with little texture."""
+    import cv2
+
+    A0, t0 = c.T[:, :2], c.T[:, 2]
+    h, w = prep.ink.shape
+    c0 = np.array([(w - 1) / 2, (h - 1) / 2])
+    centre = A0 @ c0 + t0
+    s0 = float(np.sqrt(abs(np.linalg.det(A0))))
+    diag = int(np.ceil(np.hypot(h, w) * s0 * max(p.refine_scales))) + 4
+    r = p.refine_shift
+    H, W = meta_ink_f.shape
+    best = (-np.inf, None)
+    mask_f = prep.mask.astype(np.float32)
+    angles = np.arange(-p.refine_angle, p.refine_angle + 1e-6, p.refine_angle_step)
+    for k in p.refine_scales:
+        for da in angles:
+            Rd = cv2.getRotationMatrix2D((0.0, 0.0), float(da), float(k))[:, :2]
+            A = Rd @ A0
+            tc = np.array([(diag - 1) / 2, (diag - 1) / 2]) - A @ c0  # cut-out centre -> template centre
+            M = np.hstack([A, tc[:, None]])
+            t = cv2.warpAffine(prep.ink, M, (diag, diag), flags=cv2.INTER_LINEAR)
+            m = cv2.warpAffine(mask_f, M, (diag, diag), flags=cv2.INTER_LINEAR) > 0.5
+            ys, xs = np.nonzero(m)
+            if len(xs) < 6:
+                continue
+            bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            tt = (t * m)[by0:by1, bx0:bx1]
+            if photo is not None:
+                tt = (photo[0] * tt + photo[1]) * m[by0:by1, bx0:bx1]
+            tt = np.ascontiguousarray(tt, dtype=np.float32)
+            # window of the metaphase: the template's top-left may move by +-r around the current place
+            x0 = int(round(centre[0] - ((diag - 1) / 2 - bx0))) - r
+            y0 = int(round(centre[1] - ((diag - 1) / 2 - by0))) - r
+            th, tw = tt.shape
+            if x0 < 0 or y0 < 0 or x0 + tw + 2 * r > W or y0 + th + 2 * r > H:
+                continue
+            win = meta_ink_f[y0: y0 + th + 2 * r, x0: x0 + tw + 2 * r]
+            mm = m[by0:by1, bx0:bx1].astype(np.float32)
+            if photo is None:
+                res = cv2.matchTemplate(win, tt, cv2.TM_CCOEFF_NORMED, mask=mm)
+            else:  # minus the mean squared difference: bigger is better
+                res = -cv2.matchTemplate(win, tt, cv2.TM_SQDIFF, mask=mm) / max(float(mm.sum()), 1.0)
+            res[~np.isfinite(res)] = -1e9
+            _, mv, _, (mx, my) = cv2.minMaxLoc(res)
+            if mv > best[0]:
+                fx = fy = 0.0
+                if 0 < mx < res.shape[1] - 1:
+                    a_, b_, c_ = res[my, mx - 1], res[my, mx], res[my, mx + 1]
+                    den = a_ - 2 * b_ + c_
+                    fx = float(np.clip(0.5 * (a_ - c_) / den, -0.5, 0.5)) if den < 0 else 0.0
+                if 0 < my < res.shape[0] - 1:
+                    a_, b_, c_ = res[my - 1, mx], res[my, mx], res[my + 1, mx]
+                    den = a_ - 2 * b_ + c_
+                    fy = float(np.clip(0.5 * (a_ - c_) / den, -0.5, 0.5)) if den < 0 else 0.0
+                # template top-left at (x0 + mx + fx, y0 + my + fy): its centre is the cut-out's centre
+                cm = np.array([x0 + mx + fx + (diag - 1) / 2 - bx0, y0 + my + fy + (diag - 1) / 2 - by0])
+                best = (mv, np.hstack([A, (cm - A @ c0)[:, None]]))
+    if best[1] is None:
+        return c
+    n = Candidate(c.chrom, best[1], c.inliers, c.method + "+local")
+    n.search = c.search
+    return n
 
 
 def _sift_candidates(i, prep, kp_m, des_m, sift, p: MatchParams, s_lo, s_hi):
@@ -439,16 +521,35 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
 
 
 def _dense_candidates(i, prep, roi_ink: np.ndarray, roi_allowed: np.ndarray | None, off: tuple[int, int],
-                      p: "MatchParams", top: int):
+                      p: "MatchParams", top: int, ds: int = 1):
     """Rotated template search at full resolution, the correlation taken inside the cut-out's mask only.
 
     A cut-out is a (rescaled) copy of the metaphase's own pixels, so at its true place the correlation
     inside its silhouette is close to 1 even where the place is part of a cluster of touching chromosomes
     (a ring of background around it, as the coarse search uses, is then no background). ``roi_ink`` is
     the part of the metaphase searched (its top-left at ``off`` in the metaphase); ``roi_allowed`` (same
-    shape) says where the cut-out's centre may lie (near the foreground).
+    shape) says where the cut-out's centre may lie (near the foreground). Long cut-outs are searched at
+    1/``ds`` resolution (the poses are then polished at full resolution by :func:`_local_refine`).
     """
     import cv2
+
+    if ds > 1:
+        q = _Prepared.__new__(_Prepared)
+        q.ink = cv2.resize(prep.ink, None, fx=1 / ds, fy=1 / ds, interpolation=cv2.INTER_AREA)
+        q.mask = cv2.resize(prep.mask.astype(np.float32), None, fx=1 / ds, fy=1 / ds, interpolation=cv2.INTER_AREA) > 0.5
+        q.length = prep.length / ds
+        roi_d = cv2.resize(roi_ink, None, fx=1 / ds, fy=1 / ds, interpolation=cv2.INTER_AREA)
+        al_d = None
+        if roi_allowed is not None:
+            al_d = cv2.resize(roi_allowed.astype(np.uint8), (roi_d.shape[1], roi_d.shape[0]),
+                              interpolation=cv2.INTER_NEAREST) > 0
+        out = _dense_candidates(i, q, roi_d, al_d, (0, 0), p, top, 1)
+        # ds coords: p_d = (p + 0.5) / ds - 0.5
+        D = np.array([[1 / ds, 0, 0.5 / ds - 0.5], [0, 1 / ds, 0.5 / ds - 0.5], [0, 0, 1]])
+        U = np.array([[ds, 0, 0.5 * ds - 0.5 + off[0]], [0, ds, 0.5 * ds - 0.5 + off[1]], [0, 0, 1]])
+        for c in out:
+            c.T = (U @ np.vstack([c.T, [0, 0, 1]]) @ D)[:2]
+        return out
 
     h, w = prep.ink.shape
     cx, cy = (w - 1) / 2, (h - 1) / 2
@@ -624,14 +725,16 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
             for c in cs:
                 _evaluate(c, prep, ink, fgm, p=p)
         good = [c for c in cs if c.score >= p.min_candidate_score]
-        if p.dense:
+        strong = [c for c in cs if c.ncc >= p.dense_skip_ncc]
+        if p.dense and not strong:  # SIFT found no near-exact copy (few keypoints, little texture)
             allowed = cv2.dilate(fgm[ry0:ry1, rx0:rx1].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            ds = max(1, int(prep.length // p.dense_len))
             ts = _dense_candidates(i, prep, np.ascontiguousarray(ink_f[ry0:ry1, rx0:rx1]), allowed, (rx0, ry0), p,
-                                   top=p.dense_top)
+                                   top=p.dense_top, ds=ds)
             for c in ts:
                 _evaluate(c, prep, ink, fgm, p=p)
             cs += ts
-        elif p.template_fallback and len(good) < p.template_min_good:
+        elif not p.dense and p.template_fallback and len(good) < p.template_min_good:
             ts = _template_candidates(i, prep, ink_ds, p, top=p.template_top)
             for c in ts:
                 _evaluate(c, prep, ink, fgm, p=p)
@@ -639,6 +742,16 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         cs = [c for c in cs if c.base > 0]
         cs.sort(key=lambda c: -c.base)
         cs = cs[: p.max_candidates]
+        if p.local_refine:
+            ref = []
+            for c in cs:
+                n = _local_refine(c, prep, ink_f, p)
+                if n is not c:
+                    _evaluate(n, prep, ink, fgm, p=p)
+                    if n.ncc > c.ncc:
+                        c = n
+                ref.append(c)
+            cs = sorted(ref, key=lambda c: -c.base)
         if p.ecc:  # the right place shows only at a fine pose: polish every candidate before ranking
             cs = [_ecc_refine(c, prep, ink_f, ink, fgm, p=p) for c in cs]
             cs.sort(key=lambda c: -c.base)
@@ -662,7 +775,8 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         from scipy.optimize import linear_sum_assignment
         from sklearn.cluster import DBSCAN
 
-        cands = [c for c in cands if c.chrom not in accepted and c.score >= p.min_candidate_score and c.ncc >= p.min_ncc]
+        cands = [c for c in cands if c.chrom not in accepted and c.ncc >= p.min_ncc
+                 and (c.score >= p.min_candidate_score or c.ncc >= p.strong_ncc)]
         if not cands:
             return
         if p.assign == "greedy":
@@ -712,8 +826,31 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     if best and p.scale_sigma:
         prior = (float(np.median([c.scale for c in best.values()])), p.scale_sigma)
     photo = _fit_photo(cands) if p.photometric else None
+
+    def photo_polish(cs: list[Candidate], ink_f, ink, fgm) -> list[Candidate]:
+        """Rescore with the intensity map and polish each cut-out's best poses by the squared difference."""
+        for c in cs:
+            _rescore(c, photo, p)
+        if photo is None or not p.photo_refine_top:
+            return cs
+        by: dict[int, list[Candidate]] = {}
+        for c in cs:
+            by.setdefault(c.chrom, []).append(c)
+        out = []
+        for k, lst in by.items():
+            lst.sort(key=lambda c: -c.base)
+            for j, c in enumerate(lst):
+                if j < p.photo_refine_top:
+                    n = _local_refine(c, preps[k], ink_f, p, photo)
+                    if n is not c:
+                        _evaluate(n, preps[k], ink, fgm, photo=photo, p=p)
+                        if n.rms < c.rms:
+                            c = n
+                out.append(c)
+        return out
+
+    cands = photo_polish(cands, meta_ink_f, meta_ink, fg)
     for c in cands:
-        _rescore(c, photo, p)
         c.score = c.base * _scale_prior(c.scale, prior)
     all_cands = list(cands)
     accept(cands, meta_ink, meta_ink_f, fg)
@@ -732,8 +869,8 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
         cands = []
         for i in rest:
             cands += candidates(i, ink2, ink2_f, ink2_ds, fg2, False)
+        cands = photo_polish(cands, ink2_f, ink2, fg2)
         for c in cands:
-            _rescore(c, photo, p)
             c.score = c.base * _scale_prior(c.scale, prior)
         all_cands += cands
         accept(cands, ink2, ink2_f, fg2)
@@ -743,8 +880,11 @@ def match_pair(metaphase: np.ndarray, layout: KaryogramLayout, params: MatchPara
     # refine against the metaphase foreground and settle contested pixels
     order = sorted(accepted, key=lambda k: -accepted[k][0].score)
     refined = {}
-    fg_near = cv2.dilate(fg.astype(np.uint8), cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * p.refine_tol + 1, 2 * p.refine_tol + 1))) > 0
+    if p.refine_tol is None:
+        fg_near = np.ones((H, W), bool)
+    else:
+        fg_near = cv2.dilate(fg.astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * p.refine_tol + 1, 2 * p.refine_tol + 1))) > 0
     k_grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.refine_grow + 1, 2 * p.refine_grow + 1))
     for k in order:
         c, full = accepted[k]
