@@ -33,6 +33,19 @@ def test_paper_rule():
     assert len(top2) == 1
 
 
+def test_object_score_keeps_a_chromosome_of_unsure_class():
+    det = fake_detections()
+    cs = torch.full((4, 24), 0.0)
+    cs[0, 2], cs[1, 2], cs[2, 6] = 0.9, 0.8, 0.7
+    cs[3, 8], cs[3, 9] = 0.3, 0.35  # unsure between 9 and 10, but surely a chromosome (P(bg) 0.35)
+    det["class_scores"] = cs
+    insts = select_instances(det, InferenceConfig(score="object"))
+    assert [i["category_id"] for i in insts] == [3, 7, 9]  # the paper's class score drops the last one
+    assert insts[2]["score"] == pytest.approx(0.65) and insts[2]["class_scores"][9] == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="class_scores"):
+        select_instances(fake_detections(), InferenceConfig(score="object"))
+
+
 def test_label_image_keeps_higher_score():
     insts = select_instances(fake_detections(), InferenceConfig(mask_nms_iou=0, score_threshold=0))
     lab = label_image(insts, (40, 50))

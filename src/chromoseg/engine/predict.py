@@ -27,6 +27,10 @@ class InferenceConfig:
     mask_nms_iou: float = 0.5  #: mask-level NMS threshold, class-agnostic (None/<=0: off)
     score_threshold: float = 0.5  #: the paper's confidence threshold, applied last
     min_area: int = 4  #: masks with fewer pixels are dropped
+    #: what ``score`` is: "class" = the detection's class probability (the paper, torchvision);
+    #: "object" = 1 - P(background) of its RoI (is it a chromosome at all), the class's own
+    #: probability then shows only in ``class_scores`` (rotated variants only)
+    score: str = "class"
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -40,7 +44,15 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     from chromoseg.ops import mask_endpoints, mask_nms, mask_to_rbox
 
     scores = det["scores"].detach().float().cpu()
-    order = torch.argsort(scores, descending=True)[: cfg.top_k]
+    rank = scores
+    if cfg.score == "object":
+        if "class_scores" not in det:
+            raise ValueError("score='object' needs a model whose detections carry class_scores (rotated variants)")
+        scores = det["class_scores"].detach().float().cpu().sum(1).clamp(max=1.0)
+        rank = scores + 1e-3 * det["scores"].detach().float().cpu()  # one RoI's candidates: likeliest class first
+    elif cfg.score != "class":
+        raise ValueError(f"score {cfg.score!r}: use 'class' or 'object'")
+    order = torch.argsort(rank, descending=True)[: cfg.top_k]
     if order.numel() == 0:
         return []
     masks = det["masks"][order, 0].detach().cpu() > cfg.mask_threshold
@@ -48,7 +60,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     ok = area >= cfg.min_area
     order, masks = order[ok], masks[ok]
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
-        keep = mask_nms(masks, scores[order], cfg.mask_nms_iou)
+        keep = mask_nms(masks, rank[order], cfg.mask_nms_iou)
         order, masks = order[keep], masks[keep]
     sel = scores[order] >= cfg.score_threshold
     order, masks = order[sel], masks[sel]

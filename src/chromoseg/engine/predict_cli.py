@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 PREDICT_HELP = """\
-Segment and classify the chromosomes of metaphase images with a trained model.
+Segment and classify the chromosomes of metaphase images with a trained model: by default the
+model that ships with chromoseg (`mfish`: see its card, chromoseg/weights/mfish_ermr_r18.md),
+or --model PATH, any checkpoint of `chromoseg train` or file of `chromoseg export`.
 
 Inference follows the paper (section III): masks are computed for the top 100 detections, redundant
 results are removed by NMS at mask level, and detections under the confidence score 0.5 are dropped.
@@ -22,6 +24,7 @@ Writes into --out:
   problems.json         files that could not be read (they are skipped; the rest goes on)
 
 examples:
+  chromoseg predict metaphase.tif                       # the shipped model, writes out/predict
   chromoseg predict metaphase.tif --model runs/ermr/best.pt --out out/pred
   chromoseg predict 'scans/*.tif' --model runs/ermr/best.pt --out out/pred --device cuda --batch-size 4
 """
@@ -40,7 +43,7 @@ def _cmd_predict(args) -> int:
     if not paths:
         raise CliError(f"no images found in {' '.join(args.inputs)}")
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
-                          score_threshold=args.score_threshold)
+                          score_threshold=args.score_threshold, score=args.score)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -60,7 +63,9 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="segment chromosomes in images with a trained model", description=PREDICT_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
-    p.add_argument("--model", required=True, help="checkpoint written by `chromoseg train` (best.pt or last.pt)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="a shipped model (mfish: the default) or a file: best.pt / last.pt of `chromoseg train`, "
+                        ".safetensors of `chromoseg export`")
     p.add_argument("--out", default="out/predict", help="output folder (default: out/predict)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
@@ -69,6 +74,9 @@ def register(sub) -> None:
     p.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     p.add_argument("--mask-nms-iou", type=float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
+    p.add_argument("--score", default="class", choices=["class", "object"],
+                   help="the confidence: class = the class probability (paper, default); object = 1 - P(background), "
+                        "so a chromosome of unsure class still counts (its class margin is flagged)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
     p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")
