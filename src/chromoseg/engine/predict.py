@@ -119,8 +119,10 @@ class Predictor:
 
         cfg = cfg or InferenceConfig()
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS
+        # object scores: a chromosome of unsure class has a small top class probability, so the heads'
+        # candidate threshold (on class probabilities) is lowered
         model = load_model(resolve_model(path), device=device, box_detections_per_img=max(cfg.top_k, 1),
-                           box_score_thresh=0.05)
+                           box_score_thresh=0.01 if cfg.score == "object" else 0.05)
         return cls(model, cfg, device)
 
     @torch.no_grad()
