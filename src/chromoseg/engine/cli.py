@@ -207,7 +207,8 @@ def cmd_train(args) -> int:
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
-                augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule, out=args.out, train=args.train, val=args.val,
+                augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
+                out=args.out, train=args.train, val=args.val,
                 model_kwargs={"endpoint_loss_weight": args.endpoint_loss_weight}
                 if args.endpoint_loss_weight != 1.0 else {})
     if base:  # the file gives the values; options typed on the command line win
