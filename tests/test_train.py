@@ -149,14 +149,15 @@ def test_cli_train_config_file(tmp_path):
     tr = write_set(tmp_path / "d", 1, 0, "train.json")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"train: {tr}\nvariant: mr\nbackbone: resnet18\nsmall: true\nimage_size: [128, 160]\n"
-                   f"epochs: 1\nworkers: 0\ndevice: cpu\n")
+                   f"epochs: 1\nworkers: 0\ndevice: cpu\ncompact: true\nlr_schedule: cosine\n")
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["variant"] == "mr" and saved["epochs"] == 1 and saved["image_size"] == [128, 160]
-    assert (out / "best.pt").is_file()
+    assert (out / "best.pt").is_file() and saved["lr_schedule"] == "cosine"
+    assert torch.load(out / "best.pt", weights_only=False)["model_config"]["fpn_channels"] == 128  # --compact
     # `--out RUN --resume` alone continues from the run's own config (here one more epoch)
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     epochs = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"epoch": 2' in ln and "event" not in ln]
