@@ -240,6 +240,11 @@ def parse_karyogram(
     t_otsu = max(float(t_otsu), 8.0)
     fg = ink > t_otsu
     fg_low = ink > max(6.0, 0.3 * t_otsu)
+    # a perfectly flat, noise-free background (cut-outs pasted with their masks, as karyogram software
+    # writes them): every pixel that differs from it belongs to a chromosome, its dim rim included
+    n_flat, n_near = int((ink == 0).sum()), int(((ink > 0) & (ink <= 2)).sum())
+    if n_flat >= 0.5 * ink.size and n_near < 0.002 * ink.size:
+        fg_low = ink > 0
     rest = fg & ~line_px.astype(bool)
     if not lines:
         warnings.append("no underlines found: not a karyogram in the standard layout")

@@ -613,7 +613,7 @@ def _search_scale(chroms, f0: float, light: bool, meta_ink_f: np.ndarray, p: "Ma
     q = MatchParams(template_ds=3, angle_step=30, template_scales=(1.0,), template_ring=2)
     meta_ds = cv2.resize(meta_ink_f, None, fx=1 / 3, fy=1 / 3, interpolation=cv2.INTER_AREA)
     big = sorted(chroms, key=lambda c: -c.area)[: p.scale_search_n]
-    best_f, best_v = f0, -1.0
+    curve = []
     for k in p.scale_search:
         f = f0 * k
         vals = []
@@ -623,10 +623,8 @@ def _search_scale(chroms, f0: float, light: bool, meta_ink_f: np.ndarray, p: "Ma
                 continue
             _template_candidates(0, prep, meta_ds, q, top=1)
             vals.append(float(_template_candidates.last_maxmap.max()))
-        v = float(np.mean(vals)) if vals else -1.0
-        if v > best_v:
-            best_f, best_v = f, v
-    return best_f
+        curve.append((f, float(np.mean(vals)) if vals else -1.0))
+    return max(curve, key=lambda fv: fv[1])[0]
 
 
 def metaphase_foreground(ink: np.ndarray, width: float, factor: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
