@@ -11,26 +11,40 @@ For every cut-out chromosome (``layout.KaryoChromosome``):
    ratio test: the two homologues of a class look alike, so a good match has a twin); the metaphase ends
    of the matches are clustered with DBSCAN (``eps`` = half the chromosome's length); every cluster gives
    a pose (rotation, scale, translation) by ``cv2.estimateAffinePartial2D`` with RANSAC.
-3. A rotated template search adds poses (normalised cross-correlation over the cut-out and a thin ring
-   around it, every ``angle_step`` degrees, ``template_scales``, at 1/``template_ds`` resolution; the
-   best ``template_top`` separate places): small chromosomes have too few keypoints, and fluorescence
-   images hardly any.
-4. Every pose is polished by ECC (affine, then projected back to rotation + scale, the scale kept
-   within 5 % of the seed) and scored: ``ncc`` = correlation of the warped cut-out with the metaphase
-   inside the warped mask, ``ncc_ext`` = the same over the mask plus a 3-px ring (the outline),
-   ``silhouette`` = IoU of the warped mask with the foreground near it;
-   ``score = ncc * ncc_ext * sqrt(silhouette)``. A pose with ``score < min_candidate_score`` or
-   ``ncc < min_ncc`` is no match: on the real pairs right poses have ncc > 0.95, the best poses of a
+3. A full-resolution rotated search adds poses for every cut-out SIFT did not already place with
+   ``ncc >= dense_skip_ncc``: normalised cross-correlation *inside the cut-out's mask only*, every
+   ``dense_angle_step`` degrees, over the foreground's bounding box (long cut-outs at 1/(length //
+   ``dense_len``) resolution), the best ``dense_top`` separate places. A cut-out is a copy of the
+   metaphase's own pixels, so its true place correlates well even inside a cluster of touching
+   chromosomes, where a ring of background around it (which the old coarse search also compared, and
+   which ``dense=False`` still uses) is no background. Cut-outs are resampled normalised by their mask
+   (their outline is not darkened by the background around them).
+4. Every pose is polished by a small exhaustive search (rotation +-``refine_angle``, scale x
+   ``refine_scales``, shift +-``refine_shift`` px, sub-pixel) and by ECC (affine, projected back to
+   rotation + scale within 5 % of the seed), each kept where the correlation rises, and scored:
+   ``ncc`` = correlation of the warped cut-out with the metaphase inside the warped mask, ``ncc_ext`` =
+   the same over the mask plus a 3-px ring, ``silhouette`` = IoU of the warped mask with the foreground
+   near it, and (``photometric``) ``rms`` = the RMS difference between the metaphase and ``a * cutout + b``
+   inside the mask, relative to the chromosomes' mean ink, where ``(a, b)`` is one intensity map for the
+   whole pair fitted by least squares on the pixels of the better half of the cut-outs' best poses.
+   Brightness is what tells look-alike chromosomes apart when there is no banding (DAPI): at the true
+   place ``rms`` is ~0.1, at a look-alike 0.2-0.5. ``score = ncc * exp(-(rms / rms_scale)^2) *
+   silhouette^w_sil`` (``photometric=False``: the old ``ncc * ncc_ext * sqrt(silhouette)``); the best
+   ``photo_refine_top`` poses per cut-out are polished once more by the squared difference under the
+   intensity map. A pose with ``ncc < min_ncc``, or with ``score < min_candidate_score`` and ``ncc <
+   strong_ncc``, is no match: on the real pairs right poses have ncc > 0.98, the best poses of a
    karyogram in a *different* metaphase 0.6-0.8, which is how a mismatched pair is recognised.
-5. Cut-outs are assigned to places one-to-one (poses whose centres are close are one place; Hungarian
-   assignment maximising the total score); an assigned pose whose warped mask lies for more than
-   ``max_overlap`` on already accepted ones is refused. Up to ``extra_passes`` more searches run for
-   the cut-outs left, with the accepted chromosomes blanked out.
-6. The accepted warped masks are refined against the metaphase foreground: warped-mask pixels farther
-   than ``refine_tol`` px from the foreground are cut, foreground pixels within ``refine_grow`` px of it
-   are added, holes filled. Pixels claimed by two instances are kept by both where they lie inside both
-   warped masks (chromosomes that cross), otherwise they go to the instance whose warped mask is nearest
-   (ties: the higher score).
+5. Placement (``assign="greedy"``): all poses of all cut-outs, best score first; a pose is taken unless
+   its cut-out is placed already or its warped mask lies for more than ``max_overlap`` on pixels already
+   claimed (crossing chromosomes share pixels, so this is generous), else the cut-out's next pose is
+   tried. (``assign="hungarian"``: one-to-one over places, poses whose centres are close being one
+   place.) Up to ``extra_passes`` more searches run for the cut-outs left, with the accepted
+   chromosomes blanked out.
+6. The transferred mask is the warped cut-out silhouette plus foreground pixels within ``refine_grow``
+   px of it, holes filled (``refine_tol``: also cut warped pixels farther than that from the
+   foreground; off by default - the silhouette is the better mask). Pixels claimed by two instances
+   are kept by both where they lie inside both warped masks (chromosomes that cross), otherwise they go
+   to the instance whose warped mask is nearest (ties: the higher score).
 """
 from __future__ import annotations
 
@@ -62,7 +76,7 @@ class MatchParams:
     ecc: bool = True
     max_overlap: float = 0.6
     min_candidate_score: float = 0.6  # a pose scoring lower is no match (right pairs score ~0.85-0.95, wrong ones ~0.5)
-    strong_ncc: float = 0.98  # ... unless its texture agrees this well (a lab may retouch a cut-out's contrast)
+    strong_ncc: float = 0.95  # ... unless its texture agrees this well (a lab may retouch a cut-out's contrast)
     min_ncc: float = 0.85  # nor one whose cut-out correlates less with the metaphase (right: >0.9, wrong: <0.85)
     sift_contrast: float = 0.02
     fg_factor: float = 0.7
