@@ -19,13 +19,17 @@ def test_help_lists_commands(capsys):
 
 
 def test_demo_and_show(tmp_path):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
-    assert pngs == ["V1701XYD.karyogram.png", "V1701XYD.png"]
-    assert "46,XY" in (tmp_path / "demo" / "report.csv").read_text()
-    assert main(["data", "show", str(tmp_path / "demo" / "dataset" / "all.json"), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    """The README's first command: the shipped model on the shipped example, plus the expert reference."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    d = tmp_path / "demo"
+    for name in ("V1701XYD.overlay.png", "V1701XYD.karyogram.png", "report.html", "report.csv", "results.json"):
+        assert (d / name).stat().st_size > 0, name
+    assert "V1701XYD" in (d / "report.csv").read_text()
+    assert "46,XY" in (d / "expert" / "report.csv").read_text()  # the expert annotations give the known karyotype
+    gt = d / "expert" / "dataset" / "all.json"
+    assert main(["data", "show", str(gt), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     assert (tmp_path / "s" / "V1701XYD.png").stat().st_size > 10_000
-    assert main(["data", "check", str(tmp_path / "demo" / "dataset" / "all.json")]) == 0
+    assert main(["data", "check", str(gt)]) == 0
 
 
 def test_user_errors_exit_2(tmp_path, capsys):

@@ -9,8 +9,11 @@ from chromoseg.cli import main
 def test_table2_end_to_end(tmp_path):
     from conftest import make_tiny_checkpoint
 
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0  # a one-image annotated set
-    gt = tmp_path / "demo" / "dataset" / "all.json"
+    from chromoseg.data.importers.mfish import import_mfish
+    from chromoseg.demo import EXAMPLE
+
+    import_mfish(EXAMPLE, tmp_path / "ex", progress=False)  # a one-image annotated set
+    gt = tmp_path / "ex" / "all.json"
     args = ["benchmark", "table2", "--data", str(gt), "--out", str(tmp_path / "res"), "--work", str(tmp_path / "w"),
             "--quiet"]
     for v in ("rmr", "erm2", "erm3", "ermr"):

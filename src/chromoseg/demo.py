@@ -1,10 +1,9 @@
 """``chromoseg demo``: the main job on the shipped example metaphase.
 
-Until a trained model ships, the demo imports the shipped M-FISH sample (``examples/adir-mfish``),
-derives its chromosome instances from the expert label map and draws them, so a new user sees the
-data, the rotated boxes and the endpoints that the models learn from; then it builds the karyogram,
-the counts and the ISCN-style summary from those instances and writes the HTML report, exactly as
-``chromoseg predict`` does from a model's instances.
+Runs ``chromoseg predict`` with the shipped model (:mod:`chromoseg.weights`) on the shipped M-FISH
+DAPI example (``examples/adir-mfish``) and writes its overlay, karyogram and report; then, as a
+reference to check the model against by eye, the same karyogram, counts and report made from the
+example's expert label map (imported as ``chromoseg data import mfish`` does) in ``OUT/expert``.
 """
 from __future__ import annotations
 
@@ -16,25 +15,39 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adir-mfish"
 def _cmd_demo(args) -> int:
     from chromoseg.cli import CliError
     from chromoseg.data.importers.mfish import import_mfish
+    from chromoseg.data.io import list_images
     from chromoseg.data.show import show_dataset
+    from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
 
     src = Path(args.example)
     if not src.is_dir():
         raise CliError(f"{src}: the example folder is missing (it ships in the repository's examples/ folder)")
     out = Path(args.out)
-    summary = import_mfish(src, out / "dataset", progress=False)
-    written, problems = show_dataset(out / "dataset" / "all.json", out, progress=False)
-    rows = _karyotype(out / "dataset" / "all.json", out)
+    images = [p for p in list_images([str(src)]) if p.stem.endswith("D")]  # the DAPI images
+    if not images:
+        raise CliError(f"{src}: no DAPI image (*D.tif) in the example folder")
+    try:
+        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None), device="cpu")
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from err
+    pred = predict_paths(predictor, images, out, progress=not args.quiet)
+    ref = out / "expert"
+    summary = import_mfish(src, ref / "dataset", progress=False)
+    written, _ = show_dataset(ref / "dataset" / "all.json", ref, progress=False)
+    rows = _karyotype(ref / "dataset" / "all.json", ref)
     print(f"example: {src}")
-    print(f"{summary['instances']} chromosome instances in {summary['images']} metaphase(s); "
-          f"count matches the karyotype in {summary['images_count_matches_karyotype']}")
-    for p in written:
-        print(f"wrote {p}")
+    import json
+
+    for img in json.loads((out / "images.json").read_text())["images"]:
+        stem = Path(img["file_name"]).stem
+        print(f"model ({args.model or 'shipped default'}): {img['instances']} chromosomes, karyotype "
+              f"{img.get('summary', '?')}; overlay {out / (stem + '.overlay.png')}, karyogram "
+              f"{out / (stem + '.karyogram.png')}")
     for row in rows:
-        print(f"karyotype of {row['image']}: {row['counts'].summary} (known: {row['truth']}); karyogram: {row['karyogram']}")
-    print(f"dataset (COCO JSON with rotated boxes and endpoints): {out / 'dataset' / 'all.json'}")
-    print(f"report: {out / 'report.html'}")
-    return 0 if written else 1
+        print(f"expert annotations: {summary['instances']} chromosomes, karyotype {row['counts'].summary} "
+              f"(known: {row['truth']}); karyogram {row['karyogram']}")
+    print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
+    return 0 if pred["images"] and written else 1
 
 
 def _karyotype(dataset, out: Path) -> list[dict]:
@@ -63,8 +76,11 @@ def _karyotype(dataset, out: Path) -> list[dict]:
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run on the shipped example metaphase",
-                       description="Run chromoseg on the shipped example (an M-FISH DAPI metaphase with its expert "
-                                   "label map): derive its instances and draw them to PNG.")
+                       description="Run `chromoseg predict` with the shipped model on the shipped example (an M-FISH "
+                                   "DAPI metaphase) and write its overlay, karyogram and report; then the same from "
+                                   "the example's expert label map in OUT/expert, to compare by eye.")
     p.add_argument("--example", default=str(EXAMPLE), help="example folder (default: the shipped one)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH", help="model (default: the shipped one)")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)

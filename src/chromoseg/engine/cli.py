@@ -141,6 +141,8 @@ def register(subparsers) -> None:
     e.add_argument("checkpoint", help="best.pt or last.pt of a `chromoseg train` run")
     e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
+    e.add_argument("--default-score", choices=["class", "object"], default=None,
+                   help="the confidence `predict` uses with this model unless --score is given (default: class)")
     e.set_defaults(func=cmd_export)
 
 
@@ -153,7 +155,8 @@ def cmd_export(args) -> int:
     if Path(args.out).suffix != ".safetensors":
         raise CliError(f"--out {args.out}: the file name must end in .safetensors")
     try:
-        info = export_model(args.checkpoint, args.out, half=not args.fp32)
+        info = export_model(args.checkpoint, args.out, half=not args.fp32,
+                            metadata={"default_score": args.default_score} if args.default_score else None)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {info['path']}: {info['parameters'] / 1e6:.2f} M parameters, {info['bytes'] / 1e6:.1f} MB "

@@ -29,8 +29,9 @@ class InferenceConfig:
     min_area: int = 4  #: masks with fewer pixels are dropped
     #: what ``score`` is: "class" = the detection's class probability (the paper, torchvision);
     #: "object" = 1 - P(background) of its RoI (is it a chromosome at all), the class's own
-    #: probability then shows only in ``class_scores`` (rotated variants only)
-    score: str = "class"
+    #: probability then shows only in ``class_scores`` (rotated variants only); None (in
+    #: ``Predictor.from_checkpoint``) = the model file's ``default_score``, else "class"
+    score: str | None = "class"
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -118,10 +119,18 @@ class Predictor:
         from chromoseg.weights import resolve_model
 
         cfg = cfg or InferenceConfig()
+        path = resolve_model(path)
+        if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
+            cfg.score = "class"
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as f:
+                    cfg.score = (f.metadata() or {}).get("default_score", "class")
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS
         # object scores: a chromosome of unsure class has a small top class probability, so the heads'
         # candidate threshold (on class probabilities) is lowered
-        model = load_model(resolve_model(path), device=device, box_detections_per_img=max(cfg.top_k, 1),
+        model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1),
                            box_score_thresh=0.01 if cfg.score == "object" else 0.05)
         return cls(model, cfg, device)
 

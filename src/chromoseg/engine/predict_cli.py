@@ -74,9 +74,10 @@ def register(sub) -> None:
     p.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     p.add_argument("--mask-nms-iou", type=float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
-    p.add_argument("--score", default="class", choices=["class", "object"],
-                   help="the confidence: class = the class probability (paper, default); object = 1 - P(background), "
-                        "so a chromosome of unsure class still counts (its class margin is flagged)")
+    p.add_argument("--score", default=None, choices=["class", "object"],
+                   help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
+                        "so a chromosome of unsure class still counts (its class margin is flagged). Default: "
+                        "the model file's recommendation (the shipped mfish model: object), else class")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
     p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")

@@ -1,0 +1,90 @@
+"""Exported (safetensors, fp16) models and the shipped default model."""
+import json
+
+import pytest
+import torch
+
+from chromoseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from conftest import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
+
+
+def test_export_roundtrip_fp16(tiny, tmp_path):
+    from safetensors import safe_open
+
+    from chromoseg.engine.checkpoint import load_model
+
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(tiny), "--out", str(out)]) == 0
+    assert out.stat().st_size < 0.6 * tiny.stat().st_size  # half precision
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("roi_heads.box_head.fc6.weight").dtype == torch.float16
+    assert meta["format"] == "chromoseg-model" and json.loads(meta["model_config"])["variant"] == "ermr"
+    a, b = load_model(tiny), load_model(out)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sb[k].dtype == sa[k].dtype, k  # loaded back as float32
+        torch.testing.assert_close(sb[k], sa[k], atol=2e-3, rtol=2e-3)
+    x = [torch.rand(1, 128, 160, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        ha, hb = a(x)[0]["endpoint_heatmap"], b(x)[0]["endpoint_heatmap"]
+    torch.testing.assert_close(hb, ha, atol=1e-3, rtol=1e-2)
+
+
+def test_export_and_load_errors(tiny, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from chromoseg.engine.checkpoint import load_model
+
+    assert main(["export", str(tiny), "--out", str(tmp_path / "m.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="other.safetensors.*not a chromoseg model"):
+        load_model(other)
+
+
+def test_model_names_and_paths(tmp_path):
+    from chromoseg.weights import DEFAULT, resolve_model, shipped_path
+
+    assert resolve_model(None) == shipped_path(DEFAULT)
+    assert resolve_model("mfish") == shipped_path("mfish")
+    with pytest.raises(ValueError, match="no G-band model ships"):
+        resolve_model("gband")
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        resolve_model(tmp_path / "nowhere.pt")
+
+
+def test_shipped_model_is_compact_and_documented():
+    from chromoseg.engine.checkpoint import read_exported
+    from chromoseg.weights import card_path, shipped_path
+
+    path = shipped_path("mfish")
+    assert path.stat().st_size <= 40_000_000
+    state, meta = read_exported(path)
+    cfg = json.loads(meta["model_config"])
+    assert cfg["variant"] == "ermr" and cfg["num_classes"] == 24 and meta["default_score"] == "object"
+    card = card_path("mfish").read_text()
+    for needed in ("test split", "AP", "images/s", "command", "hardware"):
+        assert needed in card, needed
+
+
+def test_predict_default_model_on_the_example(tmp_path):
+    from chromoseg.demo import EXAMPLE
+
+    img = next(EXAMPLE.glob("*/*D.tif"))
+    assert main(["predict", str(img), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    meta = json.loads((tmp_path / "p" / "images.json").read_text())
+    assert meta["inference"]["score"] == "object"  # the shipped model's recommendation
+    assert meta["images"][0]["file_name"].endswith("V1701XYD.tif")
+    assert (tmp_path / "p" / "V1701XYD.karyogram.png").is_file()
+    assert main(["predict", str(img), "--model", "gband", "--out", str(tmp_path / "q")]) == 2
