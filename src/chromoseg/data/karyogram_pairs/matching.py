@@ -458,6 +458,30 @@ def _sift_candidates(i, prep, kp_m, des_m, sift, p: MatchParams, s_lo, s_hi):
     return out, len(kp)
 
 
+def _fold_response(res: np.ndarray, diag: int, bx0: int, by0: int, maxmap: np.ndarray, argmap: np.ndarray,
+                   pose_index: int) -> tuple[int, int] | None:
+    """Fold one ``cv2.matchTemplate`` response of a rotated cut-out (cropped at ``bx0, by0`` from its
+    ``diag`` x ``diag`` canvas) into the running best-score map ``maxmap`` indexed by the cut-out's
+    centre, recording ``pose_index`` in ``argmap`` where it wins. ``res[y, x]`` puts the template's
+    top-left at (x, y), so its centre is at (x + ox, y + oy). Returns (ox, oy), or None when no
+    centre falls inside the map."""
+    res[~np.isfinite(res)] = -1.0
+    ox = int(round((diag - 1) / 2 - bx0))
+    oy = int(round((diag - 1) / 2 - by0))
+    rh, rw = res.shape
+    H, W = maxmap.shape
+    ya, xa = max(0, oy), max(0, ox)
+    yb, xb = min(H, oy + rh), min(W, ox + rw)
+    if yb <= ya or xb <= xa:
+        return None
+    sub = res[ya - oy: yb - oy, xa - ox: xb - ox]
+    cur = maxmap[ya:yb, xa:xb]
+    better = sub > cur
+    cur[better] = sub[better]
+    argmap[ya:yb, xa:xb][better] = pose_index
+    return ox, oy
+
+
 def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
     """Rotated NCC template search at 1/template_ds resolution."""
     import cv2
@@ -496,21 +520,9 @@ def _template_candidates(i, prep, meta_ds, p: MatchParams, top: int = 8):
                                         mask=ring_m.astype(np.float32))
             else:
                 res = cv2.matchTemplate(meta_ds, np.ascontiguousarray(t, dtype=np.float32), cv2.TM_CCOEFF_NORMED)
-            res[~np.isfinite(res)] = -1.0
-            # res[y, x] puts the template's top-left at (x, y): its centre is at (x + ox, y + oy)
-            ox = int(round((diag - 1) / 2 - bx0))
-            oy = int(round((diag - 1) / 2 - by0))
-            rh, rw = res.shape
-            ya, xa = max(0, oy), max(0, ox)
-            yb, xb = min(Hd, oy + rh), min(Wd, ox + rw)
-            if yb <= ya or xb <= xa:
-                continue
-            sub = res[ya - oy: yb - oy, xa - ox: xb - ox]
-            cur = maxmap[ya:yb, xa:xb]
-            better = sub > cur
-            cur[better] = sub[better]
-            argmap[ya:yb, xa:xb][better] = len(poses)
-            poses.append((R, bx0, by0, ox, oy))
+            offset = _fold_response(res, diag, bx0, by0, maxmap, argmap, len(poses))
+            if offset is not None:
+                poses.append((R, bx0, by0, *offset))
     _template_candidates.last_maxmap = maxmap
     chosen: list = []
     r0 = max(2, int(round(0.35 * prep.length / d)))
@@ -586,20 +598,9 @@ def _dense_candidates(i, prep, roi_ink: np.ndarray, roi_allowed: np.ndarray | No
         if tt.shape[0] >= Hr or tt.shape[1] >= Wr:
             continue
         res = cv2.matchTemplate(roi_ink, tt, cv2.TM_CCOEFF_NORMED, mask=m[by0:by1, bx0:bx1].astype(np.float32))
-        res[~np.isfinite(res)] = -1.0
-        ox = int(round((diag - 1) / 2 - bx0))
-        oy = int(round((diag - 1) / 2 - by0))
-        rh, rw = res.shape
-        ya, xa = max(0, oy), max(0, ox)
-        yb, xb = min(Hr, oy + rh), min(Wr, ox + rw)
-        if yb <= ya or xb <= xa:
-            continue
-        sub = res[ya - oy: yb - oy, xa - ox: xb - ox]
-        cur = maxmap[ya:yb, xa:xb]
-        better = sub > cur
-        cur[better] = sub[better]
-        argmap[ya:yb, xa:xb][better] = len(poses)
-        poses.append((R, bx0, by0, ox, oy))
+        offset = _fold_response(res, diag, bx0, by0, maxmap, argmap, len(poses))
+        if offset is not None:
+            poses.append((R, bx0, by0, *offset))
     if roi_allowed is not None:
         maxmap[~roi_allowed] = -1.0
     out = []
