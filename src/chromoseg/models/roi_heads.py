@@ -155,22 +155,6 @@ class MultiScaleRotatedRoIAlign(nn.Module):
         return out
 
 
-def sparse_rbox_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact rotated IoU ``[N, M]``, computed only for pairs whose enclosing hboxes overlap (the other
-    pairs are 0): cheap for the many anchors / proposals of one image."""
-    from torchvision.ops import box_iou
-    from chromoseg.ops import rbox_iou_aligned, rbox_to_hbox
-
-    out = a.new_zeros((a.shape[0], b.shape[0]))
-    if a.numel() == 0 or b.numel() == 0:
-        return out
-    ha, hb = rbox_to_hbox(a), rbox_to_hbox(b)
-    ii, jj = torch.where(box_iou(ha, hb) > 0)
-    if ii.numel():
-        out[ii, jj] = rbox_iou_aligned(a[ii], b[jj]).to(out.dtype)
-    return out
-
-
 class RotatedBoxPredictor(nn.Module):
     """Class scores + rotated deltas (eq. 1), and with ``hr`` also axis-aligned deltas."""
 
@@ -264,7 +248,7 @@ class RotatedRoIHeads(nn.Module):
 
     # ---- training samples
     def select_training_samples(self, proposals, targets):
-        from chromoseg.ops import rbox_to_hbox
+        from chromoseg.ops import rbox_match_quality, rbox_to_hbox
 
         out_p, out_m, out_l, out_rt, out_ht = [], [], [], [], []
         for props, t in zip(proposals, targets):
@@ -277,7 +261,8 @@ class RotatedRoIHeads(nn.Module):
                 gt_r = props.new_zeros((1, 5))
                 gt_h = props.new_zeros((1, 4))
             else:
-                q = sparse_rbox_iou(gt_r, props)
+                q = rbox_match_quality(gt_r, props, self.proposal_matcher.low_threshold,
+                                       self.proposal_matcher.allow_low_quality_matches)
                 m = self.proposal_matcher(q)
                 matched = m.clamp(min=0)
                 labels = gt_l[matched].to(torch.int64)

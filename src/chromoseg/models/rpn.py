@@ -33,6 +33,7 @@ class RotatedAnchorGenerator(nn.Module):
         self.sizes = [tuple(s) if isinstance(s, (tuple, list)) else (float(s),) for s in sizes]
         self.ratios = tuple(float(r) for r in ratios)
         self.angles = tuple(float(a) for a in angles)
+        self._cache: dict[tuple, torch.Tensor] = {}  # anchors per (padded size, map sizes, device)
 
     def num_anchors_per_location(self) -> list[int]:
         return [len(s) * len(self.ratios) * len(self.angles) for s in self.sizes]
@@ -48,7 +49,19 @@ class RotatedAnchorGenerator(nn.Module):
         return torch.tensor(rows, dtype=dtype, device=device)
 
     def forward(self, image_list, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One ``[A, 5]`` anchor tensor per image (the same tensor; computed once per input and
+        feature-map size and then cached)."""
         ph, pw = image_list.tensors.shape[-2:]
+        device = feature_maps[0].device
+        key = (int(ph), int(pw), tuple(tuple(f.shape[-2:]) for f in feature_maps), str(device))
+        anchors = self._cache.get(key)
+        if anchors is None:
+            if len(self._cache) > 16:
+                self._cache.clear()
+            anchors = self._cache[key] = self._grid_anchors(ph, pw, feature_maps)
+        return [anchors for _ in range(len(image_list.image_sizes))]
+
+    def _grid_anchors(self, ph: int, pw: int, feature_maps: list[torch.Tensor]) -> torch.Tensor:
         dtype, device = torch.float32, feature_maps[0].device
         per_level = []
         for lvl, f in enumerate(feature_maps):
@@ -63,8 +76,7 @@ class RotatedAnchorGenerator(nn.Module):
             a[:, :, 0] += centers[:, None, 0]
             a[:, :, 1] += centers[:, None, 1]
             per_level.append(a.reshape(-1, 5))
-        anchors = torch.cat(per_level)
-        return [anchors for _ in range(len(image_list.image_sizes))]
+        return torch.cat(per_level)
 
 
 class RotatedRPNHead(nn.Module):
@@ -115,7 +127,10 @@ class RotatedRPN(nn.Module):
         return self._post["training" if self.training else "testing"]
 
     def assign_targets_to_anchors(self, anchors, targets):
-        from .roi_heads import sparse_rbox_iou
+        """Anchor labels (1 fg, 0 bg, -1 ignored) and matched ground-truth boxes. The IoU matrix is
+        ``rbox_match_quality`` (exact wherever the Matcher's decision depends on it, pruned by a
+        cheap upper bound elsewhere), so the labels are those of the full exact matrix."""
+        from chromoseg.ops import rbox_match_quality
 
         labels, matched_gt = [], []
         for a, t in zip(anchors, targets):
@@ -124,7 +139,7 @@ class RotatedRPN(nn.Module):
                 labels.append(a.new_zeros(a.shape[0]))
                 matched_gt.append(a.new_zeros(a.shape))
                 continue
-            m = self.proposal_matcher(sparse_rbox_iou(gt, a))
+            m = self.proposal_matcher(rbox_match_quality(gt, a, self.proposal_matcher.low_threshold))
             matched_gt.append(gt[m.clamp(min=0)])
             lab = (m >= 0).to(a.dtype)
             lab[m == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
@@ -155,7 +170,7 @@ class RotatedRPN(nn.Module):
                                & (boxes[:, 0] >= 0) & (boxes[:, 0] <= w) & (boxes[:, 1] >= 0) & (boxes[:, 1] <= h)
                                & torch.isfinite(boxes).all(dim=1))[0]
             boxes, scores, lvls = boxes[keep], scores[keep], lvls[keep]
-            keep = batched_nms_rotated(boxes, scores, lvls, self.nms_thresh)[: self.post_nms_top_n()]
+            keep = batched_nms_rotated(boxes, scores, lvls, self.nms_thresh, max_keep=self.post_nms_top_n())
             final_boxes.append(boxes[keep])
             final_scores.append(scores[keep])
         return final_boxes, final_scores

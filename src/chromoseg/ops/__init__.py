@@ -6,7 +6,7 @@ angle in [-90, 90), w side along ``(cos a, -sin a)``. The paper's eq. (1) is in 
 """
 from .coder import RBoxCoder
 from .endpoints import endpoint_heatmap, mask_endpoints
-from .iou import rbox_iou, rbox_iou_aligned
+from .iou import rbox_iou, rbox_iou_aligned, rbox_match_quality
 from .masks import (crop_masks_rotated, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
                     paste_masks_rotated)
 from .nms import batched_nms_rotated, nms_rotated
@@ -18,7 +18,7 @@ __all__ = [
     "normalize_rboxes", "wrap_angle", "rbox_to_corners", "rbox_to_hbox", "hbox_to_rbox",
     "rbox_to_paper", "rbox_from_paper", "rbox_area",
     "RBoxCoder",
-    "rbox_iou", "rbox_iou_aligned",
+    "rbox_iou", "rbox_iou_aligned", "rbox_match_quality",
     "nms_rotated", "batched_nms_rotated",
     "rroi_align",
     "mask_to_rbox", "masks_to_rboxes", "crop_masks_rotated", "paste_masks_rotated",

@@ -18,7 +18,7 @@ from torch import Tensor
 from ._threads import serial_cpu
 from .rbox import _as_boxes
 
-__all__ = ["rbox_iou", "rbox_iou_aligned", "rbox_overlap_candidates"]
+__all__ = ["rbox_iou", "rbox_iou_aligned", "rbox_match_quality", "rbox_overlap_candidates"]
 
 # Chunk sizes: CPU pieces stay cache-resident (the sequences run single-threaded, see _threads.py);
 # CUDA gets large chunks (few kernel launches).
@@ -324,3 +324,43 @@ def rbox_iou_aligned(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     k = torch.arange(a.shape[0], device=a.device)
     with serial_cpu(a.device):
         return _pair_iou(a, b, k, k).to(a0.dtype)
+
+
+def rbox_match_quality(gt: Tensor, boxes: Tensor, min_iou: float, low_quality: bool = True) -> Tensor:
+    """IoU matrix ``[G, N]`` for anchor / proposal matching, exact wherever it can change a
+    ``Matcher`` decision with low threshold ``min_iou``.
+
+    Entries whose exact IoU is ``<= min_iou`` may be reported as 0, except in rows (ground-truth
+    boxes) whose best IoU is itself ``<= min_iou``: those rows are computed exactly, so the
+    low-quality matches (each ground truth's best anchors, ties included) are the same as with the
+    full matrix. Every entry ``> min_iou`` is exact. The pruning uses the cheap upper bound of
+    ``_pair_iou``; the result equals ``rbox_iou`` after ``Matcher`` in labels and matched indices of
+    the positives. Float32 (float64 for float64 input).
+    """
+    g0, b0 = _as_boxes(gt), _as_boxes(boxes)
+    dt = _compute_dtype(g0)
+    g, b = g0.detach().to(dt), b0.detach().to(device=g0.device, dtype=dt)
+    out = torch.zeros((g.shape[0], b.shape[0]), dtype=dt, device=g.device)
+    if g.shape[0] == 0 or b.shape[0] == 0:
+        return out
+    with serial_cpu(g.device):
+        tables = (_box_table(g), _box_table(b))
+        pairs = list(_circle_pair_batches(g, b))
+        for i, j in pairs:
+            out[i, j] = _pair_iou(g, b, i, j, min_iou=float(min_iou), tables=tables)
+        weak = out.amax(dim=1) <= min_iou
+        if low_quality and bool(weak.any()):  # exact rows for the ground truth with no match above min_iou
+            for i, j in pairs:
+                sel = weak[i]
+                if bool(sel.any()):
+                    out[i[sel], j[sel]] = _pair_iou(g, b, i[sel], j[sel], tables=tables)
+            # and exact columns for those rows' best boxes, so that their arg-max over the ground
+            # truth (the Matcher's low-quality assignment) is the full matrix's
+            best = out[weak].amax(dim=1, keepdim=True)
+            cols = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
+            cols[((out[weak] == best) & (best > 0)).any(dim=0)] = True
+            for i, j in pairs:
+                sel = cols[j] & ~weak[i]
+                if bool(sel.any()):
+                    out[i[sel], j[sel]] = _pair_iou(g, b, i[sel], j[sel], tables=tables)
+    return out
