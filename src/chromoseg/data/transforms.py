@@ -101,34 +101,48 @@ def _sampling_grid(A: np.ndarray, in_hw, out_hw) -> torch.Tensor:
     return torch.stack([src_x / Win * 2 - 1, src_y / Hin * 2 - 1], -1)[None].float()
 
 
-def affine(image: torch.Tensor, target: dict, A: np.ndarray, out_hw: tuple[int, int], *, exact_grid: bool = False):
+def affine(image: torch.Tensor, target: dict, A: np.ndarray, out_hw: tuple[int, int], *, exact_grid: bool = False,
+           flip_dims: tuple[int, ...] | None = None):
     """Apply the affine map ``A`` (3x3, continuous coordinates, old -> new) and crop to ``out_hw``.
 
     ``exact_grid``: ``A`` maps pixel centres onto pixel centres (flips, 90-degree turns), so the image
-    is moved without interpolation.
+    is moved without interpolation. ``flip_dims``: ``A`` is exactly a mirror of these dims (-1 = x,
+    -2 = y) of an image of size ``out_hw``; image and masks are then flipped in memory (the same
+    result as resampling, far cheaper).
     """
+    if flip_dims:
+        return image.flip(flip_dims), affine_target(target, A, image.shape[-2:], out_hw, flip_dims=flip_dims)
     grid = _sampling_grid(A, image.shape[-2:], out_hw)
     mode = "nearest" if exact_grid else "bilinear"
     new_image = F.grid_sample(image[None], grid, mode=mode, padding_mode="border", align_corners=False)[0]
     return new_image, affine_target(target, A, image.shape[-2:], out_hw, grid=grid)
 
 
-def affine_target(target: dict, A: np.ndarray, in_hw, out_hw, grid: torch.Tensor | None = None) -> dict:
+def _mask_areas(masks: torch.Tensor) -> torch.Tensor:
+    """Pixel count ``[N]`` (float32) of 0/1 masks ``[N, H, W]``."""
+    return torch.count_nonzero(masks.flatten(1), dim=1).float()
+
+
+def affine_target(target: dict, A: np.ndarray, in_hw, out_hw, grid: torch.Tensor | None = None,
+                  flip_dims: tuple[int, ...] | None = None) -> dict:
     """The target half of :func:`affine`."""
     H, W = out_hw
-    if grid is None:
+    if grid is None and not flip_dims:
         grid = _sampling_grid(A, in_hw, out_hw)
     t = dict(target)
     has_masks = bool(t.get("has_masks", torch.tensor(True)))
     n = t["labels"].shape[0]
     if has_masks and n:
         masks = t["masks"]
-        area_before = masks.flatten(1).sum(1).float() * abs(np.linalg.det(A[:2, :2]))
-        new_masks = F.grid_sample(masks[:, None].float(), grid.expand(n, -1, -1, -1), mode="nearest",
-                                  padding_mode="zeros", align_corners=False)[:, 0].to(torch.uint8)
+        area_before = _mask_areas(masks) * abs(np.linalg.det(A[:2, :2]))
+        if flip_dims:
+            new_masks = masks.flip(flip_dims)
+        else:
+            new_masks = F.grid_sample(masks[:, None].float(), grid.expand(n, -1, -1, -1), mode="nearest",
+                                      padding_mode="zeros", align_corners=False)[:, 0].to(torch.uint8)
         t["masks"] = new_masks
         t["boxes"] = masks_to_boxes(new_masks)
-        t["area"] = new_masks.flatten(1).sum(1).float()
+        t["area"] = _mask_areas(new_masks)
         t["rboxes"] = _map_rboxes(A, t["rboxes"])
         cut = t["area"] < 0.95 * area_before  # lost pixels at the border: measure the rbox again
         if cut.any():
@@ -214,7 +228,7 @@ class RandomFlip:
             A = np.array([[-1.0, 0, W], [0, 1, 0], [0, 0, 1]])
         else:
             A = np.array([[1.0, 0, 0], [0, -1, H], [0, 0, 1]])
-        return affine(image, target, A, (H, W), exact_grid=True)
+        return affine(image, target, A, (H, W), exact_grid=True, flip_dims=(-1,) if self.axis == "x" else (-2,))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
