@@ -131,7 +131,35 @@ def load_model(path: str | Path, device="cpu", **overrides):
             raise ValueError(f"{path}: not a chromoseg training checkpoint (no model_config/model)")
         cfg, state = dict(ck["model_config"]), ck["model"]
     cfg.pop("backbone_weights", None)
+    if "ed_layers" not in cfg:  # files from before 2026-11-30: read the branch's depth off the weights
+        convs = {k.split(".")[3] for k in state if k.startswith("backbone.endpoint_branch.convs.")}
+        if convs:
+            cfg["ed_layers"] = len(convs) + 1
     cfg.update(overrides)
     model = build_model(**cfg)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def read_state(path: str | Path) -> dict:
+    """The model state dict (float32) of a training checkpoint or an exported ``.safetensors`` file."""
+    if Path(path).suffix == ".safetensors":
+        return read_exported(path)[0]
+    ck = load_checkpoint(path)
+    if "model" not in ck:
+        raise ValueError(f"{path}: not a chromoseg training checkpoint (no model)")
+    return ck["model"]
+
+
+def load_matching_weights(model: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]:
+    """Initialise ``model`` from another chromoseg model file (checkpoint or export): every tensor
+    whose name and shape agree is copied. Returns (tensors copied, names left as initialised).
+    ``ValueError`` naming the file when nothing fits."""
+    state = read_state(path)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{path}: no tensor fits this model (another architecture?)")
+    model.load_state_dict(usable, strict=False)
+    left = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    return len(usable), left

@@ -9,11 +9,12 @@ The backbone is torchvision's ResNet + FPN (``_resnet_fpn_extractor``) with two 
 It returns five named maps ``"0" .. "3", "pool"`` (strides 4, 8, 16, 32, 64), 256 channels each,
 exactly like torchvision's ``resnet_fpn_backbone``.
 
-Endpoint branch (paper Sec. II-B, eq. 4): six 3x3 convolutions with ReLU, **shared across the five
-FPN maps** (the same weights run on every level, like the RPN head). Layers 1-4 are 256->C->C->C->C
-(C = ``ed_channels``, 128 by default, to keep the branch cheap), layer 5 maps back to 256 channels and
-its output is **added to the FPN map it was computed from** (so the RPN and RoI heads read the
-enriched maps), layer 6 predicts a 1-channel heatmap logit per level. The five per-level heatmaps are
+Endpoint branch (paper Sec. II-B, eq. 4): six 3x3 convolutions, **shared across the five FPN maps**
+(the same weights run on every level, like the RPN head). Layers 1-4 are 256->C->C->C->C with ReLU
+(C = ``ed_channels``, 128 by default, to keep the branch cheap), layer 5 maps back to the FPN width
+(256) with ReLU and its output is **added to the FPN map it was computed from** (so the RPN and RoI
+heads read the enriched maps), layer 6 (``predictor``) predicts a 1-channel heatmap per level from
+layer 5's output. The five per-level heatmaps are
 bilinearly interpolated to the (padded) input size and averaged: that (linear, no sigmoid -- a sigmoid
 saturates at the mostly-zero target and the branch then does not learn) is the heatmap compared with
 the Gaussian endpoint target by the mean squared error of eq. (4). The model outputs it clamped to
@@ -139,9 +140,10 @@ class EndpointBranch(nn.Module):
         super().__init__()
         if num_layers < 3:
             raise ValueError("the endpoint branch needs at least 3 layers")
-        chans = [in_channels] + [channels] * (num_layers - 3) + [in_channels]
+        chans = [in_channels] + [channels] * (num_layers - 2) + [in_channels]  # layers 1..5
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:]))
         self.predictor = nn.Conv2d(in_channels, 1, 3, padding=1)  # layer 6
+        self.num_layers = len(self.convs) + 1
         for m in list(self.convs) + [self.predictor]:
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)

@@ -48,7 +48,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                ed_channels: int = 128, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
+                ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, weights_backbone=None):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
@@ -58,7 +58,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     input size (None keeps each image's size). ``endpoint_loss_weight`` multiplies the eq. (4) term
     (1 = the paper). ``fpn_channels`` / ``mask_channels`` / ``representation_size`` set the widths of
     the FPN maps, the four mask-head convolutions and the box head's two FC layers (torchvision's
-    256 / 256 / 1024 by default; see ``COMPACT``)."""
+    256 / 256 / 1024 by default; see ``COMPACT``). ``ed_layers``: convolutions of the endpoint branch
+    (6 = the paper; files exported before 2026-11-30 used 5 and are read as such)."""
     from torch import nn
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -83,12 +84,12 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size, hr=sw["hr"],
                   ed=sw["ed"], rotated=sw["rotated"], hr_fusion=hr_fusion, in_channels=in_channels,
                   class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes),
-                  endpoint_loss_weight=float(endpoint_loss_weight), fpn_channels=fpn_channels,
+                  endpoint_loss_weight=float(endpoint_loss_weight), ed_layers=int(ed_layers), fpn_channels=fpn_channels,
                   mask_channels=mask_channels, representation_size=representation_size)
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
                      backbone_weights=backbone_weights, out_channels=fpn_channels)
-    branch = EndpointBranch(fpn.out_channels, ed_channels) if sw["ed"] else None
+    branch = EndpointBranch(fpn.out_channels, ed_channels, ed_layers) if sw["ed"] else None
     body = BackboneWithEndpoints(fpn, branch)
     transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels)
     c = fpn.out_channels
