@@ -85,6 +85,11 @@ def register(subparsers) -> None:
     g.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
                    help="ResNet depth (default resnet50, the paper's)")
     g.add_argument("--backbone-weights", metavar="PATH", help="ResNet state dict to start from (torchvision's or `chromoseg pretrain`'s)")
+    g.add_argument("--init-weights", metavar="MODEL",
+                   help="start from another chromoseg model (a train checkpoint, an exported .safetensors, or a "
+                        "shipped model's name such as mfish): every tensor whose name and shape fit is copied")
+    g.add_argument("--trainable-layers", type=int, default=5, choices=range(6), metavar="K",
+                   help="ResNet stages trained (5 = all, the default; 3 freezes conv1 and layer1, as torchvision)")
     g.add_argument("--num-classes", type=int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
     g.add_argument("--endpoint-loss-weight", type=float, default=1.0, metavar="W",
                    help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
@@ -212,8 +217,10 @@ def cmd_train(args) -> int:
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
                 out=args.out, train=args.train, val=args.val,
-                model_kwargs={"endpoint_loss_weight": args.endpoint_loss_weight}
-                if args.endpoint_loss_weight != 1.0 else {})
+                init_weights=args.init_weights,
+                model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
+                                                ("trainable_layers", args.trainable_layers))
+                              if v != defaults.get(k)})
     if base:  # the file gives the values; options typed on the command line win
         opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}
         for k, v in base.items():
@@ -230,6 +237,13 @@ def cmd_train(args) -> int:
     for key in ("train", "val"):
         if opts.get(key) and not Path(opts[key]).is_file():
             raise CliError(f"{key} set not found: {opts[key]}")
+    if opts.get("init_weights"):
+        from chromoseg.weights import resolve_model
+
+        try:
+            opts["init_weights"] = str(resolve_model(opts["init_weights"]))
+        except (ValueError, FileNotFoundError) as err:
+            raise CliError(f"--init-weights: {err}") from None
     if opts.get("backbone_weights") and not Path(opts["backbone_weights"]).is_file():
         raise CliError(f"--backbone-weights: file not found: {opts['backbone_weights']}")
     try:

@@ -50,6 +50,7 @@ class TrainConfig:
     variant: str = "ermr"
     backbone: str = "resnet50"
     backbone_weights: Optional[str] = None
+    init_weights: Optional[str] = None  # a chromoseg model (checkpoint / export): tensors that fit are copied
     num_classes: int = 24
     image_size: tuple = (512, 640)
     epochs: int = 100
@@ -69,6 +70,7 @@ class TrainConfig:
     max_images: Optional[int] = None
     max_val_images: Optional[int] = None
     augment: bool = True
+    cache_data: bool = True  # decoded + resized images and targets kept in memory (see ChromosomeDataset)
     small: bool = False
     compact: bool = False
     lr_schedule: str = "constant"  # constant (the paper) or cosine (to 0 at the last epoch)
@@ -94,7 +96,7 @@ class TrainConfig:
         from chromoseg.models import COMPACT, SMALL
 
         cfg = dict(variant=self.variant, num_classes=self.num_classes, backbone=self.backbone,
-                   image_size=tuple(self.image_size) if self.image_size else None)
+                   image_size=tuple(self.image_size) if self.image_size else None, ed_layers=6)
         if self.small:
             cfg.update(SMALL)
         if self.compact:
@@ -207,11 +209,11 @@ def build_datasets(cfg: TrainConfig):
         if p and not Path(p).is_file():
             raise TrainingError(f"dataset file not found: {p}")
     train = ChromosomeDataset(cfg.train, transforms=default_transforms(cfg.augment, size=size),
-                              max_images=cfg.max_images)
+                              max_images=cfg.max_images, cache=cfg.cache_data)
     val = None
     if cfg.val:
         val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size),
-                                max_images=cfg.max_val_images or cfg.max_images)
+                                max_images=cfg.max_val_images or cfg.max_images, cache=cfg.cache_data)
     if len(train) == 0:
         raise TrainingError(f"{cfg.train}: no images")
     return train, val
@@ -359,7 +361,14 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     seed_everything(cfg.seed)
     train_ds, val_ds = build_datasets(cfg)
     mcfg = cfg.model_config()
-    model = build_model(backbone_weights=cfg.backbone_weights if ck is None else None, **mcfg).to(device)
+    model = build_model(backbone_weights=cfg.backbone_weights if ck is None else None, **mcfg)
+    if cfg.init_weights and ck is None:
+        from .checkpoint import load_matching_weights
+
+        n_init, left = load_matching_weights(model, cfg.init_weights)
+        log.info("initialised %d tensors from %s; %d left as built%s", n_init, cfg.init_weights, len(left),
+                 f" (e.g. {', '.join(left[:4])})" if left else "")
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.lr_schedule not in ("constant", "cosine"):
@@ -393,11 +402,12 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
         val_sampler = SequentialSampler(val_ds) if val_ds is not None else None
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate_fn, generator=gen, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        persistent_workers=cfg.workers > 0)  # workers keep their data caches
     val_loader = None
     if val_ds is not None:
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=cfg.workers,
-                                collate_fn=collate_fn, pin_memory=device.type == "cuda")
+                                collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                                persistent_workers=cfg.workers > 0)
     mlog = MetricsLog(out, main)
     if main:
         mlog.write({"event": "resume" if ck is not None else "start", "epoch": start_epoch, "time": time.time(),
