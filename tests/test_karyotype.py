@@ -78,6 +78,9 @@ def test_parse_synthetic_and_inconsistent():
     assert karyotype_summary(parse_karyotype("45,X")) == "45,X"
     bad = parse_karyotype("46,XY,-8")  # 46 declared, 45 implied
     assert not bad.consistent and any("differs" in w for w in bad.warnings)
+    # a self-contradicting string makes every class's count uncertain (the docstring's promise)
+    assert bad.uncertain_classes() == set(range(1, 25))
+    assert parse_karyotype("45,XY,-8").uncertain_classes() == set()
     assert parse_karyotype("47,XY,+mar").markers == 1
     with pytest.raises(ValueError):
         parse_karyotype("XY,46")

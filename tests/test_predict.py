@@ -40,10 +40,24 @@ def test_object_score_keeps_a_chromosome_of_unsure_class():
     cs[3, 8], cs[3, 9] = 0.3, 0.35  # unsure between 9 and 10, but surely a chromosome (P(bg) 0.35)
     det["class_scores"] = cs
     insts = select_instances(det, InferenceConfig(score="object"))
-    assert [i["category_id"] for i in insts] == [3, 7, 9]  # the paper's class score drops the last one
+    # the paper's class score drops the last one; its class is its most probable one (10), not the
+    # candidate's own label (9)
+    assert [i["category_id"] for i in insts] == [3, 7, 10]
     assert insts[2]["score"] == pytest.approx(0.65) and insts[2]["class_scores"][9] == pytest.approx(0.35)
     with pytest.raises(ValueError, match="class_scores"):
         select_instances(fake_detections(), InferenceConfig(score="object"))
+
+
+def test_class_is_the_argmax_of_the_reported_probabilities():
+    det = fake_detections()
+    cs = torch.full((4, 24), 0.01)
+    cs[0, 4], cs[1, 2], cs[2, 6], cs[3, 8] = 0.6, 0.8, 0.7, 0.9  # candidate 0 (label 3) is most likely a 5
+    det["class_scores"] = cs
+    for score in ("class", "object"):
+        insts = select_instances(det, InferenceConfig(score=score, mask_nms_iou=0, score_threshold=0))
+        assert insts and all(i["category_id"] == int(np.argmax(i["class_scores"])) + 1 for i in insts)
+    class_rule = select_instances(det, InferenceConfig(score="class", mask_nms_iou=0, score_threshold=0))
+    assert class_rule[0]["category_id"] == 9 and class_rule[0]["score"] == pytest.approx(0.9)
 
 
 def test_label_image_keeps_higher_score():

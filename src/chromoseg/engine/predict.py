@@ -44,15 +44,21 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     from chromoseg.data.coco import mask_bbox
     from chromoseg.ops import mask_endpoints, mask_nms, mask_to_rbox
 
-    scores = det["scores"].detach().float().cpu()
-    rank = scores
-    if cfg.score == "object":
-        if "class_scores" not in det:
-            raise ValueError("score='object' needs a model whose detections carry class_scores (rotated variants)")
-        scores = det["class_scores"].detach().float().cpu().sum(1).clamp(max=1.0)
-        rank = scores + 1e-3 * det["scores"].detach().float().cpu()  # one RoI's candidates: likeliest class first
-    elif cfg.score != "class":
+    cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
+    labels = det["labels"].detach().cpu()
+    scores = rank = cand
+    if cfg.score not in ("class", "object"):
         raise ValueError(f"score {cfg.score!r}: use 'class' or 'object'")
+    if "class_scores" in det:
+        # a detection's class is the most probable of the 24 it reports (one RoI gives a candidate per
+        # class above the heads' threshold; its likeliest class's candidate ranks first, mask NMS
+        # removes the others)
+        cs = det["class_scores"].detach().float().cpu()
+        labels = cs.argmax(1) + 1
+        scores = cs.sum(1).clamp(max=1.0) if cfg.score == "object" else cs.amax(1)
+        rank = scores + 1e-3 * cand
+    elif cfg.score == "object":
+        raise ValueError("score='object' needs a model whose detections carry class_scores (rotated variants)")
     order = torch.argsort(rank, descending=True)[: cfg.top_k]
     if order.numel() == 0:
         return []
@@ -75,7 +81,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
             ends = np.asarray(mask_endpoints(m)).tolist()
         inst = {"mask": m, "bbox": mask_bbox(m), "rbox": [float(v) for v in rbox],
                 "endpoints": [[float(x), float(y)] for x, y in ends],
-                "category_id": int(det["labels"][i]), "score": float(scores[i])}
+                "category_id": int(labels[i]), "score": float(scores[i])}
         if "class_scores" in det:  # the detection's RoI's 24 class probabilities (flags unsure classes)
             inst["class_scores"] = [float(v) for v in det["class_scores"][i]]
         out.append(inst)

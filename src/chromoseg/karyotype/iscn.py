@@ -252,6 +252,8 @@ def expected_counts(kt: Karyotype) -> tuple[dict[int, int], set[int]]:
         if s.classes and (s.extra or s.lost):
             counts[s.classes[0]] += 1 if s.extra else -1
     uncertain = set(kt.structural_classes) | set(kt.questioned)
+    if not kt.consistent:  # e.g. "46,XY,-8": the string contradicts itself, so no count is sure
+        uncertain = set(range(1, NUM_CLASSES + 1))
     counts = {c: max(0, v) for c, v in counts.items()}
     return counts, uncertain
 
