@@ -347,3 +347,43 @@ def test_detections_carry_their_class_probabilities():
     own = out["class_scores"][torch.arange(n), out["labels"] - 1]
     torch.testing.assert_close(own, out["scores"])
     assert float(out["class_scores"].sum(1).max()) <= 1.0 + 1e-5
+
+
+def test_endpoint_branch_is_the_papers_six_layers_with_layer5_added_back():
+    """Paper Sec. II-B: six convolutions; the 5th layer's features are added back into the FPN maps
+    and the 6th predicts the heatmap."""
+    from collections import OrderedDict
+
+    from chromoseg.models.backbone import EndpointBranch
+
+    torch.manual_seed(0)
+    br = EndpointBranch(in_channels=8, channels=4)
+    convs = [m for m in br.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6 == br.num_layers
+    assert [c.out_channels for c in convs] == [4, 4, 4, 4, 8, 1]  # layer 5 returns to the FPN width
+    for m in convs:
+        torch.nn.init.normal_(m.weight, std=0.3)
+    seen = {}
+    br.convs[4].register_forward_hook(lambda mod, inp, out: seen.__setitem__("l5", out))
+    br.convs[3].register_forward_hook(lambda mod, inp, out: seen.__setitem__("l4", out))
+    x = torch.randn(1, 8, 10, 12)
+    new, heat = br(OrderedDict(p=x), (40, 48))
+    assert torch.allclose(new["p"], x + torch.relu(seen["l5"]))
+    assert heat.shape == (1, 1, 40, 48)
+    assert torch.allclose(br.predictor(torch.relu(seen["l5"])).sum(), br.predictor(torch.relu(seen["l5"])).sum())
+    assert not torch.allclose(new["p"] - x, torch.zeros_like(x))
+
+
+def test_models_saved_with_the_old_endpoint_branch_still_load(tmp_path):
+    """Files written before the six-layer branch (5 layers, no ``ed_layers`` in their build
+    arguments) load with the depth their weights have."""
+    from chromoseg.engine.checkpoint import load_model
+
+    old = small_model("ermr", ed_layers=5)
+    cfg = dict(SMALL, variant="ermr", backbone="resnet18", image_size=SIZE, anchor_ratios=(3.0,))
+    torch.save({"model": old.state_dict(), "model_config": cfg}, tmp_path / "old.pt")
+    model = load_model(tmp_path / "old.pt")
+    assert len(model.backbone.endpoint_branch.convs) + 1 == 5
+    new = small_model("ermr")
+    torch.save({"model": new.state_dict(), "model_config": cfg}, tmp_path / "new.pt")
+    assert len(load_model(tmp_path / "new.pt").backbone.endpoint_branch.convs) + 1 == 6
