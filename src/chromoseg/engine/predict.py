@@ -32,6 +32,9 @@ class InferenceConfig:
     #: probability then shows only in ``class_scores`` (rotated variants only); None (in
     #: ``Predictor.from_checkpoint``) = the model file's ``default_score``, else "class"
     score: str | None = "class"
+    #: how classes are chosen: "independent" = each chromosome's most probable class; "karyotype" =
+    #: jointly per metaphase (``chromoseg.karyotype.assign``: two slots per autosome, penalised gains)
+    classes: str = "independent"
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -144,7 +147,14 @@ class Predictor:
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         outputs = self.model(tensors)
-        return [select_instances({k: v for k, v in o.items()}, self.cfg) for o in outputs]
+        found = [select_instances({k: v for k, v in o.items()}, self.cfg) for o in outputs]
+        if self.cfg.classes == "karyotype":
+            from chromoseg.karyotype.assign import assign_instances
+
+            found = [assign_instances(insts) for insts in found]
+        elif self.cfg.classes != "independent":
+            raise ValueError(f"classes {self.cfg.classes!r}: use 'independent' or 'karyotype'")
+        return found
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,

@@ -1,0 +1,76 @@
+"""Karyotype-aware class assignment: the classes of one metaphase's chromosomes chosen jointly.
+
+Each chromosome alone takes its most probable class; but a metaphase holds (nearly) two of each
+autosome, so when three chromosomes claim class 4 and none class 5, the least sure of the three is
+more likely a 5. :func:`assign_classes` makes that choice for all chromosomes at once as a min-cost
+matching (``scipy.optimize.linear_sum_assignment``) of chromosomes to *class slots*:
+
+* two slots per autosome, two X slots and one Y slot, at cost ``-log p(class)``;
+* ``extra`` more slots per class for gains (and for an unusual count), each at an added penalty of
+  ``gain_penalty`` nats (default 3: a third copy is taken only when every other class is at least
+  e^3 = 20 times less likely for that chromosome);
+* empty slots cost nothing (losses are free: a chromosome missed by the detector must not pull
+  another one into its class).
+
+The sex chromosomes get 2 X and 1 Y slots whatever the cell's sex (a female cell simply leaves the
+Y slot empty, a male cell one X slot). Chromosomes without ``class_scores`` keep their class.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from chromoseg.karyotype.iscn import AUTOSOMES, X_ID, Y_ID
+
+#: slots at no penalty, per class id
+BASE_SLOTS = {**{c: 2 for c in AUTOSOMES}, X_ID: 2, Y_ID: 1}
+GAIN_PENALTY = 3.0
+EXTRA_SLOTS = 2
+
+
+def slot_table(n_needed: int, gain_penalty: float = GAIN_PENALTY, extra: int = EXTRA_SLOTS):
+    """Class id and penalty of every slot: the base slots, then ``extra`` per class at
+    ``gain_penalty`` each (more layers when ``n_needed`` chromosomes would not fit)."""
+    cls, pen = [], []
+    for c, k in BASE_SLOTS.items():
+        cls += [c] * k
+        pen += [0.0] * k
+    layers = max(int(extra), -(-(n_needed - len(cls)) // len(BASE_SLOTS)))
+    for layer in range(layers):
+        for c in BASE_SLOTS:
+            cls.append(c)
+            pen.append(gain_penalty * (layer + 1))
+    return np.asarray(cls, np.int64), np.asarray(pen, np.float64)
+
+
+def assign_classes(class_scores, gain_penalty: float = GAIN_PENALTY, extra: int = EXTRA_SLOTS,
+                   eps: float = 1e-6) -> np.ndarray:
+    """Class ids (1-24) for ``class_scores [N, 24]`` (probabilities, index 0 = class 1), chosen
+    jointly for one metaphase (see the module docstring). Returns int64 ``[N]``."""
+    from scipy.optimize import linear_sum_assignment
+
+    p = np.asarray(class_scores, np.float64).reshape(-1, 24)
+    n = p.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64)
+    p = p / np.clip(p.sum(1, keepdims=True), eps, None)  # the class given that it is a chromosome
+    cls, pen = slot_table(n, gain_penalty, extra)
+    cost = -np.log(np.clip(p[:, cls - 1], eps, None)) + pen[None, :]
+    rows, cols = linear_sum_assignment(cost)
+    out = np.zeros(n, np.int64)
+    out[rows] = cls[cols]
+    return out
+
+
+def assign_instances(instances: list[dict], **kw) -> list[dict]:
+    """Copies of one metaphase's instances with ``category_id`` from :func:`assign_classes` (the
+    per-chromosome argmax kept as ``category_id_independent``); instances without
+    ``class_scores`` are left as they are."""
+    idx = [i for i, inst in enumerate(instances) if inst.get("class_scores") is not None]
+    out = [dict(inst) for inst in instances]
+    if not idx:
+        return out
+    labels = assign_classes([instances[i]["class_scores"] for i in idx], **kw)
+    for i, c in zip(idx, labels.tolist()):
+        out[i]["category_id_independent"] = out[i].get("category_id")
+        out[i]["category_id"] = int(c)
+    return out
