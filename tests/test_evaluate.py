@@ -371,3 +371,25 @@ def test_chromoseg_main_evaluate(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.json").write_text("[1, 2")
     assert cli.main(["evaluate", str(gt_path), str(tmp_path / "bad.json")]) == 2
     assert "bad.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_endpoint_metric():
+    gt = make_gt()
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["endpoints"] = [[x + w / 2, y], [x + w / 2, y + h]]
+    res = perfect_results(gt)
+    for k, r in enumerate(res):
+        r["endpoints"] = [list(p) for p in r["endpoints"]][::-1]  # crossed order still pairs right
+        if k == 0:
+            r["endpoints"][0][1] += 3.0  # 3 px off: within 4 px
+        if k == 1:
+            r["endpoints"][0][1] += 6.0  # 6 px off: a miss
+    res = res[:-1]  # one instance not detected: its two endpoints count as misses of all
+    e = evaluate(gt, res)["confusion"]["endpoints"]
+    assert e["ground_truth_endpoints"] == 14 and e["of_matched_instances"] == 12
+    assert e["within_radius"] == 11 and e["share_of_matched"] == pytest.approx(11 / 12)
+    assert e["share_of_all"] == pytest.approx(11 / 14)
+    assert e["mean_distance_px"] == pytest.approx(9 / 12)
+    no_ends = evaluate(make_gt(), perfect_results(make_gt()))["confusion"]["endpoints"]
+    assert no_ends["of_matched_instances"] == 0 and no_ends["share_of_matched"] is None

@@ -387,3 +387,22 @@ def test_models_saved_with_the_old_endpoint_branch_still_load(tmp_path):
     new = small_model("ermr")
     torch.save({"model": new.state_dict(), "model_config": cfg}, tmp_path / "new.pt")
     assert len(load_model(tmp_path / "new.pt").backbone.endpoint_branch.convs) + 1 == 6
+
+
+def test_detection_endpoints_follow_the_heatmap_and_fall_back_to_the_box_ends():
+    from chromoseg.models.rcnn import detection_endpoints
+
+    rb = torch.tensor([[50.0, 30.0, 40.0, 8.0, 0.0], [50.0, 30.0, 40.0, 8.0, 90.0 - 180.0]])  # horizontal, vertical
+    flat = torch.zeros(1, 60, 100)
+    e = detection_endpoints(flat, rb)
+    # a flat heatmap: the ends of each box, never its centre
+    assert torch.allclose(e[0], torch.tensor([[30.0, 30.0], [70.0, 30.0]]), atol=0.7)
+    assert torch.allclose(e[1], torch.tensor([[50.0, 10.0], [50.0, 50.0]]), atol=0.7)
+    assert ((e - rb[:, None, :2]).norm(dim=-1) > 15).all()
+    # peaks inside the box are found (to the sampling step, 40 / 32 px)
+    from chromoseg.ops import endpoint_heatmap
+
+    heat = endpoint_heatmap(torch.tensor([[36.2, 30.0], [61.7, 30.0]]), (60, 100))[None]
+    e = detection_endpoints(heat, rb[:1])
+    assert torch.allclose(e[0], torch.tensor([[36.5, 30.0], [61.5, 30.0]]), atol=1.3)
+    assert detection_endpoints(flat, rb[:0]).shape == (0, 2, 2)

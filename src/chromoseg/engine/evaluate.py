@@ -58,6 +58,9 @@ MODES = ("multi", "binary")
 IOU_TYPES = ("segm", "bbox")
 #: IoU at which a detection matches a ground-truth instance in the confusion matrix.
 CONFUSION_IOU = 0.5
+#: endpoint metric: a ground-truth endpoint is found when a matched detection has one within this many
+#: pixels (full image resolution)
+ENDPOINT_RADIUS = 4.0
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 #: Label of the extra row (detections with no ground truth) and column (ground truth with no detection).
 BACKGROUND = "background"
@@ -366,6 +369,7 @@ def _prepare_results(data: Any, source: str, gt: _GroundTruth, threshold: float,
             "image_id": iid, "category_id": cat, "score": float(score), "bbox": bbox, "segmentation": rle,
             "mask_area": float(mask_utils.area(rle)) if rle is not None else None,
             "box_area": bbox[2] * bbox[3], "order": k,
+            **({"endpoints": det["endpoints"]} if _valid_endpoints(det.get("endpoints")) else {}),
         })
     counts = {"detections_in_file": len(data), "detections_below_threshold": below,
               "detections_used": len(dets), "detections_matched_by_file_name": by_name}
@@ -472,8 +476,47 @@ def _run_cocoeval(gt: _GroundTruth, dets: list[dict], mode: str, iou_type: str, 
 # --------------------------------------------------------------------------------------------------
 # confusion matrix
 # --------------------------------------------------------------------------------------------------
+def _valid_endpoints(e: Any) -> bool:
+    try:
+        a = [[float(v) for v in p] for p in e]
+    except (TypeError, ValueError):
+        return False
+    return len(a) == 2 and all(len(p) == 2 and all(math.isfinite(v) for v in p) for p in a)
+
+
+def endpoint_errors(gt_ends, det_ends) -> tuple[float, float]:
+    """Distances (px) of a ground truth's two endpoints to a detection's two, in the pairing
+    (straight or crossed) with the smaller sum."""
+    import numpy as np
+
+    g, d = np.asarray(gt_ends, float).reshape(2, 2), np.asarray(det_ends, float).reshape(2, 2)
+    straight = np.linalg.norm(g - d, axis=1)
+    crossed = np.linalg.norm(g - d[::-1], axis=1)
+    best = straight if straight.sum() <= crossed.sum() else crossed
+    return float(best[0]), float(best[1])
+
+
+def _endpoint_summary(dists: list[float], n_gt_ends: int, radius: float) -> dict:
+    import numpy as np
+
+    hits = int(sum(d <= radius for d in dists))
+    return {
+        "radius_px": radius,
+        "ground_truth_endpoints": n_gt_ends,
+        "of_matched_instances": len(dists),
+        "within_radius": hits,
+        "share_of_matched": hits / len(dists) if dists else None,
+        "share_of_all": hits / n_gt_ends if n_gt_ends else None,
+        "mean_distance_px": float(np.mean(dists)) if dists else None,
+        "median_distance_px": float(np.median(dists)) if dists else None,
+        "note": "ground-truth endpoints of instances matched at mask IoU >= 0.5 (as in the confusion), "
+                "each paired with the nearer of the detection's two; share_of_all counts unmatched "
+                "instances' endpoints as misses",
+    }
+
+
 def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = CONFUSION_IOU,
-                     max_dets: int = MAX_DETS) -> dict:
+                     max_dets: int = MAX_DETS, endpoint_radius: float = ENDPOINT_RADIUS) -> dict:
     """Class confusion of matched instances (see the module docstring); 25x25 counts.
 
     Rows: ground-truth classes "1".."22", "X", "Y", then ``background`` (detections that match no
@@ -495,6 +538,8 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
     for d in dets:
         dts_by_img[d["image_id"]].append(d)
     kinds = Counter()
+    end_dists: list[float] = []
+    n_gt_ends = 0
     for iid in gt.images:
         g = gts_by_img.get(iid, [])
         d = sorted(dts_by_img.get(iid, []), key=lambda x: (-x["score"], x["order"]))[: int(max_dets)]
@@ -515,11 +560,15 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
             if j >= 0 and row[j] >= iou_threshold:
                 taken[j] = True
                 mat[g[j]["category_id"] - 1, det["category_id"] - 1] += 1
+                if _valid_endpoints(g[j].get("endpoints")) and "endpoints" in det:
+                    end_dists.extend(endpoint_errors(g[j]["endpoints"], det["endpoints"]))
             else:
                 mat[n, det["category_id"] - 1] += 1
         for j, ann in enumerate(g):
             if not taken[j]:
                 mat[ann["category_id"] - 1, n] += 1
+            if _valid_endpoints(ann.get("endpoints")):
+                n_gt_ends += 2
     matched = int(mat[:n, :n].sum())
     correct = int(np.trace(mat[:n, :n]))
     return {
@@ -535,6 +584,7 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
         "class_accuracy_of_matched": (correct / matched) if matched else None,
         "missed": int(mat[:n, n].sum()),
         "false_detections": int(mat[n, :n].sum()),
+        "endpoints": _endpoint_summary(end_dists, n_gt_ends, endpoint_radius),
     }
 
 
@@ -706,6 +756,11 @@ def format_table(report: dict) -> str:
         + (f" ({100 * acc:.1f}%)" if acc is not None else "")
         + f", {c['missed']} missed, {c['false_detections']} unmatched detections"
     )
+    e = c.get("endpoints") or {}
+    if e.get("of_matched_instances"):
+        lines.append(f"endpoints: {100 * e['share_of_matched']:.1f}% of the matched instances' endpoints within "
+                     f"{e['radius_px']:g} px ({100 * e['share_of_all']:.1f}% of all), mean distance "
+                     f"{e['mean_distance_px']:.1f} px")
     skipped = report["counts"]["skipped"]
     if any(skipped.values()):
         lines.append(f"skipped: {json.dumps(skipped)}")

@@ -10,8 +10,9 @@ from .losses import endpoint_loss
 
 def detection_endpoints(heatmap: torch.Tensor, rboxes: torch.Tensor, samples: int = 33) -> torch.Tensor:
     """Endpoints ``[N, 2, 2]`` of each detection from the ED heatmap ``[1, H, W]``: the heatmap is
-    sampled along the long axis of the rotated box; each half's maximum is one endpoint (the first
-    is the one nearer the top of the image, ties by x, as in the dataset contract)."""
+    sampled along the long axis of the rotated box; each half's maximum is one endpoint, the outermost
+    one on ties, so a flat heatmap gives the box's ends (the first endpoint is the one nearer the top
+    of the image, ties by x, as in the dataset contract)."""
     n = rboxes.shape[0]
     if n == 0:
         return rboxes.new_zeros((0, 2, 2))
@@ -24,8 +25,9 @@ def detection_endpoints(heatmap: torch.Tensor, rboxes: torch.Tensor, samples: in
     grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], dim=-1)[None]  # [1, N, S, 2]
     vals = F.grid_sample(heatmap[None].to(grid.dtype), grid, align_corners=False)[0, 0]  # [N, S]
     half = samples // 2
+    # ties (a flat heatmap) go to the outermost sample: with no evidence the box's own ends are used
     i0 = vals[:, :half].argmax(dim=1)
-    i1 = vals[:, half + 1:].argmax(dim=1) + half + 1
+    i1 = samples - 1 - vals[:, half + 1:].flip(1).argmax(dim=1)
     ar = torch.arange(n, device=rboxes.device)
     e = torch.stack([torch.stack([px[ar, i0], py[ar, i0]], -1), torch.stack([px[ar, i1], py[ar, i1]], -1)], 1)
     swap = (e[:, 1, 1] < e[:, 0, 1]) | ((e[:, 1, 1] == e[:, 0, 1]) & (e[:, 1, 0] < e[:, 0, 0]))
