@@ -1,0 +1,135 @@
+"""Where a model loses chromosomes (``chromoseg.engine.diagnose``), beside the Otsu baseline.
+
+For every ground-truth chromosome of the split: lost by the RPN, missed by the RoI heads, found with
+mask IoU < 0.5, lost to the score threshold, removed by NMS, found with the wrong / right class.
+The same run gives the model's mask AP (its final instances, as ``predict`` keeps them) and the
+classical baseline's (Otsu threshold + 8-connected components, pieces under 30 px dropped, every
+piece one chromosome: binary AP only).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py --model mfish \\
+        --gt datasets/mfish/test.json --md benchmarks/results/errors.md --append
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def main(argv=None) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from chromoseg.data.coco import encode_mask, load_coco, resolve_image_path
+    from chromoseg.data.dataset import ChromosomeDataset
+    from chromoseg.data.io import read_image
+    from chromoseg.engine.diagnose import STAGES, diagnose_image
+    from chromoseg.engine.evaluate import evaluate
+    from chromoseg.engine.predict import InferenceConfig, Predictor, instances_to_results
+    from chromoseg.models.classical import otsu_instances
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mfish", help="shipped model name or checkpoint / export path")
+    ap.add_argument("--gt", type=Path, default=REPO / "datasets" / "mfish" / "test.json")
+    ap.add_argument("--score", default=None, choices=["class", "object"], help="default: the model file's")
+    ap.add_argument("--classes", default="independent", choices=["independent", "karyotype"])
+    ap.add_argument("--dark-on-light", action="store_true", help="Otsu baseline: objects darker than background")
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--label", default=None, help="name of the model in the table")
+    ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument("--append", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    predictor = Predictor.from_checkpoint(a.model, InferenceConfig(score=a.score, classes=a.classes))
+    ds = ChromosomeDataset(a.gt, max_images=a.max_images)
+    coco = load_coco(a.gt)
+    counts = {s: 0 for s in STAGES}
+    results, otsu = [], []
+    for i in tqdm(range(len(ds)), desc="diagnose"):
+        info = ds.images[i]
+        _, target = ds.load(i)
+        masks = target["masks"].numpy().astype(bool)
+        b = target["boxes"].numpy()
+        gt = [{"mask": masks[k], "rbox": target["rboxes"][k].tolist(),
+               "bbox": [float(b[k, 0]), float(b[k, 1]), float(b[k, 2] - b[k, 0]), float(b[k, 3] - b[k, 1])],
+               "category_id": int(target["labels"][k])} for k in range(len(masks))]
+        image = read_image(ds.image_path(i))
+        stages, extra = diagnose_image(predictor, image, gt)
+        if predictor.cfg.classes == "karyotype":
+            from chromoseg.karyotype.assign import assign_instances
+
+            extra["final"] = assign_instances(extra["final"])
+        for s in stages:
+            counts[s] += 1
+        results += instances_to_results(extra["final"], info["id"], info["file_name"])
+        for inst in otsu_instances(image, bright=not a.dark_on_light):
+            otsu.append({"image_id": info["id"], "category_id": 1, "score": 1.0,
+                         "segmentation": encode_mask(inst["mask"])})
+    total = sum(counts.values())
+    ids = {im["id"] for im in ds.images}  # the images measured (all, unless --max-images)
+    gt_sub = dict(coco, images=[im for im in coco["images"] if im["id"] in ids],
+                  annotations=[x for x in coco["annotations"] if x["image_id"] in ids])
+    rep = evaluate(gt_sub, results, score_threshold=0.0)
+    rep_otsu = evaluate(gt_sub, otsu, score_threshold=0.0, modes=("binary",), iou_types=("segm",))
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    name = a.label or str(a.model)
+    m, bm = rep["metrics"]["multi"]["segm"], rep["metrics"]["binary"]["segm"]
+    ob = rep_otsu["metrics"]["binary"]["segm"]
+    e = rep["confusion"]["endpoints"]
+    lines = [
+        f"## {name} on `{a.gt.name}` ({dt.date.today()}, commit {_commit()})", "",
+        "```", "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py " + " ".join(argv or sys.argv[1:]), "```",
+        "", f"{len(ds)} images, {total} ground-truth chromosomes (crowd regions left out); predict's settings: "
+            f"score `{predictor.cfg.score}`, threshold {predictor.cfg.score_threshold}, classes "
+            f"`{predictor.cfg.classes}`. Hardware: {platform.machine()} CPU, {a.threads} threads.", "",
+        "| where the chromosome ends up | chromosomes | share |", "|---|---|---|",
+    ]
+    labels = {"rpn": "missed by the RPN (no proposal at IoU >= 0.5)",
+              "heads_miss": "missed by the RoI heads (no detection at mask IoU >= 0.1)",
+              "mask_iou_low": "found, mask IoU < 0.5",
+              "score": "lost to the score threshold", "nms": "removed by mask NMS / top-k",
+              "taken": "its detection matched to another chromosome",
+              "wrong_class": "found, wrong class", "right_class": "found, right class"}
+    for s in STAGES:
+        lines.append(f"| {labels[s]} | {counts[s]} | {100 * counts[s] / max(total, 1):.1f}% |")
+    found = counts["wrong_class"] + counts["right_class"]
+    lines += ["", f"Found (mask IoU >= 0.5): {found} of {total} ({100 * found / max(total, 1):.1f}%); "
+                  f"right class among found: {100 * counts['right_class'] / max(found, 1):.1f}%. "
+                  f"Endpoints: {pct(e['share_of_matched'])}% of the found chromosomes' endpoints within "
+                  f"{e['radius_px']:g} px (mean {e['mean_distance_px'] or 0:.1f} px).", "",
+              "| mask AP (final instances, x100) | binary AP | binary AP50 | 24-class AP | 24-class AP50 |",
+              "|---|---|---|---|---|",
+              f"| {name} | {pct(bm['AP'])} | {pct(bm['AP50'])} | {pct(m['AP'])} | {pct(m['AP50'])} |",
+              f"| Otsu + 8-connected components (baseline) | {pct(ob['AP'])} | {pct(ob['AP50'])} | - | - |", ""]
+    text = "\n".join(lines)
+    print(text)
+    if a.md:
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        mode = "a" if a.append and a.md.exists() else "w"
+        with open(a.md, mode) as f:
+            if mode == "w":
+                f.write("# Where chromosomes are lost (`benchmarks/bench_errors.py`)\n\n")
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
