@@ -33,8 +33,60 @@ Run `chromoseg COMMAND --help` for each command's options.
 """
 
 
+#: exit statuses of every command
+EXIT_OK = 0  #: everything asked for was done
+EXIT_NOTHING_DONE = 1  #: nothing could be done (e.g. no input image could be used)
+EXIT_USAGE = 2  #: bad command line or unusable input (one line on stderr says why)
+EXIT_PARTIAL = 3  #: done, but some inputs were skipped (listed on stderr and in problems.json)
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _number(kind, text: str, *, lo=None, hi=None, lo_open=False, what=""):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what or ('an integer' if kind is int else 'a number')}") from None
+    if kind is float and v != v:  # NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise argparse.ArgumentTypeError(f"{text} must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and v > hi:
+        raise argparse.ArgumentTypeError(f"{text} must be <= {hi}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, lo=1)
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, lo=0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = _number(float, text, lo=0.0, lo_open=True)
+    if v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be finite")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    v = _number(float, text, lo=0.0)
+    if v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be finite")
+    return v
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (a probability, a score, an IoU)."""
+    return _number(float, text, lo=0.0, hi=1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chromoseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # that part of chromoseg is not there yet
-                continue
-            raise
-        module.register(sub)
+    for name in COMMAND_MODULES:  # a module that fails to import is an error, never a silently lost command
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -67,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # libraries' warnings (deprecations, decoder notes) are for developers: -v shows them
+        import warnings
+
+        warnings.simplefilter("ignore")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
@@ -74,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CliError as err:
         print(f"chromoseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chromoseg.cli import positive_int, unit_float
+
 HELP = """\
 Build a COCO instance set (chromoseg's format) from metaphases and the karyograms made from them, as in
 the seed paper's section II.A: every chromosome is cut out of the karyogram with the class of its slot
@@ -39,15 +41,15 @@ def add_build_parser(data_subparsers) -> argparse.ArgumentParser:
     p.add_argument("karyograms", nargs="?", help="folder (or one file) of karyogram images")
     p.add_argument("--pairs", metavar="CSV", help="explicit pairs: CSV with columns metaphase,karyogram")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--min-score", type=float, default=0.0,
+    p.add_argument("--min-score", type=unit_float, default=0.0,
                    help="leave matches with a lower match score out of the dataset (score = max(ncc,0) * coverage "
                         "* fill, in [0, 1]; they still appear grey on the review sheet) [0]")
-    p.add_argument("--min-matched", type=float, default=0.3,
+    p.add_argument("--min-matched", type=unit_float, default=0.3,
                    help="skip a pair when fewer than this share of its karyogram chromosomes is found [0.3]")
     p.add_argument("--no-review", action="store_true", help="do not draw review sheets")
     p.add_argument("--no-template", action="store_true",
                    help="SIFT + DBSCAN only (no rotated template search): faster, finds fewer small chromosomes")
-    p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     p.set_defaults(func=run_build)
     return p
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from chromoseg.cli import positive_int
+
 IMPORT_HELP = """\
 Turn a public chromosome set into chromoseg's dataset format (COCO instances JSON with rotated boxes
 and endpoints). Images are not copied: the JSON refers to them where they are.
@@ -78,7 +80,7 @@ def register(sub) -> None:
     imp.add_argument("format", choices=("mfish", "voc"), help="the source format")
     imp.add_argument("source", help="folder of the source set")
     imp.add_argument("--out", required=True, help="output folder for the JSON files and reports")
-    imp.add_argument("--limit", type=int, default=None, help="import only the first N images (mfish; for a quick look)")
+    imp.add_argument("--limit", type=positive_int, default=None, help="import only the first N images (mfish; for a quick look)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=_cmd_import)
 
@@ -87,7 +89,7 @@ def register(sub) -> None:
                                        "endpoints, class labels; flagged instances marked '!') to OUT/<image>.png.")
     show.add_argument("annotations", help="a dataset JSON (e.g. datasets/mfish/train.json)")
     show.add_argument("--out", required=True, help="folder for the PNG files")
-    show.add_argument("--limit", type=int, default=None, help="only the first N images")
+    show.add_argument("--limit", type=positive_int, default=None, help="only the first N images")
     show.add_argument("--image", action="append", default=None, help="only this image (file name or stem); repeatable")
     show.add_argument("--image-root", default=None, help="folder for relative image paths (default: the JSON's folder)")
     show.add_argument("--quiet", action="store_true", help="no progress bar")

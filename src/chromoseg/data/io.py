@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+TRUNCATED = "file is truncated: it ends before its image data does (an interrupted copy or download?)"
+#: bit depths a 16-bit container is read as (cameras write 12 or 14 bits into 16-bit files; 8-bit
+#: data is sometimes stored in 16 bits)
+BIT_DEPTHS = (8, 12, 14, 16)
 
 
 class ImageReadError(ValueError):
@@ -79,6 +83,8 @@ def read_image(path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(path, "broken symbolic link (its target does not exist)")
     if not path.exists():
         raise ImageReadError(path, "no such file")
     if not path.is_file():
@@ -97,11 +103,15 @@ def read_image(path) -> np.ndarray:
     except ImageReadError:
         raise
     except (OSError, ValueError, UnidentifiedImageError, SyntaxError, EOFError) as err:
+        if "truncated" in str(err).lower():
+            raise ImageReadError(path, TRUNCATED) from err
         if path.suffix.lower() not in (".tif", ".tiff"):
             raise ImageReadError(path, f"cannot decode image ({err})") from err
         try:  # e.g. 16-bit RGB TIFF, which Pillow cannot open
             arr = _tifffile_read(path)
         except Exception as err2:  # noqa: BLE001 - report whatever the decoder said
+            if "failed to read" in str(err2) or "truncated" in str(err2).lower():
+                raise ImageReadError(path, TRUNCATED) from err2
             raise ImageReadError(path, f"cannot decode image ({err}; tifffile: {err2})") from err2
     if arr.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D image, got shape {arr.shape}")
@@ -129,12 +139,23 @@ def read_label_map(path) -> np.ndarray:
         raise ImageReadError(path, f"cannot decode label map ({err})") from err
 
 
+def bit_depth(arr: np.ndarray) -> int:
+    """The bit depth the data of a grey array uses: 8 for uint8; for uint16 the smallest of 8, 12,
+    14, 16 bits whose range holds the image's maximum (a 12-bit camera's file is read as 12-bit; a
+    16-bit image whose brightest pixel is under 4096 is read as 12-bit too, i.e. brightened)."""
+    if arr.dtype == np.uint8:
+        return 8
+    m = int(arr.max()) if arr.size else 0
+    return next(b for b in BIT_DEPTHS if m < 2 ** b)
+
+
 def to_float01(arr: np.ndarray) -> np.ndarray:
-    """Scale a uint8/uint16 grey array into float32 [0, 1] by its dtype's range."""
+    """Scale a uint8/uint16 grey array into float32 [0, 1] by the range of its real bit depth
+    (:func:`bit_depth`): 8-bit / 255, 12-bit data in a 16-bit file / 4095, full 16-bit / 65535."""
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
+        return arr.astype(np.float32) / float(2 ** bit_depth(arr) - 1)
     if arr.dtype.kind == "f":
         return np.clip(arr.astype(np.float32), 0.0, 1.0)
     raise TypeError(f"unsupported image dtype {arr.dtype}")
@@ -159,7 +180,9 @@ def list_images(inputs) -> list[Path]:
     for item in [inputs] if isinstance(inputs, (str, Path)) else inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(q for q in sorted(p.rglob("*")) if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            # broken links are kept, so that the reader reports them instead of losing them silently
+            out.extend(q for q in sorted(p.rglob("*"))
+                       if q.suffix.lower() in IMAGE_SUFFIXES and (q.is_file() or (q.is_symlink() and not q.exists())))
         elif any(ch in str(item) for ch in "*?["):
             out.extend(Path(q) for q in sorted(glob.glob(str(item), recursive=True)) if Path(q).suffix.lower() in IMAGE_SUFFIXES)
         else:

@@ -50,7 +50,7 @@ class ProblemLog:
         return f"{len(self.problems)} problems: {parts}"
 
     def write(self, path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from chromoseg.atomic import write_text
+
         rows = [p.__dict__ for p in self.problems]
-        path.write_text(json.dumps(rows, indent=1))
+        write_text(path, json.dumps(rows, indent=1))

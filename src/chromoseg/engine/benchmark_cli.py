@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chromoseg.cli import nonneg_int
+
 HELP = """\
 Evaluate trained variants on an annotated split and write the paper's Table I or II as Markdown and
 JSON, with our numbers beside the paper's, the command, data, hardware and date.
@@ -52,6 +54,6 @@ def register(sub) -> None:
     p.add_argument("--out", default="benchmarks/results", help="folder for TABLE.md and TABLE.json")
     p.add_argument("--work", default="out/tables", help="folder for the predictions (default out/tables)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=nonneg_int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd)

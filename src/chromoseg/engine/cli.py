@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+
 TRAIN_DESCRIPTION = """\
 Train one of the paper's networks on a chromoseg dataset (COCO JSON as written by
 `chromoseg data import`).
@@ -64,6 +66,8 @@ def _size(text: str):
             w = h = int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"image size {text!r}: use WxH, e.g. 640x512, or 'keep'") from None
+    if not (32 <= w <= 8192 and 32 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"image size {text!r}: width and height must be 32-8192 px")
     return (h, w)
 
 
@@ -74,11 +78,11 @@ def register(subparsers) -> None:
     g.add_argument("--data", metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
     g.add_argument("--train", metavar="JSON", help="training set (instead of --data)")
     g.add_argument("--val", metavar="JSON", help="validation set (early stopping); without it the training loss is monitored")
-    g.add_argument("--max-images", type=int, metavar="N", help="use only the first N training (and validation) images")
+    g.add_argument("--max-images", type=positive_int, metavar="N", help="use only the first N training (and validation) images")
     g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
                    help="input size, WxH (default 640x512, the paper's); 'keep' keeps each image's size")
     g.add_argument("--no-augment", action="store_true", help="no flips / rotations / intensity jitter")
-    g.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    g.add_argument("--workers", type=nonneg_int, default=2, help="data loader processes (default 2)")
     g = p.add_argument_group("model")
     g.add_argument("--variant", default="ermr", choices=["mr", "rmr", "erm1", "erm2", "erm3", "erm4", "ermr"],
                    help="network (default ermr)")
@@ -90,8 +94,8 @@ def register(subparsers) -> None:
                         "shipped model's name such as mfish): every tensor whose name and shape fit is copied")
     g.add_argument("--trainable-layers", type=int, default=5, choices=range(6), metavar="K",
                    help="ResNet stages trained (5 = all, the default; 3 freezes conv1 and layer1, as torchvision)")
-    g.add_argument("--num-classes", type=int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
-    g.add_argument("--endpoint-loss-weight", type=float, default=1.0, metavar="W",
+    g.add_argument("--num-classes", type=positive_int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
+    g.add_argument("--endpoint-loss-weight", type=nonneg_float, default=1.0, metavar="W",
                    help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
                         "so the branch learns slowly at 1; e.g. 100 makes it learn faster)")
     g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
@@ -99,18 +103,18 @@ def register(subparsers) -> None:
                    help="the shipped model's widths: 128-channel FPN and mask head, 512-d box head, 32-channel "
                         "endpoint branch, 128 RoIs / image (with resnet18: ~32 MB in fp16)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
-    g.add_argument("--batch-size", type=int, default=2, help="images per step and process (default 2)")
-    g.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (default 0.005)")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--warmup-iters", type=int, default=200, help="linear warm-up steps (default 200)")
+    g.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
+    g.add_argument("--batch-size", type=positive_int, default=2, help="images per step and process (default 2)")
+    g.add_argument("--lr", type=positive_float, default=0.005, help="SGD learning rate (default 0.005)")
+    g.add_argument("--momentum", type=unit_float, default=0.9)
+    g.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
+    g.add_argument("--warmup-iters", type=nonneg_int, default=200, help="linear warm-up steps (default 200)")
     g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="after warm-up: constant (the paper, default) or cosine decay to 0 at --epochs")
-    g.add_argument("--patience", type=int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
-    g.add_argument("--grad-clip", type=float, default=10.0, help="max gradient norm (default 10; 0 = off)")
+    g.add_argument("--patience", type=nonneg_int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
+    g.add_argument("--grad-clip", type=nonneg_float, default=10.0, help="max gradient norm (default 10; 0 = off)")
     g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on GPU (default auto)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=nonneg_int, default=0)
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (default runs/train)")
@@ -124,14 +128,14 @@ def register(subparsers) -> None:
     q.add_argument("--data", default=None, metavar="DIR",
                    help="folder of .npz cells (default ../shared/data/single-chromosomes-gband beside the repo)")
     q.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"])
-    q.add_argument("--epochs", type=int, default=30)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, cosine schedule (default 0.05)")
-    q.add_argument("--image-size", type=int, default=96, metavar="S", help="crops are padded/resized to SxS (default 96)")
-    q.add_argument("--max-cells", type=int, metavar="N", help="use only N cells (quick runs)")
-    q.add_argument("--workers", type=int, default=2)
+    q.add_argument("--epochs", type=positive_int, default=30)
+    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--lr", type=positive_float, default=0.05, help="SGD learning rate, cosine schedule (default 0.05)")
+    q.add_argument("--image-size", type=positive_int, default=96, metavar="S", help="crops are padded/resized to SxS (default 96)")
+    q.add_argument("--max-cells", type=positive_int, metavar="N", help="use only N cells (quick runs)")
+    q.add_argument("--workers", type=nonneg_int, default=2)
     q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=nonneg_int, default=0)
     q.add_argument("--out", default="runs/pretrain", metavar="DIR")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_pretrain)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chromoseg.cli import positive_int, unit_float
+
 DESCRIPTION = """\
 Evaluate a predictions file against an annotated set, the way the paper's Tables I and II do.
 
@@ -53,13 +55,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("gt", metavar="GT.json", help="annotated set (chromoseg COCO instances JSON)")
     p.add_argument("results", metavar="RESULTS.json", help="COCO results list (chromoseg predict output)")
-    p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+    p.add_argument("--score-threshold", type=unit_float, default=0.5, metavar="S",
                    help="drop detections with score < S before AP (default 0.5, the paper's; 0 = standard COCO)")
     p.add_argument("--mode", choices=("multi", "binary", "both"), default="both",
                    help="multi-class (24 classes), binary (class-agnostic) or both (default)")
     p.add_argument("--iou-type", choices=("segm", "bbox", "both"), default="both",
                    help="mask AP (segm), box AP (bbox) or both (default); box-only sets get bbox only")
-    p.add_argument("--max-dets", type=int, default=100, metavar="N",
+    p.add_argument("--max-dets", type=positive_int, default=100, metavar="N",
                    help="COCOeval maxDets (default 100, the paper's top 100)")
     p.add_argument("--out", metavar="DIR", help="write report.json, summary.md and confusion_matrix.csv here")
     p.set_defaults(func=run)

@@ -157,8 +157,26 @@ class Predictor:
         return found
 
 
+#: images with more pixels are refused (one line in problems.json): the model's masks are pasted at
+#: the image's own size, about 0.5 kB of memory per pixel for 100 detections (see
+#: benchmarks/results/predict_memory.md); a 4096 x 4096 image is the largest accepted
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
+    """(results, images) of an earlier run into ``out_dir`` and the file names it finished."""
+    try:
+        meta = json.loads((out_dir / "images.json").read_text())
+        results = json.loads((out_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return [], [], set()
+    images = [im for im in meta.get("images", []) if isinstance(im, dict) and "file_name" in im]
+    return results, images, {im["file_name"] for im in images}
+
+
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
-                  label_images: bool = True, karyotype: bool = True, progress: bool = True) -> dict:
+                  label_images: bool = True, karyotype: bool = True, progress: bool = True,
+                  skip_existing: bool = False) -> dict:
     """Predict every image in ``paths`` and write into ``out_dir``:
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
@@ -168,11 +186,19 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     - with ``karyotype``: per image ``<stem>.karyogram.png``, and for the run ``report.html`` (one
       self-contained page, flagged metaphases first) and ``report.csv`` with counts, ISCN-style summary
       and flags (see :mod:`chromoseg.karyotype`);
-    - ``problems.json``: files that could not be read (skipped, the batch goes on).
+    - ``problems.json``: files that could not be used (skipped, the batch goes on).
+
+    Every file is written atomically, and ``results.json``, ``images.json``, the report and
+    ``problems.json`` are rewritten after each finished image: a killed run leaves valid files that
+    cover what it finished. ``skip_existing``: images already in ``out_dir``'s ``images.json`` are not
+    predicted again (their results are kept). Returns counts: ``images`` finished in this call,
+    ``skipped`` (problems), ``already_done``.
     """
     import tifffile
     from tqdm import tqdm
 
+    from chromoseg.atomic import atomic_path, write_text
+    from chromoseg.data.classes import coco_categories
     from chromoseg.karyotype.layout import save_png
     from chromoseg.karyotype.overlay import render_overlay
     from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
@@ -181,40 +207,91 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems = ProblemLog()
-    results, images_meta, rows = [], [], []
+    results, images_meta, done = _read_done(out_dir) if skip_existing else ([], [], set())
+    rows: list[dict] = []
+    n_before = len(images_meta)
     stems: dict[str, int] = {}
+    for im in images_meta:
+        stem = Path(im["file_name"]).stem
+        stems[stem] = stems.get(stem, 0) + 1
+    if karyotype and images_meta:  # the report covers the earlier images too: their rows again
+        from chromoseg.karyotype.layout import instances_from_coco
+
+        for im in images_meta:
+            try:
+                arr = read_image(im["file_name"])
+            except ImageReadError:
+                continue
+            insts = instances_from_coco(results, im["id"], arr.shape[0], arr.shape[1])
+            rows.append(analyse_metaphase(arr, insts, Path(im["file_name"]).name, out_dir,
+                                          im.get("stem", Path(im["file_name"]).stem),
+                                          truth=truth_for(None, Path(im["file_name"])), overlay=overlays))
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
     batch: list[tuple[Path, np.ndarray]] = []
+    already = 0
+
+    def save_run() -> None:
+        write_text(out_dir / "results.json", json.dumps(results))
+        write_text(out_dir / "images.json", json.dumps({"images": images_meta, "categories": coco_categories(),
+                                                        "inference": asdict(predictor.cfg)}, indent=1))
+        problems.write(out_dir / "problems.json")
+        if karyotype and rows:
+            write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
+                         note=f"model predictions; inference: {asdict(predictor.cfg)}")
+
+    def finish(path: Path, arr: np.ndarray, insts: list[dict]) -> None:
+        stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+        if label_images:
+            with atomic_path(out_dir / f"{stem}.labels.tif") as tmp:
+                tifffile.imwrite(tmp, label_image(insts, arr.shape), compression="zlib")
+        row = None
+        if karyotype:
+            row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
+                                    overlay=overlays)
+        elif overlays:
+            save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
+        iid = len(images_meta) + 1  # the image's outputs exist: now it enters the run's files
+        images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
+                            "instances": len(insts), "stem": stem})
+        results.extend(instances_to_results(insts, iid, str(path)))
+        if row is not None:
+            rows.append(row)
+            images_meta[-1]["summary"] = row["counts"].summary
+            images_meta[-1]["flags"] = row["flags"]
 
     def flush():
         if not batch:
             return
-        preds = predictor([a for _, a in batch])
-        for (path, arr), insts in zip(batch, preds):
-            iid = len(images_meta) + 1
-            images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
-                                "instances": len(insts)})
-            results.extend(instances_to_results(insts, iid, str(path)))
-            stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
-            stems[path.stem] = stems.get(path.stem, 0) + 1
-            if label_images:
-                tifffile.imwrite(out_dir / f"{stem}.labels.tif", label_image(insts, arr.shape), compression="zlib")
-            if karyotype:
-                row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
-                                        overlay=overlays)
-                rows.append(row)
-                images_meta[-1]["summary"] = row["counts"].summary
-                images_meta[-1]["flags"] = row["flags"]
-            elif overlays:
-                save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
+        try:
+            preds = predictor([a for _, a in batch])
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory: the batch's images are skipped
+            for path, _ in batch:
+                problems.add(path, f"the model failed on this image ({type(err).__name__}: {str(err)[:200]})",
+                             kind="model-error")
+            preds = None
+        for (path, arr), insts in zip(batch, preds or []):
+            finish(path, arr, insts)
+            save_run()
+        if preds is None:
+            save_run()
         bar.update(len(batch))
         batch.clear()
 
     for path in paths:
+        if skip_existing and str(path) in done:
+            already += 1
+            bar.update(1)
+            continue
         try:
             arr = read_image(path)
         except ImageReadError as err:
             problems.add(err.path, err.problem, kind="unreadable")
+            bar.update(1)
+            continue
+        if arr.size > MAX_IMAGE_PIXELS:
+            problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the "
+                               f"limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it", kind="too-large")
             bar.update(1)
             continue
         batch.append((Path(path), arr))
@@ -222,14 +299,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             flush()
     flush()
     bar.close()
-    from chromoseg.data.classes import coco_categories
-
-    (out_dir / "results.json").write_text(json.dumps(results))
-    (out_dir / "images.json").write_text(json.dumps({"images": images_meta, "categories": coco_categories(),
-                                                     "inference": asdict(predictor.cfg)}, indent=1))
-    problems.write(out_dir / "problems.json")
-    if karyotype and rows:
-        write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
-                     note=f"model predictions; inference: {asdict(predictor.cfg)}")
-    return {"images": len(images_meta), "skipped": len(problems), "instances": len(results),
-            "problems": problems.summary(), "out": str(out_dir)}
+    save_run()
+    return {"images": len(images_meta) - n_before, "skipped": len(problems), "already_done": already,
+            "instances": len(results), "problems": problems.summary(), "out": str(out_dir),
+            "skipped_files": [p.file for p in problems.problems]}

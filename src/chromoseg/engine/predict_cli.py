@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from chromoseg.cli import nonneg_int, positive_int, unit_float
 
 PREDICT_HELP = """\
 Segment and classify the chromosomes of metaphase images with a trained model: by default the
@@ -21,7 +24,12 @@ Writes into --out:
   NAME.karyogram.png    the chromosomes cut out, turned upright and laid out in the standard rows
   report.html           one self-contained page: a row per metaphase with overlay, karyogram, counts,
                         ISCN-style summary and flags, flagged metaphases first (report.csv: same rows)
-  problems.json         files that could not be read (they are skipped; the rest goes on)
+  problems.json         files that could not be used (they are skipped; the rest goes on)
+
+Every file is written atomically and results.json, images.json and the report are brought up to date
+after each image, so a run that is stopped leaves valid files for the images it finished;
+--skip-existing continues it. Exit status: 0 all images done, 3 some skipped (listed on stderr and
+in problems.json), 1 none could be done, 2 bad command line.
 
 examples:
   chromoseg predict metaphase.tif                       # the shipped model, writes out/predict
@@ -33,7 +41,7 @@ examples:
 def _cmd_predict(args) -> int:
     import torch
 
-    from chromoseg.cli import CliError
+    from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, CliError
     from chromoseg.data.io import list_images
     from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
 
@@ -53,10 +61,16 @@ def _cmd_predict(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size, overlays=not args.no_overlays,
-                            label_images=not args.no_labels, karyotype=not args.no_karyogram, progress=not args.quiet)
-    print(f"{summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped; "
-          f"results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))
-    return 0 if summary["images"] else 1
+                            label_images=not args.no_labels, karyotype=not args.no_karyogram, progress=not args.quiet,
+                            skip_existing=args.skip_existing)
+    done_before = f", {summary['already_done']} already done" if summary["already_done"] else ""
+    print(f"{summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
+          f"{done_before}; results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))
+    for f in summary["skipped_files"]:
+        print(f"skipped: {f}", file=sys.stderr)
+    if not summary["images"] and not summary["already_done"]:
+        return EXIT_NOTHING_DONE
+    return EXIT_PARTIAL if summary["skipped"] else EXIT_OK
 
 
 def register(sub) -> None:
@@ -68,12 +82,12 @@ def register(sub) -> None:
                         ".safetensors of `chromoseg export`")
     p.add_argument("--out", default="out/predict", help="output folder (default: out/predict)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--top-k", type=int, default=100, help="detections whose masks are computed (paper: 100)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
-    p.add_argument("--mask-nms-iou", type=float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--threads", type=nonneg_int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--top-k", type=positive_int, default=100, help="detections whose masks are computed (paper: 100)")
+    p.add_argument("--mask-threshold", type=unit_float, default=0.5, help="mask probability threshold (default 0.5)")
+    p.add_argument("--mask-nms-iou", type=unit_float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
+    p.add_argument("--score-threshold", type=unit_float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged). Default: "
@@ -84,5 +98,8 @@ def register(sub) -> None:
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
     p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="images already in OUT/images.json (a run that was stopped) are not predicted again; "
+                        "their results stay in the files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chromoseg.cli import positive_int, unit_float
+
 DESCRIPTION = """\
 Build a karyogram for every metaphase of a chromoseg COCO dataset (ground truth) or of a results
 file (predictions), with an overlay, the per-class counts, an ISCN-style summary and flags, and one
@@ -70,17 +72,17 @@ def register(subparsers) -> None:
     p.add_argument("--images", nargs="+", metavar="DIR", default=[],
                    help="folder(s) where the images' file_name is looked up (default: beside the JSON)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--min-score", type=float, default=0.7,
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--min-score", type=unit_float, default=0.7,
                    help="chromosomes scoring below this are weak evidence (default 0.7)")
-    p.add_argument("--min-margin", type=float, default=0.2,
+    p.add_argument("--min-margin", type=unit_float, default=0.2,
                    help="class-probability margin below which a class is unsure (default 0.2)")
-    p.add_argument("--score-threshold", type=float, default=0.0,
+    p.add_argument("--score-threshold", type=unit_float, default=0.0,
                    help="drop predictions scoring below this before counting (default 0: keep all)")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert grey values in the karyogram (auto: when chromosomes are brighter than "
                         "the background, e.g. DAPI)")
-    p.add_argument("--chrom-height", type=int, default=150,
+    p.add_argument("--chrom-height", type=positive_int, default=150,
                    help="height in pixels of the longest chromosome in the karyogram (default 150)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_karyogram)

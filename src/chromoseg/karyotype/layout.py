@@ -535,10 +535,12 @@ def render_karyogram(
 
 
 def save_png(path, rgb: np.ndarray) -> Path:
-    """Write an RGB (or grey) uint8 array as PNG."""
+    """Write an RGB (or grey) uint8 array as PNG (atomically)."""
     from PIL import Image
 
+    from chromoseg.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
     return path

@@ -176,9 +176,10 @@ CSV_FIELDS = ["image", "summary", "truth", "total", "sex", "unassigned", "n_weak
 
 def write_csv(results: list[dict], path) -> Path:
     """The report's rows as CSV (same order as the HTML page)."""
+    from chromoseg.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in sort_results(results):
@@ -195,10 +196,12 @@ def write_csv(results: list[dict], path) -> Path:
 
 def write_report(results: list[dict], html_path, csv_path=None, *, title: str = "chromoseg karyotype report",
                  note: str = "", max_image_side: int = 1000) -> tuple[Path, Path]:
-    """Write the HTML page and the CSV (default: beside the page, same stem). Returns both paths."""
+    """Write the HTML page and the CSV (default: beside the page, same stem), each atomically.
+    Returns both paths."""
+    from chromoseg.atomic import write_text
+
     html_path = Path(html_path)
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(results, title=title, note=note, max_image_side=max_image_side), encoding="utf-8")
+    write_text(html_path, render_html(results, title=title, note=note, max_image_side=max_image_side))
     csv_path = Path(csv_path) if csv_path else html_path.with_suffix(".csv")
     write_csv(results, csv_path)
     return html_path, csv_path

@@ -1,0 +1,189 @@
+"""Bad or odd input never costs a user their results: one clear line, the batch goes on."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from chromoseg.data.io import ImageReadError, bit_depth, list_images, read_image, to_float01
+from chromoseg.engine import predict as predict_mod
+from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "adir-mfish" / "V17__XY" / "V1701XYD.tif"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from conftest import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
+
+
+@pytest.fixture()
+def predictor(tiny_checkpoint):
+    return Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
+
+
+def _small_copy(dst: Path, name: str) -> Path:
+    """A 160 x 128 crop of the example (fast for the tiny model)."""
+    from PIL import Image
+
+    arr = read_image(EXAMPLE)[100:228, 200:360]
+    p = dst / name
+    Image.fromarray(arr).save(p)
+    return p
+
+
+def test_too_large_image_is_refused_and_the_good_one_kept(predictor, tmp_path, monkeypatch):
+    good = _small_copy(tmp_path, "good.png")
+    big = tmp_path / "big.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(big)
+    monkeypatch.setattr(predict_mod, "MAX_IMAGE_PIXELS", 200 * 200)  # the real limit, scaled down
+    s = predict_paths(predictor, [big, good], tmp_path / "out", progress=False)
+    assert s["images"] == 1 and s["skipped"] == 1
+    probs = json.loads((tmp_path / "out" / "problems.json").read_text())
+    assert probs[0]["file"] == str(big) and "too large" in probs[0]["problem"] and "400x300" in probs[0]["problem"]
+    meta = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert [im["file_name"] for im in meta["images"]] == [str(good)]
+    assert (tmp_path / "out" / "report.csv").read_text().count("good.png") == 1
+
+
+def test_model_failure_skips_that_image_only(predictor, tmp_path):
+    good = _small_copy(tmp_path, "good.png")
+    bad = _small_copy(tmp_path, "bad.png")
+    real = predictor.model.forward
+
+    def flaky(images, targets=None):
+        flaky.calls += 1
+        if flaky.calls == 1:
+            raise RuntimeError("not enough memory: you tried to allocate 40 GB")
+        return real(images, targets)
+
+    flaky.calls = 0
+    predictor.model.forward = flaky
+    s = predict_paths(predictor, [bad, good], tmp_path / "out", progress=False)
+    assert s["images"] == 1 and s["skipped_files"] == [str(bad)]
+    assert "not enough memory" in (tmp_path / "out" / "problems.json").read_text()
+
+
+def test_twelve_bit_data_is_read_at_its_real_depth(tmp_path):
+    import tifffile
+
+    a8 = read_image(EXAMPLE)
+    a12 = (a8.astype(np.uint32) * 4095 // 255).astype(np.uint16)  # what a 12-bit camera writes
+    a16 = (a8.astype(np.uint16) * 257).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "12.tif", a12)
+    tifffile.imwrite(tmp_path / "16.tif", a16)
+    r12, r16 = read_image(tmp_path / "12.tif"), read_image(tmp_path / "16.tif")
+    assert r12.dtype == np.uint16 and bit_depth(r12) == 12 and bit_depth(r16) == 16 and bit_depth(a8) == 8
+    f8, f12, f16 = to_float01(a8), to_float01(r12), to_float01(r16)
+    assert np.abs(f12 - f8).max() < 1.5 / 255 and np.abs(f16 - f8).max() < 1e-6
+    assert bit_depth(np.array([[1000]], np.uint16)) == 12 and bit_depth(np.array([[300]], np.uint16)) == 12
+    assert bit_depth(np.array([[200]], np.uint16)) == 8 and bit_depth(np.array([[16000]], np.uint16)) == 14
+
+
+def test_truncated_tiff_says_truncated(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "full.tif", (np.arange(200 * 300) % 4096).reshape(200, 300).astype(np.uint16))
+    data = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated") as info:
+        read_image(tmp_path / "cut.tif")
+    assert "finite" not in str(info.value) and str(tmp_path / "cut.tif") in str(info.value)
+
+
+def test_broken_link_in_a_folder_is_reported(predictor, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = _small_copy(folder, "good.png")
+    os.symlink(folder / "gone.tif", folder / "link.tif")
+    paths = list_images([folder])
+    assert folder / "link.tif" in paths and good in paths
+    s = predict_paths(predictor, paths, tmp_path / "out", progress=False)
+    assert s["images"] == 1 and s["skipped"] == 1
+    probs = json.loads((tmp_path / "out" / "problems.json").read_text())
+    assert probs[0]["file"].endswith("link.tif") and "broken symbolic link" in probs[0]["problem"]
+
+
+def test_killed_batch_leaves_valid_files_and_a_rerun_finishes_it(predictor, tmp_path):
+    a = _small_copy(tmp_path, "a.png")
+    b = _small_copy(tmp_path, "b.png")
+    real = predictor.__class__.__call__
+    calls = {"n": 0}
+
+    def dies_on_second(self, images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # what a kill looks like from inside: nothing after this runs
+        return real(self, images)
+
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Predictor, "__call__", dies_on_second)
+        with pytest.raises(KeyboardInterrupt):
+            predict_paths(predictor, [a, b], out, progress=False)
+    meta = json.loads((out / "images.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert [im["file_name"] for im in meta["images"]] == [str(a)]
+    assert all(r["file_name"] == str(a) for r in results)
+    assert all(f.stat().st_size > 0 for f in out.iterdir()) and not list(out.glob("*.tmp"))
+    assert not (out / "b.overlay.png").exists()
+    s = predict_paths(predictor, [a, b], out, progress=False, skip_existing=True)
+    assert s["images"] == 1 and s["already_done"] == 1
+    meta = json.loads((out / "images.json").read_text())
+    assert [im["file_name"] for im in meta["images"]] == [str(a), str(b)]
+    csv = (out / "report.csv").read_text()
+    assert "a.png" in csv and "b.png" in csv
+
+
+def test_exit_status_says_what_was_done(tiny_checkpoint, tmp_path, capsys):
+    good = _small_copy(tmp_path, "good.png")
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not an image")
+    common = ["--model", str(tiny_checkpoint), "--score-threshold", "0", "--quiet", "--no-karyogram"]
+    assert main(["predict", str(good), "--out", str(tmp_path / "o1")] + common) == EXIT_OK
+    assert main(["predict", str(good), str(bad), "--out", str(tmp_path / "o2")] + common) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert f"skipped: {bad}" in err
+    assert main(["predict", str(bad), "--out", str(tmp_path / "o3")] + common) == EXIT_NOTHING_DONE
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["train", "--data", ".", "--lr", "-1"], "--lr"),
+    (["train", "--data", ".", "--image-size", "0x0"], "--image-size"),
+    (["train", "--data", ".", "--epochs", "0"], "--epochs"),
+    (["train", "--data", ".", "--batch-size", "two"], "--batch-size"),
+    (["predict", "x.tif", "--score-threshold", "1.5"], "--score-threshold"),
+    (["predict", "x.tif", "--top-k", "0"], "--top-k"),
+    (["predict", "x.tif", "--mask-nms-iou", "nan"], "--mask-nms-iou"),
+    (["evaluate", "a.json", "b.json", "--max-dets", "-3"], "--max-dets"),
+])
+def test_numeric_options_are_checked_by_argparse(argv, word, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert word in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_every_command_module_registers(monkeypatch):
+    """A command module that fails to import fails the CLI, instead of a silently lost command."""
+    import chromoseg.cli as cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"demo", "data", "train", "pretrain", "export", "predict", "evaluate", "benchmark",
+            "karyogram"} <= set(sub.choices)
+    monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ("chromoseg.no_such_module",))
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()
