@@ -24,8 +24,16 @@ def test_demo_and_show(tmp_path):
     d = tmp_path / "demo"
     for name in ("V1701XYD.overlay.png", "V1701XYD.karyogram.png", "report.html", "report.csv", "results.json"):
         assert (d / name).stat().st_size > 0, name
-    assert "V1701XYD" in (d / "report.csv").read_text()
-    assert "46,XY" in (d / "expert" / "report.csv").read_text()  # the expert annotations give the known karyotype
+    import csv
+    import json
+
+    (model_row,) = csv.DictReader((d / "report.csv").open())
+    (expert_row,) = csv.DictReader((d / "expert" / "report.csv").open())
+    # the summary columns are computed, not copied from the truth column
+    assert expert_row["summary"] == "46,XY" and expert_row["total"] == "46" and expert_row["n_1"] == "2"
+    n_found = len(json.loads((d / "results.json").read_text()))
+    assert model_row["image"] == "V1701XYD.tif" and model_row["truth"] == "46,XY"
+    assert model_row["total"] == str(n_found) and model_row["summary"].split(",")[0] == str(n_found)
     gt = d / "expert" / "dataset" / "all.json"
     assert main(["data", "show", str(gt), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     assert (tmp_path / "s" / "V1701XYD.png").stat().st_size > 10_000

@@ -32,7 +32,7 @@ def test_writer_derives_geometry(tmp_path):
     cx, cy, rw, rh, ang = ann["rbox"]
     assert (cx, cy) == pytest.approx((30.0, 25.0), abs=0.5)
     assert (rw, rh) == pytest.approx((40.0, 10.0), abs=1.0)
-    assert ang in (-90.0, 0.0) or abs(ang) < 1 or abs(ang + 90) < 1 or abs(ang) > 179
+    assert abs(ang) < 1  # a horizontal rod: the long side (w) along x, angle 0 (never -90: that is vertical)
     ends = sorted(ann["endpoints"])
     assert ends[0][0] < 16 and ends[1][0] > 44  # the two ends of the rod
     assert [c["name"] for c in data["categories"]][-2:] == ["X", "Y"]

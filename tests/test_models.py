@@ -406,3 +406,26 @@ def test_detection_endpoints_follow_the_heatmap_and_fall_back_to_the_box_ends():
     e = detection_endpoints(heat, rb[:1])
     assert torch.allclose(e[0], torch.tensor([[36.5, 30.0], [61.5, 30.0]]), atol=1.3)
     assert detection_endpoints(flat, rb[:0]).shape == (0, 2, 2)
+
+
+def test_hr_fusion_runs_inside_the_roi_heads():
+    """RotatedRoIHeads.postprocess_boxes with H&R: a candidate that rotated NMS removes but whose
+    axis-aligned box is isolated elsewhere is recovered (as an angle-0 box from its hbox) only when
+    the fusion is on."""
+    proposals = [torch.tensor([[40.0, 40, 30, 6, 0], [41.0, 40, 30, 6, 0]])]  # B overlaps A (rotated IoU ~0.9)
+    logits = torch.full((2, 25), -10.0)
+    logits[:, 1] = 10.0  # both: class 1, sure
+    logits[0, 1] = 11.0  # A ranks first
+    rreg = torch.zeros(2, 25 * 5)
+    hreg = torch.zeros(2, 25 * 4)
+    hreg[1, 4] = 10.0 * 80 / 30  # B's class-1 hbox moved 80 px right (coder weight 10, width 30)
+    out = {}
+    for fusion in (True, False):
+        heads = small_model("erm3", hr_fusion=fusion).roi_heads.eval()
+        (res,) = heads.postprocess_boxes(logits, rreg, hreg, proposals, [(128, 160)])
+        out[fusion] = res
+    assert out[False]["rboxes"].shape[0] == 1 and torch.allclose(out[False]["rboxes"][0], proposals[0][0], atol=1e-4)
+    fused = out[True]
+    assert fused["rboxes"].shape[0] == 2 and fused["labels"].tolist() == [1, 1]
+    assert torch.allclose(fused["rboxes"][1], torch.tensor([121.0, 40, 30, 6, 0]), atol=1e-3)
+    assert torch.allclose(fused["boxes"][1], torch.tensor([106.0, 37, 136, 43]), atol=1e-3)

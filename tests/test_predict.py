@@ -76,15 +76,17 @@ def tiny_checkpoint(tmp_path_factory):
 def test_predict_writes_outputs(tiny_checkpoint, tmp_path):
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"nope")
-    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
+    # object scores lower the heads' candidate threshold, so the untrained model's detections come through
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0, score="object"))
     summary = predict_paths(pred, [EXAMPLE, bad], tmp_path / "out", progress=False)
     assert summary["images"] == 1 and summary["skipped"] == 1
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert all(r["file_name"] == str(EXAMPLE) and 1 <= r["category_id"] <= 24 for r in results)
-    if results:
-        r = results[0]
-        assert r["segmentation"]["size"] == [517, 645] and len(r["rbox"]) == 5 and len(r["endpoints"]) == 2
+    assert results  # score threshold 0: the untrained model's candidates all come through
+    r = results[0]
+    assert r["segmentation"]["size"] == [517, 645] and len(r["rbox"]) == 5 and len(r["endpoints"]) == 2
+    assert r["category_id"] == int(np.argmax(r["class_scores"])) + 1
     import tifffile
 
     lab = tifffile.imread(out / "V1701XYD.labels.tif")

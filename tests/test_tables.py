@@ -22,9 +22,11 @@ def test_table2_end_to_end(tmp_path):
     rep = json.loads((tmp_path / "res" / "table2.json").read_text())
     assert set(rep["rows"]) == {"rmr", "erm2", "erm3", "ermr"} and rep["images"] == 1
     for row in rep["rows"].values():
-        for thr in ("0.5", "0.0"):
-            ap = row["results"][thr]["multi"]["AP"]
-            assert ap is None or 0.0 <= ap <= 1.0
+        # untrained tiny models: no detection reaches the paper's 0.5, so AP at that threshold is 0;
+        # without a threshold COCO's AP of random boxes on a real image is far below 5 points
+        assert row["results"]["0.5"]["multi"]["AP"] == 0.0
+        ap0 = row["results"]["0.0"]["multi"]["AP"]
+        assert ap0 is not None and 0.0 <= ap0 < 0.05
     md = (tmp_path / "res" / "table2.md").read_text()
     assert "47.87" in md and "ERM-3 (H&R)" in md and "hardware" in md
 
