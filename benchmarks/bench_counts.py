@@ -38,6 +38,9 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import shown  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
         by_split = {s: mfish_rows(args.mfish / f"{s}.json", args.data) for s in splits}
         by_split["all splits"] = [r for s in splits for r in by_split[s]]
         detail["mfish"] = by_split
-        lines += [f"Dataset: `{args.mfish}` ({', '.join(f'{s}: {len(by_split[s])} images' for s in splits)}); "
+        lines += [f"Dataset: `{shown(args.mfish)}` ({', '.join(f'{s}: {len(by_split[s])} images' for s in splits)}); "
                   "truth: the image's `karyotype` field (= the folder's `case_info.txt`, parsed by "
                   "`chromoseg.karyotype.iscn`).", ""]
         lines += mfish_table(by_split)
@@ -377,7 +380,7 @@ def main(argv=None) -> int:
     else:
         grows = gband_rows(groot)
         detail["gband"] = grows
-        lines += [f"Annotations: `{groot}/annotations/*.xml` ({len(grows)} images, VOC boxes named A1..G22, X, Y); truth: "
+        lines += [f"Annotations: `{shown(groot)}/annotations/*.xml` ({len(grows)} images, VOC boxes named A1..G22, X, Y); truth: "
                   "`normal.csv`, `number_abnormalities.csv`, `structural_abnormalities.csv` (column *chromosome numbers*).", ""]
         lines += gband_table(grows)
         ab = [r for r in grows if r["abn_shown"] is not None]
@@ -408,7 +411,7 @@ def main(argv=None) -> int:
         lines += [f"Not measured ({'skipped' if args.orientation_every <= 0 else f'`{sroot}` absent'}).", ""]
     else:
         ores = orientation_rows(sroot, args.orientation_every)
-        lines += [f"Data: every {args.orientation_every}. cell (sorted by name) of `{sroot}` ({ores['cells']} cells); each crop is upright with",
+        lines += [f"Data: every {args.orientation_every}. cell (sorted by name) of `{shown(sroot)}` ({ores['cells']} cells); each crop is upright with",
                   "its short arm up (karyogram convention), so it is judged as it is and turned by 180 degrees (half",
                   "the judgements each way; a rule that never turns scores 50 %). Mask: Otsu, largest dark component.",
                   "This checks `orient_upright` only (the crops are already straight; `upright_crop` is not involved).", ""]

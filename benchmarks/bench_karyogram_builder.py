@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import shown  # noqa: E402
+
 
 def _placed_class_accuracy(layout, placed) -> tuple[int, int]:
     ok = 0
@@ -134,7 +137,7 @@ def main(argv=None) -> int:
         lines += [
             "## Real pairs (karyogram-pairs, 10 G-banded metaphases + karyograms)",
             "",
-            f"Data: `{data / 'karyogram-pairs'}`. Review sheets: `{out / 'real' / 'review'}`.",
+            f"Data: `{shown(data / 'karyogram-pairs')}`. Review sheets: `{shown(out / 'real' / 'review')}`.",
             f"Matched: **{n_m}/{n_f} karyogram chromosomes ({n_m / max(1, n_f):.1%})**, {el:.0f} s "
             f"({el / max(1, len(rows)):.1f} s per pair).",
             "",
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
         lines += [
             "## Synthetic karyograms from M-FISH ground truth",
             "",
-            f"Data: {res['images']} DAPI images of `{gt}` (evenly spread over its images), ground-truth instances "
+            f"Data: {res['images']} DAPI images of `{shown(gt)}` (evenly spread over its images), ground-truth instances "
             f"from the importer; {res['crowds']} crowd regions (unseparated touching homologues) left out. "
             f"Karyograms: cut-outs turned upright, magnified {res['scale']}x, standard rows with printed labels, "
             f"black background. Builder run on (metaphase, karyogram); {res['seconds']:.0f} s "

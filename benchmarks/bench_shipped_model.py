@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import shown  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
         + ("the class probability, the paper's" if args.score == "class" else "1 - P(background) of the RoI") + ")",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
         f"- hardware: {_hardware()}, torch threads {args.threads}",
-        f"- data: `{args.gt}` ({len(gt['images'])} images, {len(gt['annotations'])} annotations; the fixed split "
+        f"- data: `{shown(args.gt)}` ({len(gt['images'])} images, {len(gt['annotations'])} annotations; the fixed split "
         "by slide, `chromoseg/data/splits/adir-mfish.json`)",
         f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} "
         f"(H, W), {sum(p.numel() for p in predictor.model.parameters()) / 1e6:.1f} M parameters",

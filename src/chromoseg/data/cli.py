@@ -15,12 +15,16 @@ formats:
          Instances are derived from the class maps (rule in `chromoseg.data.importers.mfish`); writes
          train/val/test.json by the repository's fixed slide split, all.json, import_report.csv (per image:
          instances found against the karyotype's count, unresolved classes) and problems.json.
+  labelme  LabelMe JSON polygons (a folder of *.json, image embedded or beside each file), e.g. the
+         BioImLab Q-band set: one polygon per chromosome, no classes (binary evaluation; split by case
+         number); embedded images are written once as PNG into OUT/images/.
   voc    Pascal VOC boxes (folder with images/, annotations/*.xml and optional train.txt/test.txt), e.g.
          the CIL G-band set; class names A1..G22, X, Y map to 1-24. Box-only: no masks.
 
 examples:
   chromoseg data import mfish ../shared/data/adir-mfish --out datasets/mfish
   chromoseg data import voc ../shared/data/cil-gband --out datasets/gband
+  chromoseg data import labelme ../shared/data/bioimlab-qband --out datasets/bioimlab
 """
 
 
@@ -32,6 +36,10 @@ def _cmd_import(args) -> int:
             from chromoseg.data.importers.mfish import import_mfish
 
             summary = import_mfish(args.source, args.out, limit=args.limit, progress=not args.quiet)
+        elif args.format == "labelme":
+            from chromoseg.data.importers.labelme import import_labelme
+
+            summary = import_labelme(args.source, args.out, limit=args.limit, progress=not args.quiet)
         else:
             from chromoseg.data.importers.voc import import_voc
 
@@ -77,10 +85,10 @@ def register(sub) -> None:
 
     imp = dsub.add_parser("import", help="import a public set into chromoseg's format", description=IMPORT_HELP,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    imp.add_argument("format", choices=("mfish", "voc"), help="the source format")
+    imp.add_argument("format", choices=("mfish", "labelme", "voc"), help="the source format")
     imp.add_argument("source", help="folder of the source set")
     imp.add_argument("--out", required=True, help="output folder for the JSON files and reports")
-    imp.add_argument("--limit", type=positive_int, default=None, help="import only the first N images (mfish; for a quick look)")
+    imp.add_argument("--limit", type=positive_int, default=None, help="import only the first N images (mfish, labelme; for a quick look)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=_cmd_import)
 

@@ -634,6 +634,10 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
     res_data, res_source = _load_json(results, "results")
     truth = _GroundTruth(gt_data, gt_source)
     log = _Log()
+    skipped_modes = {}
+    if isinstance(gt_data, dict) and gt_data.get("chromoseg", {}).get("classes_known") is False and "multi" in modes:
+        modes = tuple(m for m in modes if m != "multi") or ("binary",)
+        skipped_modes["multi"] = "the ground truth has no classes (e.g. LabelMe polygons): binary only"
     dets, det_counts = _prepare_results(res_data, res_source, truth, score_threshold, log)
     log.finish(res_source, "detections")
     warnings = truth.warnings + log.warnings
@@ -683,6 +687,7 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
                        "binary": "class-agnostic: all 24 categories mapped to one 'chromosome' class"},
         "iou_types": run_types,
         "skipped_iou_types": skipped_types,
+        "skipped_modes": skipped_modes,
         "box_only": truth.box_only,
         "counts": {
             "images": len(truth.images),
@@ -742,6 +747,8 @@ def format_table(report: dict) -> str:
     ]
     for t, why in report["skipped_iou_types"].items():
         lines.append(f"{t}: not evaluated - {why}")
+    for m, why in report.get("skipped_modes", {}).items():
+        lines.append(f"{m}: not evaluated - {why}")
     lines.append("")
     lines.append(f"{'mode':<8} {'type':<5} {'AP':>6} {'AP@0.5':>7} {'AP@0.75':>8}   (x100)")
     for mode, by_type in report["metrics"].items():
