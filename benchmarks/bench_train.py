@@ -1,107 +1,116 @@
-"""Training speed of each variant (images/s of full training steps: forward, backward, SGD step).
+"""Training throughput of ``chromoseg train`` (images/s of whole epochs: data, forward, backward,
+SGD), this tree against another checkout (e.g. the commit before a speed-up, as a git worktree).
 
-Usage:
-  OMP_NUM_THREADS=2 python benchmarks/bench_train.py --backbone resnet18 --size 512x640 \
-      --variants mr rmr erm2 erm3 ermr --steps 3 --out benchmarks/results/training_speed.md
+Each run is a real ``chromoseg train`` on the first ``--images`` M-FISH training images for
+``--epochs`` epochs without validation; the last epoch's ``train/images_per_s`` (from
+``metrics.jsonl``) is the run's figure, so one-off costs (model build, the first decode of each
+image) stay out. Trees, variants and sizes are run in turn, ``--repeats`` times; the fastest run of
+each is reported (the machine may be shared: the fastest is the least disturbed).
 
-Images: the first M-FISH training images (datasets/mfish/train.json) when present, else synthetic
-ones. All variants are stepped round-robin: one warm-up step each, then ``--steps`` timed steps;
-the median is reported, relative to ``mr``.
+    git worktree add /tmp/chromoseg-base 1b2dd35
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train.py --base /tmp/chromoseg-base \\
+        --variants mr rmr ermr --sizes 480x384 640x512 --out benchmarks/results/training_speed.md
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import shown  # noqa: E402
 
 
-def load_batch(n, size, data):
-    if data and Path(data).is_file():
-        from chromoseg.data.dataset import ChromosomeDataset, collate_fn
-        from chromoseg.data.transforms import default_transforms
-
-        ds = ChromosomeDataset(data, transforms=default_transforms(False, size=size), max_images=n)
-        ims, ts = collate_fn([ds[i] for i in range(min(n, len(ds)))])
-        return list(ims), list(ts), f"{data} (first {len(ims)} images)"
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_models import synth_sample
-
-    ims, ts = zip(*[synth_sample(h=size[0], w=size[1], n=6, seed=i) for i in range(n)])
-    return list(ims), list(ts), "synthetic"
+def _commit(tree: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
-def main(argv=None):
+def run_once(tree: Path, variant: str, size: str, a, work: Path) -> float | None:
+    out = work / f"{tree.name}-{variant}-{size}-{time.time_ns()}"
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(a.threads))
+    cmd = [sys.executable, "-m", "chromoseg.cli", "train", "--train", str(a.data), "--variant", variant,
+           "--backbone", a.backbone, "--image-size", size, "--epochs", str(a.epochs), "--max-images", str(a.images),
+           "--batch-size", "2", "--workers", "0", "--device", "cpu", "--warmup-iters", "1", "--out", str(out),
+           "--no-progress"] + (["--compact"] if a.compact else [])
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"{tree.name} {variant} {size}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
+        return None
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ips = [x["train/images_per_s"] for x in recs if "train/images_per_s" in x]
+    return ips[-1] if ips else None
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["mr", "rmr", "erm2", "erm3", "ermr"])
+    ap.add_argument("--base", type=Path, default=None, help="another checkout to compare with (its src/ is used)")
+    ap.add_argument("--variants", nargs="+", default=["mr", "rmr", "ermr"])
+    ap.add_argument("--sizes", nargs="+", default=["480x384", "640x512"], help="WxH")
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--size", default="640x512", help="WxH")
-    ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--small", action="store_true", help="SMALL proposal/RoI settings")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data", default=str(REPO / "datasets" / "mfish" / "train.json"))
-    ap.add_argument("--out", default=None, help="Markdown file to append the table to")
+    ap.add_argument("--compact", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--images", type=int, default=12, help="training images per epoch (default 12)")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per run; the last one is measured (default 2)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=REPO / "datasets" / "mfish" / "train.json")
+    ap.add_argument("--out", type=Path, default=None, help="Markdown file to append the table to")
     a = ap.parse_args(argv)
-    w, h = (int(v) for v in a.size.lower().split("x"))
-    size = (h, w)
-    from chromoseg.models import SMALL, build_model
-
-    dev = torch.device(a.device)
-    ims, ts, src = load_batch(a.batch_size, size, a.data)
-    ims = [i.to(dev) for i in ims]
-    ts = [{k: v.to(dev) for k, v in t.items()} for t in ts]
-    # all models are built first and stepped round-robin, so that load from other processes on a
-    # shared machine affects every variant alike; the median step time is reported
-    models, opts, times = {}, {}, {v: [] for v in a.variants}
-    for v in a.variants:
-        torch.manual_seed(0)
-        kw = dict(SMALL) if a.small else {}
-        models[v] = build_model(v, backbone=a.backbone, image_size=size, **kw).to(dev).train()
-        opts[v] = torch.optim.SGD(models[v].parameters(), lr=0.001, momentum=0.9)
-    for s in range(a.steps + 1):
+    trees = [REPO] + ([a.base.resolve()] if a.base else [])
+    best: dict[tuple, float] = {}
+    t_start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(a.repeats):
+            for size in a.sizes:
+                for v in a.variants:
+                    for tree in trees:  # alternating: both trees see the same load
+                        ips = run_once(tree, v, size, a, Path(tmp))
+                        print(f"repeat {rep + 1}: {tree.name} {v} {size}: {ips}", flush=True)
+                        if ips is not None:
+                            key = (tree, v, size)
+                            best[key] = max(best.get(key, 0.0), ips)
+    names = {REPO: f"this tree ({_commit(REPO)})"}
+    if a.base:
+        names[trees[1]] = f"base ({_commit(trees[1])})"
+    head = ["variant", "size"] + [f"{names[t]} images/s" for t in trees] + (["speed-up"] if a.base else [])
+    lines = [f"## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: `chromoseg train` throughput", "",
+             "```", f"OMP_NUM_THREADS={a.threads} .venv/bin/python benchmarks/bench_train.py "
+             + " ".join(argv if argv is not None else sys.argv[1:]), "```", "",
+             f"Hardware: {platform.processor() or platform.machine()} CPU, {a.threads} threads, no GPU. Data: the first "
+             f"{a.images} images of `{shown(a.data)}` (augmentation on), batch 2, workers 0, {a.backbone}"
+             f"{' --compact' if a.compact else ''}; figure = images/s of epoch {a.epochs} (of {a.epochs}), the "
+             f"fastest of {a.repeats} runs, trees alternating. Wall time {time.time() - t_start:.0f} s.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size in a.sizes:
         for v in a.variants:
-            model, opt = models[v], opts[v]
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            losses = model(ims, ts)
-            loss = sum(losses.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            if s:  # step 0 is the warm-up
-                times[v].append(time.perf_counter() - t0)
-                print(f"{v}: step {s}: {times[v][-1]:.2f} s", flush=True)
-    rows = []
-    for v in a.variants:
-        sec = sorted(times[v])[len(times[v]) // 2]
-        rows.append((v, sec, len(ims) / sec))
-    base = dict((r[0], r[2]) for r in rows).get("mr")
-    lines = [f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {a.backbone}, {w}x{h}, batch {a.batch_size}, "
-             f"{'SMALL' if a.small else 'default'} proposal settings, device {a.device} "
-             f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads), images: {src}\n",
-             "| variant | s / step (median of %d, round-robin) | images/s | vs mr |" % a.steps, "|---|---|---|---|"]
-    for v, sec, ips in rows:
-        lines.append(f"| {v} | {sec:.2f} | {ips:.3f} | {ips / base:.2f}x |" if base else f"| {v} | {sec:.2f} | {ips:.3f} | |")
-    lines.append("\ncommand: `OMP_NUM_THREADS=%s python benchmarks/bench_train.py %s`\n"
-                 % (os.environ.get("OMP_NUM_THREADS", "?"), " ".join(argv if argv is not None else sys.argv[1:])))
-    text = "\n".join(lines)
+            vals = [best.get((t, v, size)) for t in trees]
+            row = [v, size] + [f"{x:.3f}" if x else "failed" for x in vals]
+            if a.base:
+                row.append(f"{vals[0] / vals[1]:.2f}x" if vals[0] and vals[1] else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    for size in a.sizes:
+        m, e = best.get((REPO, "mr", size)), best.get((REPO, "ermr", size))
+        if m and e:
+            lines.append(f"\nThis tree, {size}: ermr's step time is {m / e:.2f}x mr's.")
+    text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
         with open(a.out, "a") as f:
-            f.write(text)
+            f.write("\n" + text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -171,3 +171,15 @@ def test_cosine_schedule_after_warmup():
     assert f(0) == pytest.approx(0.001) and f(10) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0) and f(500) == pytest.approx(0.0)
     assert warmup_lambda(10, 0.001)(500) == 1.0  # constant: the paper
+
+
+def test_amp_choice_per_device():
+    import torch
+
+    from chromoseg.engine.train import TrainingError, amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(TrainingError, match="GPU"):
+        amp_dtype("fp16", cpu)

@@ -175,8 +175,27 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), where bf16 autocast speeds training."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def amp_dtype(cfg_amp: str, device: torch.device):
-    if device.type != "cuda" or cfg_amp == "off":
+    """Autocast dtype: ``off`` -> None; ``bf16`` / ``fp16`` as asked (fp16 on a GPU only); ``auto``:
+    bf16 (else fp16) on a GPU, None on a CPU (bf16 on a CPU is only used when asked for with
+    ``--amp bf16``: its equivalence to fp32 has not been measured here, see training.md)."""
+    if cfg_amp == "off":
+        return None
+    if device.type == "cpu":
+        if cfg_amp == "bf16":
+            return torch.bfloat16
+        if cfg_amp == "fp16":
+            raise TrainingError("--amp fp16 needs a GPU; on a CPU use --amp bf16 or off")
+        return None
+    if device.type != "cuda":
         return None
     if cfg_amp == "fp16":
         return torch.float16
@@ -376,6 +395,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     total = cfg.epochs * math.ceil(len(train_ds) / (cfg.batch_size * world)) if cfg.lr_schedule == "cosine" else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_iters, cfg.warmup_factor, total))
     dtype = amp_dtype(cfg.amp, device)
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--amp bf16 on a CPU without bf16 instructions: emulated, likely slower than fp32")
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     stopper = EarlyStopping(cfg.patience)
     start_epoch = 0
