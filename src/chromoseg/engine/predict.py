@@ -35,6 +35,8 @@ class InferenceConfig:
     #: how classes are chosen: "independent" = each chromosome's most probable class; "karyotype" =
     #: jointly per metaphase (``chromoseg.karyotype.assign``: two slots per autosome, penalised gains)
     classes: str = "independent"
+    #: use the model's second-stage crop classifier for the classes, when it has one
+    crop_classifier: bool = True
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -87,6 +89,28 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
                 "category_id": int(labels[i]), "score": float(scores[i])}
         if "class_scores" in det:  # the detection's RoI's 24 class probabilities (flags unsure classes)
             inst["class_scores"] = [float(v) for v in det["class_scores"][i]]
+        out.append(inst)
+    return out
+
+
+def reclassify(classifier, image: torch.Tensor, instances: list[dict]) -> list[dict]:
+    """The instances with classes from the crop classifier: ``class_scores`` become its
+    probabilities times the detection's chromosome probability (their sum stays 1 - P(background)
+    where the RoI head gave one), ``category_id`` their argmax; the RoI head's are kept as
+    ``class_scores_roi_head``."""
+    if not instances:
+        return instances
+    masks = torch.from_numpy(np.stack([inst["mask"] for inst in instances]))
+    rboxes = torch.tensor([inst["rbox"] for inst in instances], dtype=torch.float32)
+    probs = classifier.classify(image, masks, rboxes)
+    out = []
+    for inst, p in zip(instances, probs):
+        inst = dict(inst)
+        obj = sum(inst["class_scores"]) if inst.get("class_scores") else 1.0
+        if inst.get("class_scores"):
+            inst["class_scores_roi_head"] = inst["class_scores"]
+        inst["class_scores"] = [float(v) * min(obj, 1.0) for v in p]
+        inst["category_id"] = int(p.argmax()) + 1
         out.append(inst)
     return out
 
@@ -148,6 +172,9 @@ class Predictor:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         outputs = self.model(tensors)
         found = [select_instances({k: v for k, v in o.items()}, self.cfg) for o in outputs]
+        clf = getattr(self.model, "crop_classifier", None)
+        if clf is not None and self.cfg.crop_classifier:
+            found = [reclassify(clf, t[0].cpu(), insts) for t, insts in zip(tensors, found)]
         if self.cfg.classes == "karyotype":
             from chromoseg.karyotype.assign import assign_instances
 

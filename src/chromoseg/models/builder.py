@@ -50,7 +50,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
-                image_std: float = 0.25, weights_backbone=None):
+                image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int = 16,
+                weights_backbone=None):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
     chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
     downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
@@ -59,7 +60,9 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     (1 = the paper). ``fpn_channels`` / ``mask_channels`` / ``representation_size`` set the widths of
     the FPN maps, the four mask-head convolutions and the box head's two FC layers (torchvision's
     256 / 256 / 1024 by default; see ``COMPACT``). ``ed_layers``: convolutions of the endpoint branch
-    (6 = the paper; files exported before 2026-11-30 used 5 and are read as such)."""
+    (6 = the paper; files exported before 2026-11-30 used 5 and are read as such).
+    ``crop_classifier``: the model carries a second-stage classifier of its final instances
+    (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``)."""
     from torch import nn
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -137,4 +140,10 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, hr=sw["hr"],
             hr_fusion=hr_fusion)
         config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
-    return ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)
+    model = ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)
+    if crop_classifier:
+        from .crop_classifier import CropClassifier
+
+        model.crop_classifier = CropClassifier(num_classes, width=crop_classifier_width)
+        config.update(crop_classifier=True, crop_classifier_width=crop_classifier_width)
+    return model

@@ -50,6 +50,7 @@ class ChromoRCNN(nn.Module):
         self.backbone, self.rpn, self.roi_heads, self.transform = backbone, rpn, roi_heads, transform
         self.variant = variant
         self.config = dict(config or {})
+        self.crop_classifier = None  # optional second stage (chromoseg.models.crop_classifier)
 
     @property
     def has_endpoints(self) -> bool:

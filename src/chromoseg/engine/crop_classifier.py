@@ -1,0 +1,139 @@
+"""Training the second-stage crop classifier (``chromoseg.models.crop_classifier``) on ground-truth
+instances, and attaching it to a detector checkpoint.
+
+``collect_crops(json)``: every non-crowd instance of a chromoseg COCO set as an upright crop, its
+relative length and class. ``fit_crop_classifier``: AdamW with a cosine schedule, batch 128, random
+180-degree turns and mirror flips, intensity jitter, the relative length jittered by 5 %; the epoch
+with the best validation accuracy is kept. ``attach``: a detector checkpoint plus the classifier,
+saved as a checkpoint (``chromoseg export`` then writes the shipped file).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def collect_crops(dataset_json, max_images: int | None = None, progress: bool = True) -> dict:
+    """``{"crops" [N,2,24,64], "rel" [N], "labels" [N] (0-23), "image" [N]}`` of a set's instances."""
+    from tqdm import tqdm
+
+    from chromoseg.data.dataset import ChromosomeDataset
+    from chromoseg.models.crop_classifier import instance_crops, relative_lengths
+
+    ds = ChromosomeDataset(dataset_json, max_images=max_images)
+    crops, rel, labels, image = [], [], [], []
+    for i in tqdm(range(len(ds)), desc=f"crops {Path(dataset_json).name}", disable=not progress, leave=False):
+        img, t = ds.load(i)
+        if t["labels"].numel() == 0:
+            continue
+        crops.append(instance_crops(img[0], t["masks"], t["rboxes"]))
+        rel.append(relative_lengths(t["rboxes"]))
+        labels.append(t["labels"] - 1)
+        image.append(torch.full((t["labels"].numel(),), i))
+    return {"crops": torch.cat(crops), "rel": torch.cat(rel), "labels": torch.cat(labels), "image": torch.cat(image)}
+
+
+def _augment(x: torch.Tensor, rl: torch.Tensor, g: torch.Generator):
+    n = x.shape[0]
+    flip_len = torch.rand(n, generator=g) < 0.5
+    flip_across = torch.rand(n, generator=g) < 0.5
+    x = torch.where(flip_len[:, None, None, None], x.flip(-1), x)
+    x = torch.where(flip_across[:, None, None, None], x.flip(-2), x)
+    gain = 1 + 0.2 * (torch.rand(n, 1, 1, generator=g) - 0.5)
+    shift = 0.2 * (torch.rand(n, 1, 1, generator=g) - 0.5)
+    x = torch.cat([x[:, :1] * gain[:, None] + shift[:, None], x[:, 1:]], 1)
+    rl = rl * (1 + 0.1 * (torch.rand(n, generator=g) - 0.5))
+    return x, rl
+
+
+@torch.no_grad()
+def predict_probs(model, data: dict, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    out = []
+    for s in range(0, data["crops"].shape[0], batch):
+        x, rl = data["crops"][s:s + batch], data["rel"][s:s + batch]
+        out.append(F.softmax((model(x, rl) + model(x.flip(-1), rl)) / 2, 1))
+    return torch.cat(out) if out else torch.zeros(0, 24)
+
+
+def fit_crop_classifier(train: dict, val: dict, epochs: int = 15, lr: float = 3e-3, batch: int = 128,
+                        seed: int = 0, width: int = 16, progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
+    """Train on ``train`` crops, keep the epoch with the best ``val`` accuracy. Returns (model, history)."""
+    from tqdm import tqdm
+
+    from chromoseg.models.crop_classifier import CropClassifier
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = CropClassifier(width=width)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
+    n = train["crops"].shape[0]
+    steps = epochs * math.ceil(n / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    best, best_state, hist = -1.0, None, []
+    for ep in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=g)
+        tot = 0.0
+        for s in tqdm(range(0, n, batch), desc=f"classifier epoch {ep + 1}/{epochs}", disable=not progress, leave=False):
+            idx = perm[s:s + batch]
+            x, rl = _augment(train["crops"][idx], train["rel"][idx], g)
+            loss = F.cross_entropy(model(x, rl), train["labels"][idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * idx.numel()
+        acc = float((predict_probs(model, val).argmax(1) == val["labels"]).float().mean())
+        hist.append({"epoch": ep + 1, "train_loss": tot / n, "val_accuracy": acc, "seconds": time.perf_counter() - t0})
+        log.info("classifier epoch %d: loss %.3f, val accuracy %.3f", ep + 1, tot / n, acc)
+        if acc > best:
+            best, best_state = acc, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval(), hist
+
+
+def joint_accuracy(probs: torch.Tensor, data: dict) -> float:
+    """Accuracy after the karyotype-aware assignment per cell (``chromoseg.karyotype.assign``)."""
+    from chromoseg.karyotype.assign import assign_classes
+
+    right = 0
+    for i in data["image"].unique():
+        sel = data["image"] == i
+        right += int((torch.from_numpy(assign_classes(probs[sel].numpy())) - 1 == data["labels"][sel]).sum())
+    return right / max(int(data["labels"].numel()), 1)
+
+
+def attach(checkpoint, classifier, out) -> Path:
+    """Write ``checkpoint`` (a ``chromoseg train`` checkpoint or export) with ``classifier`` attached
+    as a checkpoint file ``out`` (``chromoseg export`` reads it)."""
+    from chromoseg.engine.checkpoint import atomic_save, load_checkpoint, read_exported
+
+    if Path(checkpoint).suffix == ".safetensors":
+        import json
+
+        state, meta = read_exported(checkpoint)
+        ck = {"model": state, "model_config": json.loads(meta["model_config"]),
+              "config": json.loads(meta.get("train_config", "{}")), "epoch": meta.get("epoch")}
+    else:
+        ck = load_checkpoint(checkpoint)
+    ck = dict(ck)
+    state = {k: v for k, v in ck["model"].items() if not k.startswith("crop_classifier.")}
+    state.update({f"crop_classifier.{k}": v for k, v in classifier.state_dict().items()})
+    cfg = dict(ck["model_config"])
+    cfg["crop_classifier"] = True
+    cfg["crop_classifier_width"] = classifier.features[0].out_channels
+    ck.update(model=state, model_config=cfg)
+    ck.pop("optimizer", None)
+    atomic_save(ck, out)
+    return Path(out)

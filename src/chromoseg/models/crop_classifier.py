@@ -1,0 +1,101 @@
+"""A second-stage chromosome classifier over each instance's crop, turned upright by its rotated box.
+
+The RoI head classifies from 7x7 FPN features shared with box regression; a chromosome's class is
+better read from its own pixels at full resolution and from its length relative to the other
+chromosomes of the cell (the classic karyotyping cues: size, centromere position, bands). For each
+instance:
+
+* :func:`instance_crops`: the image and the instance's own mask sampled in its rotated box (widened
+  by ``pad``: 15 % along, 40 % across), the long side along the crop's columns (``rroi_align``):
+  ``[N, 2, 24, 64]`` (channel 0 the image standardised per cell, channel 1 the mask);
+* :func:`relative_lengths`: the box's long side divided by the cell's mean (1 = an average
+  chromosome; 46 chromosomes assumed only through the mean);
+* :class:`CropClassifier`: four conv-BN-ReLU blocks with pooling, global average pooling, the
+  relative length (and its square) appended, two linear layers -> 24 class logits.
+
+Training (``chromoseg.engine.crop_classifier``) uses ground-truth instances with random 180-degree
+turns and mirror flips (a chromosome's two ends are not told apart by the box). At prediction it
+replaces the RoI head's class probabilities of the final instances (``Predictor``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+CROP_SIZE = (24, 64)  # rows (across the chromosome), columns (along it)
+PAD = (1.15, 1.4)  # box widened along (w) and across (h)
+
+
+def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor,
+                   size: tuple[int, int] = CROP_SIZE, pad: tuple[float, float] = PAD) -> torch.Tensor:
+    """Upright crops ``[N, 2, *size]`` of ``image [H, W]`` (float) and each instance's ``masks[k]``
+    (``[N, H, W]``, bool or float) in its rotated box ``rboxes [N, 5]`` (canonical: w the long side)."""
+    from chromoseg.ops import rroi_align
+
+    n = rboxes.shape[0]
+    if n == 0:
+        return image.new_zeros((0, 2) + tuple(size))
+    img = image.float()
+    fg = img[masks.bool().any(0)] if masks.numel() else img.flatten()
+    mu, sd = (fg.mean(), fg.std()) if fg.numel() > 10 else (img.mean(), img.std())
+    img = (img - mu) / sd.clamp(min=1e-3)
+    r = rboxes.float().clone()
+    r[:, 2] *= pad[0]
+    r[:, 3] = torch.maximum(r[:, 3] * pad[1], r[:, 2] / size[1] * size[0] * 0.5)  # not thinner than the grid allows
+    a = rroi_align(img[None, None], torch.cat([torch.zeros(n, 1), r], 1), size, sampling_ratio=2)
+    # each mask only in its box's window (a full-image stack of N masks would be sampled N times)
+    from chromoseg.ops import rbox_to_hbox
+
+    H, W = masks.shape[-2:]
+    hb = rbox_to_hbox(r)
+    m = []
+    for k in range(n):
+        x0, y0 = int(hb[k, 0].floor().clamp(0, W - 1)), int(hb[k, 1].floor().clamp(0, H - 1))
+        x1, y1 = int(hb[k, 2].ceil().clamp(x0 + 1, W)), int(hb[k, 3].ceil().clamp(y0 + 1, H))
+        win = masks[k, y0:y1, x0:x1].float()[None, None]
+        rk = r[k:k + 1].clone()
+        rk[:, 0] -= x0
+        rk[:, 1] -= y0
+        m.append(rroi_align(win, torch.cat([torch.zeros(1, 1), rk], 1), size, sampling_ratio=2))
+    return torch.cat([a, torch.cat(m)], 1)
+
+
+def relative_lengths(rboxes: torch.Tensor) -> torch.Tensor:
+    """Long side of each box over the cell's mean long side ``[N]``."""
+    if rboxes.shape[0] == 0:
+        return rboxes.new_zeros(0)
+    w = rboxes[:, 2].float().clamp(min=1e-3)
+    return w / w.mean()
+
+
+class CropClassifier(nn.Module):
+    """``forward(crops [N, 2, 24, 64], rel_length [N]) -> logits [N, 24]``."""
+
+    def __init__(self, num_classes: int = 24, width: int = 16):
+        super().__init__()
+        c = [2, width, width * 2, width * 4, width * 4]
+        blocks = []
+        for a, b in zip(c[:-1], c[1:]):
+            blocks += [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
+                       nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+            blocks.append(nn.MaxPool2d((1, 2)) if a == c[-2] else nn.MaxPool2d(2))
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Linear(c[-1] * 2 + 2, 256), nn.ReLU(inplace=True), nn.Dropout(0.3),
+                                  nn.Linear(256, num_classes))
+
+    def forward(self, crops: torch.Tensor, rel_length: torch.Tensor) -> torch.Tensor:
+        f = self.features(crops)
+        f = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
+        rl = rel_length.float()[:, None]
+        return self.head(torch.cat([f, rl, rl * rl], 1))
+
+    @torch.no_grad()
+    def classify(self, image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, 24]`` of one cell's instances (eval mode)."""
+        if rboxes.shape[0] == 0:
+            return rboxes.new_zeros((0, self.head[-1].out_features))
+        crops = instance_crops(image, masks, rboxes)
+        rl = relative_lengths(rboxes)
+        logits = self(crops, rl) + self(crops.flip(-1), rl)  # both ends first: the box does not orient it
+        return F.softmax(logits / 2, dim=1)

@@ -1,0 +1,95 @@
+"""The second-stage crop classifier: upright crops, its model, training, attaching, use in predict."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from chromoseg.models.crop_classifier import CROP_SIZE, CropClassifier, instance_crops, relative_lengths
+
+
+def _bar(h, w, cx, cy, length, width, angle):
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    r = math.radians(angle)
+    du = (xx - cx) * math.cos(r) - (yy - cy) * math.sin(r)
+    dv = (xx - cx) * math.sin(r) + (yy - cy) * math.cos(r)
+    return (du.abs() <= length / 2) & (dv.abs() <= width / 2)
+
+
+def test_crops_are_upright_and_the_same_whatever_the_angle():
+    crops = []
+    for angle in (0.0, 37.0, -80.0):
+        m = _bar(90, 120, 60, 45, 50, 10, angle)
+        img = m.float() * 0.8
+        c = instance_crops(img, m[None], torch.tensor([[60.0, 45, 50, 10, angle]]))
+        assert c.shape == (1, 2) + CROP_SIZE
+        crops.append(c[0, 1])
+    # the mask lies along the crop's columns (long axis), centred; all angles give the same crop
+    mid = crops[0][CROP_SIZE[0] // 2]
+    assert mid[CROP_SIZE[1] // 2] > 0.9 and mid[1] < 0.1 and crops[0][1, CROP_SIZE[1] // 2] < 0.1
+    for c in crops[1:]:
+        assert (c - crops[0]).abs().mean() < 0.05
+
+
+def test_relative_lengths_and_model_shapes():
+    rb = torch.tensor([[0, 0, 10.0, 3, 0], [0, 0, 30.0, 3, 0]])
+    assert relative_lengths(rb).tolist() == pytest.approx([0.5, 1.5])
+    m = CropClassifier().eval()
+    x = torch.randn(3, 2, *CROP_SIZE)
+    assert m(x, torch.ones(3)).shape == (3, 24)
+    img = torch.rand(60, 80)
+    masks = torch.zeros(2, 60, 80, dtype=torch.bool)
+    masks[0, 10:14, 10:40] = masks[1, 30:34, 20:60] = True
+    p = m.classify(img, masks, torch.tensor([[25.0, 12, 30, 4, 0], [40.0, 32, 40, 4, 0]]))
+    assert p.shape == (2, 24) and torch.allclose(p.sum(1), torch.ones(2), atol=1e-5)
+
+
+def test_training_learns_lengths(tmp_path):
+    """Classes told apart by length alone: a few epochs learn it."""
+    from chromoseg.engine.crop_classifier import fit_crop_classifier, joint_accuracy, predict_probs
+
+    g = torch.Generator().manual_seed(0)
+
+    def make(n):
+        labels = torch.randint(0, 4, (n,), generator=g)
+        crops = torch.zeros(n, 2, *CROP_SIZE)
+        for k, c in enumerate(labels.tolist()):
+            half = 8 + 6 * c
+            crops[k, :, 9:15, 32 - half:32 + half] = 1.0
+        rel = (0.6 + 0.3 * labels.float()) * (1 + 0.02 * torch.randn(n, generator=g))
+        return {"crops": crops, "rel": rel, "labels": labels, "image": torch.arange(n) // 8}
+
+    train, val = make(256), make(64)
+    model, hist = fit_crop_classifier(train, val, epochs=6, lr=5e-3, batch=16, progress=False)
+    acc = float((predict_probs(model, val).argmax(1) == val["labels"]).float().mean())
+    assert acc > 0.9 and len(hist) == 6 and max(h["val_accuracy"] for h in hist) == pytest.approx(acc)
+    assert 0.0 <= joint_accuracy(predict_probs(model, val), val) <= 1.0
+
+
+def test_attach_export_load_and_predict_use_it(tmp_path):
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.engine.checkpoint import export_model, load_model
+    from chromoseg.engine.crop_classifier import attach
+    from chromoseg.engine.predict import InferenceConfig, Predictor, reclassify
+
+    ck = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    clf = CropClassifier().eval()
+    out = attach(ck, clf, tmp_path / "with.pt")
+    export_model(out, tmp_path / "with.safetensors")
+    model = load_model(tmp_path / "with.safetensors")
+    assert model.crop_classifier is not None
+    x = torch.randn(2, 2, *CROP_SIZE)
+    assert torch.allclose(model.crop_classifier(x, torch.ones(2)), clf(x, torch.ones(2)), atol=2e-2)  # fp16 file
+    # reclassify: classes from the classifier, scores scaled by the detection's chromosome probability
+    m = np.zeros((60, 80), bool)
+    m[20:26, 10:50] = True
+    inst = {"mask": m, "rbox": [30.0, 23.0, 40.0, 6.0, 0.0], "category_id": 3, "score": 0.8,
+            "class_scores": [0.0] * 2 + [0.8] + [0.0] * 21}
+    (new,) = reclassify(model.crop_classifier, torch.rand(60, 80), [inst])
+    assert new["category_id"] == int(np.argmax(new["class_scores"])) + 1
+    assert sum(new["class_scores"]) == pytest.approx(0.8, abs=1e-4) and new["class_scores_roi_head"][2] == 0.8
+    pred = Predictor.from_checkpoint(tmp_path / "with.safetensors", InferenceConfig(score="object", score_threshold=0))
+    assert pred.model.crop_classifier is not None
