@@ -99,9 +99,10 @@ def load_backbone_weights(body: nn.Module, path: str | Path, in_channels: int = 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a full `chromoseg train` checkpoint also holds RNG states and the config
-            from chromoseg.engine.checkpoint import load_checkpoint
-
-            state = load_checkpoint(path)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as err:  # noqa: BLE001 - corrupted / not a checkpoint
+                raise ValueError(f"{path}: cannot read weights ({err})") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict")
     state = adapt_state_dict(state, in_channels)
