@@ -187,3 +187,41 @@ def test_every_command_module_registers(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ("chromoseg.no_such_module",))
     with pytest.raises(ModuleNotFoundError):
         cli.build_parser()
+
+
+def test_image_of_the_wrong_polarity_is_refused(predictor, tmp_path):
+    from PIL import Image
+
+    from chromoseg.data.io import light_background
+
+    good = _small_copy(tmp_path, "dapi.png")
+    gband = tmp_path / "gband.png"
+    Image.fromarray(255 - read_image(good)).save(gband)  # dark chromosomes on a light background
+    assert light_background(read_image(gband)) and not light_background(read_image(good))
+    predictor.stain = "fluorescence"
+    s = predict_paths(predictor, [gband, good], tmp_path / "out", progress=False)
+    assert s["images"] == 1 and s["skipped_files"] == [str(gband)]
+    msg = json.loads((tmp_path / "out" / "problems.json").read_text())[0]["problem"]
+    assert "dark on a light background" in msg and "fluorescence" in msg
+
+
+@pytest.mark.realdata
+def test_polarity_of_the_real_stains():
+    import glob
+
+    from conftest import require_data
+
+    from chromoseg.data.io import light_background
+
+    root = require_data()
+    cil = sorted(glob.glob(str(root / "cil-gband" / "images" / "*")))[:5]
+    dapi = sorted(glob.glob(str(root / "adir-mfish" / "*" / "*D.tif")))[:5]
+    assert cil and dapi
+    assert all(light_background(read_image(f)) for f in cil)
+    assert not any(light_background(read_image(f)) for f in dapi)
+
+
+def test_shipped_model_knows_its_stain():
+    from chromoseg.weights import model_stain, resolve_model
+
+    assert model_stain(resolve_model("mfish")) == "fluorescence" and resolve_model("auto") == resolve_model(None)

@@ -143,6 +143,9 @@ class Predictor:
         self.model = model.to(device).eval()
         self.cfg = cfg or InferenceConfig()
         self.device = torch.device(device)
+        #: what the model was trained on ("fluorescence", "brightfield") or None; images of the other
+        #: polarity are refused by predict_paths
+        self.stain: str | None = None
 
     @classmethod
     def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
@@ -165,7 +168,11 @@ class Predictor:
         # candidate threshold (on class probabilities) is lowered
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1),
                            box_score_thresh=0.01 if cfg.score == "object" else 0.05)
-        return cls(model, cfg, device)
+        from chromoseg.weights import model_stain
+
+        pred = cls(model, cfg, device)
+        pred.stain = model_stain(path)
+        return pred
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
@@ -188,6 +195,23 @@ class Predictor:
 #: the image's own size, about 0.5 kB of memory per pixel for 100 detections (see
 #: benchmarks/results/predict_memory.md); a 4096 x 4096 image is the largest accepted
 MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def polarity_problem(stain: str | None, arr: np.ndarray) -> str | None:
+    """A message when the image's polarity does not fit the model's stain, else None."""
+    from chromoseg.data.io import light_background
+
+    if stain is None:
+        return None
+    light = light_background(arr)
+    if stain == "fluorescence" and light:
+        return ("the image is dark on a light background (G-band or brightfield), but this model was trained on "
+                "fluorescence (bright chromosomes on dark: DAPI, Q-band); no G-band model ships yet: train one "
+                "(README, G-band) and pass --model PATH")
+    if stain == "brightfield" and not light:
+        return ("the image is bright on a dark background (fluorescence), but this model was trained on "
+                "dark-on-light (G-band) images: use --model mfish")
+    return None
 
 
 def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
@@ -314,6 +338,11 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             arr = read_image(path)
         except ImageReadError as err:
             problems.add(err.path, err.problem, kind="unreadable")
+            bar.update(1)
+            continue
+        why = polarity_problem(getattr(predictor, "stain", None), arr)
+        if why:
+            problems.add(path, why, kind="wrong-stain")
             bar.update(1)
             continue
         if arr.size > MAX_IMAGE_PIXELS:
