@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gt", type=Path, default=REPO / "datasets" / "mfish" / "test.json")
     ap.add_argument("--score", default=None, choices=["class", "object"], help="default: the model file's")
     ap.add_argument("--classes", default="independent", choices=["independent", "karyotype"])
+    ap.add_argument("--no-crop-classifier", action="store_true", help="classes from the RoI head")
     ap.add_argument("--dark-on-light", action="store_true", help="Otsu baseline: objects darker than background")
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
@@ -55,7 +56,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    predictor = Predictor.from_checkpoint(a.model, InferenceConfig(score=a.score, classes=a.classes))
+    predictor = Predictor.from_checkpoint(a.model, InferenceConfig(score=a.score, classes=a.classes,
+                                                                   crop_classifier=not a.no_crop_classifier))
+    clf = getattr(predictor.model, "crop_classifier", None) is not None and not a.no_crop_classifier
     ds = ChromosomeDataset(a.gt, max_images=a.max_images)
     coco = load_coco(a.gt)
     counts = {s: 0 for s in STAGES}
@@ -70,10 +73,6 @@ def main(argv=None) -> int:
                "category_id": int(target["labels"][k])} for k in range(len(masks))]
         image = read_image(ds.image_path(i))
         stages, extra = diagnose_image(predictor, image, gt)
-        if predictor.cfg.classes == "karyotype":
-            from chromoseg.karyotype.assign import assign_instances
-
-            extra["final"] = assign_instances(extra["final"])
         for s in stages:
             counts[s] += 1
         results += instances_to_results(extra["final"], info["id"], info["file_name"])
@@ -99,7 +98,7 @@ def main(argv=None) -> int:
         "```", "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py " + " ".join(argv or sys.argv[1:]), "```",
         "", f"{len(ds)} images, {total} ground-truth chromosomes (crowd regions left out); predict's settings: "
             f"score `{predictor.cfg.score}`, threshold {predictor.cfg.score_threshold}, classes "
-            f"`{predictor.cfg.classes}`. Hardware: {platform.machine()} CPU, {a.threads} threads.", "",
+            f"`{predictor.cfg.classes}` from {'the crop classifier' if clf else 'the RoI head'}. Hardware: {platform.machine()} CPU, {a.threads} threads.", "",
         "| where the chromosome ends up | chromosomes | share |", "|---|---|---|",
     ]
     labels = {"rpn": "missed by the RPN (no proposal at IoU >= 0.5)",

@@ -15,7 +15,7 @@ Every (non-crowd) ground-truth chromosome is put in the first stage that loses i
 ``right_class``  matched with its own class.
 
 The final instances are ``chromoseg predict``'s (:func:`chromoseg.engine.predict.select_instances`
-with the predictor's settings).
+and ``Predictor.classes_of`` with the predictor's settings: crop classifier, karyotype assignment).
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
                          for g in gt], dtype=torch.float32).reshape(-1, 4)
     cover = _proposal_cover(model, seen["proposals"][0].cpu(), gt_r, gt_b, sx, sy)
     raw = select_instances(out, replace(cfg, score_threshold=0.0, mask_nms_iou=0.0, top_k=10 ** 6))
-    final = select_instances(out, cfg)
+    final = predictor.classes_of(t[0].cpu(), select_instances(out, cfg))  # as predict has them
     gt_rle = _rles([g["mask"] for g in gt])
     raw_iou = _mask_ious(_rles([r["mask"] for r in raw]), gt_rle)
     fin_iou = _mask_ious(_rles([f["mask"] for f in final]), gt_rle)

@@ -178,17 +178,22 @@ class Predictor:
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         outputs = self.model(tensors)
-        found = [select_instances({k: v for k, v in o.items()}, self.cfg) for o in outputs]
+        return [self.classes_of(t[0].cpu(), select_instances({k: v for k, v in o.items()}, self.cfg))
+                for t, o in zip(tensors, outputs)]
+
+    def classes_of(self, image: torch.Tensor, instances: list[dict]) -> list[dict]:
+        """The final instances' classes by the settings: the crop classifier's when the model has one
+        (``cfg.crop_classifier``), then jointly per metaphase with ``cfg.classes == "karyotype"``."""
         clf = getattr(self.model, "crop_classifier", None)
         if clf is not None and self.cfg.crop_classifier:
-            found = [reclassify(clf, t[0].cpu(), insts) for t, insts in zip(tensors, found)]
+            instances = reclassify(clf, image, instances)
         if self.cfg.classes == "karyotype":
             from chromoseg.karyotype.assign import assign_instances
 
-            found = [assign_instances(insts) for insts in found]
+            instances = assign_instances(instances)
         elif self.cfg.classes != "independent":
             raise ValueError(f"classes {self.cfg.classes!r}: use 'independent' or 'karyotype'")
-        return found
+        return instances
 
 
 #: images with more pixels are refused (one line in problems.json): the model's masks are pasted at

@@ -51,7 +51,8 @@ def _cmd_predict(args) -> int:
     if not paths:
         raise CliError(f"no images found in {' '.join(args.inputs)}")
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
-                          score_threshold=args.score_threshold, score=args.score, classes=args.classes)
+                          score_threshold=args.score_threshold, score=args.score, classes=args.classes,
+                          crop_classifier=not args.no_crop_classifier)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -96,6 +97,8 @@ def register(sub) -> None:
     p.add_argument("--classes", default="independent", choices=["independent", "karyotype"],
                    help="independent: each chromosome's most probable class (default); karyotype: the classes of "
                         "a metaphase chosen together, about two per autosome (a third copy only on strong evidence)")
+    p.add_argument("--no-crop-classifier", action="store_true",
+                   help="classes from the RoI head even when the model carries a second-stage crop classifier")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
     p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")
