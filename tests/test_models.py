@@ -429,3 +429,29 @@ def test_hr_fusion_runs_inside_the_roi_heads():
     assert fused["rboxes"].shape[0] == 2 and fused["labels"].tolist() == [1, 1]
     assert torch.allclose(fused["rboxes"][1], torch.tensor([121.0, 40, 30, 6, 0]), atol=1e-3)
     assert torch.allclose(fused["boxes"][1], torch.tensor([106.0, 37, 136, 43]), atol=1e-3)
+
+
+def test_unknown_class_instances_train_without_a_class():
+    """A positive RoI of unknown class costs -log(1 - p_bg) (any chromosome class will do)."""
+    from chromoseg.models.losses import classification_loss
+
+    logits = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 1, 0])
+    known = torch.tensor([True, False, True])
+    p = torch.softmax(logits, 1)
+    expect = (-torch.log(p[0, 1]) - torch.log(p[1, 1:].sum()) - torch.log(p[2, 0])) / 3
+    assert torch.allclose(classification_loss(logits, labels, known), expect)
+    assert torch.allclose(classification_loss(logits, labels, torch.ones(3, dtype=torch.bool)),
+                          torch.nn.functional.cross_entropy(logits, labels))
+    # in the model: with every class unknown the losses stay finite and train; the class loss differs
+    model = small_model("ermr").train()
+    ims, ts = batch()
+    torch.manual_seed(1)
+    ref = model(ims, ts)
+    for t in ts:
+        t["class_known"] = torch.zeros(len(t["labels"]), dtype=torch.bool)
+    torch.manual_seed(1)
+    out = model(ims, ts)
+    assert all(torch.isfinite(v) for v in out.values())
+    assert float(out["loss_classifier"]) < float(ref["loss_classifier"])  # no class to get wrong
+    sum(out.values()).backward()

@@ -22,7 +22,8 @@ class ChromosomeDataset(torch.utils.data.Dataset):
 
     ``target``: ``boxes`` [N,4] xyxy, ``rboxes`` [N,5], ``labels`` [N] (1-24), ``masks`` uint8 [N,H,W],
     ``endpoints`` [N,2,2], ``endpoint_heatmap`` [1,H,W], ``has_masks``, ``has_endpoints``, ``image_id``,
-    ``iscrowd``, ``area`` (see ``docs/architecture.md``).
+    ``iscrowd``, ``area``, ``class_known`` [N] bool (False: a chromosome of unknown class, e.g. from
+    LabelMe polygons; the rotated variants then train no class for it) (see ``docs/architecture.md``).
 
     Args:
         annotations: path of the dataset JSON (chromoseg's COCO format).
@@ -121,6 +122,7 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             "masks": torch.from_numpy(masks),
             "endpoints": torch.from_numpy(ends),
             "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
+            "class_known": torch.tensor([bool(a.get("class_known", True)) for a in anns], dtype=torch.bool),
             "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
             "has_masks": torch.tensor(not box_only),
             "has_endpoints": torch.tensor(has_ends and n > 0 and not box_only),

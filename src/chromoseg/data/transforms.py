@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-INSTANCE_KEYS = ("boxes", "rboxes", "labels", "masks", "endpoints", "iscrowd", "area")
+INSTANCE_KEYS = ("boxes", "rboxes", "labels", "masks", "endpoints", "iscrowd", "area", "class_known")
 
 
 class Compose:

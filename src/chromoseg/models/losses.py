@@ -30,9 +30,17 @@ def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, normalizer: in
     return smooth_l1(pred - target, beta).sum() / max(int(normalizer), 1)
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """L_cls: cross-entropy over background + classes."""
-    return F.cross_entropy(logits, labels)
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_known: torch.Tensor | None = None) -> torch.Tensor:
+    """L_cls: cross-entropy over background + classes. A positive whose class is unknown
+    (``class_known`` False, e.g. an unlabelled chromosome of the BioImLab set) contributes
+    ``-log(1 - p_background)``: it must be a chromosome, of any class."""
+    if class_known is None or bool(class_known.all()):
+        return F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    unknown = ~class_known & (labels > 0)
+    lse = torch.logsumexp(logits, dim=1)
+    any_fg = lse - torch.logsumexp(logits[:, 1:], dim=1)  # -log(sum of the foreground probabilities)
+    return torch.where(unknown, any_fg, ce).mean()
 
 
 def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:

@@ -250,7 +250,7 @@ class RotatedRoIHeads(nn.Module):
     def select_training_samples(self, proposals, targets):
         from chromoseg.ops import rbox_match_quality, rbox_to_hbox
 
-        out_p, out_m, out_l, out_rt, out_ht = [], [], [], [], []
+        out_p, out_m, out_l, out_rt, out_ht, out_k = [], [], [], [], [], []
         for props, t in zip(proposals, targets):
             gt_r = t["rboxes"].to(props.dtype)
             gt_l = t["labels"]
@@ -269,14 +269,19 @@ class RotatedRoIHeads(nn.Module):
                 labels[m == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0
                 labels[m == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1
                 gt_h = t["boxes"].to(props.dtype) if "boxes" in t else rbox_to_hbox(gt_r)
-            out_p.append(props), out_m.append(matched), out_l.append(labels)
+            known_gt = t.get("class_known")
+            known = (known_gt.to(torch.bool)[matched] if known_gt is not None and gt_l.numel()
+                     else torch.ones_like(labels, dtype=torch.bool))
+            out_p.append(props), out_m.append(matched), out_l.append(labels), out_k.append(known)
             out_rt.append(gt_r), out_ht.append(gt_h)
         pos, neg = self.fg_bg_sampler(out_l)
         res_p, res_m, res_l, res_rt, res_ht = [], [], [], [], []
+        self._sampled_known = []
         for i in range(len(out_p)):
             s = torch.where(pos[i] | neg[i])[0]
             p, m, l = out_p[i][s], out_m[i][s], out_l[i][s]
             res_p.append(p), res_m.append(m), res_l.append(l)
+            self._sampled_known.append(out_k[i][s] | (l <= 0))
             res_rt.append(self.rbox_coder.encode(p, out_rt[i][m]))
             if self.hr:
                 res_ht.append(self.hbox_coder.encode_single(out_ht[i][m], rbox_to_hbox(p)))
@@ -304,9 +309,17 @@ class RotatedRoIHeads(nn.Module):
             return self.postprocess_masks(features, dets, image_shapes), {}
         losses = {}
         lab = torch.cat(labels)
+        known = torch.cat(self._sampled_known)
         n = lab.shape[0]
+        if not bool(known.all()):
+            # a positive of unknown class: its class-specific box and mask use the most probable class
+            lab = torch.where(known, lab, class_logits[:, 1:].detach().argmax(1) + 1)
+            start = 0
+            for i, l in enumerate(labels):
+                labels[i] = lab[start:start + l.shape[0]]
+                start += l.shape[0]
         pos = torch.where(lab > 0)[0]
-        losses["loss_classifier"] = classification_loss(class_logits, lab)
+        losses["loss_classifier"] = classification_loss(class_logits, lab, known)
         lr = box_regression_loss(self._pick(rreg[pos], lab[pos], 5), torch.cat(rt)[pos], n, self.box_beta)
         if self.hr:
             losses["loss_box_reg_r"] = lr
