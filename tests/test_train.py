@@ -183,3 +183,20 @@ def test_amp_choice_per_device():
     assert amp_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(TrainingError, match="GPU"):
         amp_dtype("fp16", cpu)
+
+
+def test_extra_training_set_without_classes(tmp_path):
+    """--extra-train: a second set whose chromosomes have no class trains with the first."""
+    from chromoseg.engine.train import fit
+
+    extra = write_set(tmp_path / "extra", 2, 20, "extra.json")
+    d = json.loads(extra.read_text())
+    for a in d["annotations"]:
+        a["class_known"] = False
+    d["chromoseg"] = {"classes_known": False}
+    extra.write_text(json.dumps(d))
+    cfg = tiny_cfg(tmp_path, variant="ermr", epochs=1, extra_train=[str(extra)])
+    summary = fit(cfg, show_progress=False)
+    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["train_images"] == 4 and summary["epochs_run"] == 1
+    assert math.isfinite(summary["last"]["train/loss_classifier"])

@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
     g.add_argument("--train", metavar="JSON", help="training set (instead of --data)")
+    g.add_argument("--extra-train", action="append", default=[], metavar="JSON",
+                   help="another training set, repeatable (e.g. datasets/bioimlab/train.json: chromosomes without "
+                        "classes train detection and masks, no class)")
     g.add_argument("--val", metavar="JSON", help="validation set (early stopping); without it the training loss is monitored")
     g.add_argument("--max-images", type=positive_int, metavar="N", help="use only the first N training (and validation) images")
     g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
@@ -248,7 +251,7 @@ def cmd_train(args) -> int:
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
-                out=args.out, train=args.train, val=args.val,
+                out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
                 init_weights=args.init_weights,
                 model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
                                                 ("trainable_layers", args.trainable_layers))

@@ -45,6 +45,7 @@ class TrainingError(RuntimeError):
 @dataclass
 class TrainConfig:
     train: Optional[str] = None
+    extra_train: list = field(default_factory=list)  # more training sets, e.g. LabelMe polygons without classes
     val: Optional[str] = None
     out: str = "runs/train"
     variant: str = "ermr"
@@ -224,11 +225,15 @@ def build_datasets(cfg: TrainConfig):
     from chromoseg.data.transforms import default_transforms
 
     size = tuple(cfg.image_size) if cfg.image_size else None
-    for p in (cfg.train, cfg.val):
+    for p in (cfg.train, cfg.val, *cfg.extra_train):
         if p and not Path(p).is_file():
             raise TrainingError(f"dataset file not found: {p}")
     train = ChromosomeDataset(cfg.train, transforms=default_transforms(cfg.augment, size=size),
                               max_images=cfg.max_images, cache=cfg.cache_data)
+    if cfg.extra_train:
+        train = torch.utils.data.ConcatDataset(
+            [train] + [ChromosomeDataset(p, transforms=default_transforms(cfg.augment, size=size),
+                                         max_images=cfg.max_images, cache=cfg.cache_data) for p in cfg.extra_train])
     val = None
     if cfg.val:
         val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size),
