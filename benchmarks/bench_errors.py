@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="mfish", help="shipped model name or checkpoint / export path")
     ap.add_argument("--gt", type=Path, default=REPO / "datasets" / "mfish" / "test.json")
     ap.add_argument("--score", default=None, choices=["class", "object"], help="default: the model file's")
-    ap.add_argument("--classes", default="independent", choices=["independent", "karyotype"])
+    ap.add_argument("--classes", default=None, choices=["independent", "karyotype"],
+                    help="default: the model file's recommendation, else independent")
     ap.add_argument("--no-crop-classifier", action="store_true", help="classes from the RoI head")
     ap.add_argument("--dark-on-light", action="store_true", help="Otsu baseline: objects darker than background")
     ap.add_argument("--max-images", type=int, default=None)

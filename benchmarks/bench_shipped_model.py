@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_shipped")
     ap.add_argument("--score", default="class", choices=["class", "object"], help="predict --score (default class)")
+    ap.add_argument("--classes", default=None, choices=["independent", "karyotype"],
+                    help="predict --classes (default: the model file's recommendation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--md", type=Path, default=None, help="write the results as Markdown here")
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
 
     gt = load_coco(args.gt)
     paths = [resolve_image_path(img["file_name"], args.gt.parent) for img in gt["images"]]
-    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=args.score))
+    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=args.score,
+                                                                      classes=args.classes))
     mcfg = predictor.model.config
     t = time.perf_counter()
     summary = predict_paths(predictor, paths, args.work, overlays=True, label_images=False, karyotype=True,
@@ -100,9 +103,13 @@ def main(argv=None) -> int:
         f"# Model `{args.model}` on the M-FISH test split, `{args.score}` scores",
         "",
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_shipped_model.py "
-        f"--model {args.model} --score {args.score}" + (f" --md {args.md}" if args.md else "") + "`",
+        f"--model {args.model} --score {args.score}" + (f" --classes {args.classes}" if args.classes else "")
+        + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- scores: `{args.score}` ("
-        + ("the class probability, the paper's" if args.score == "class" else "1 - P(background) of the RoI") + ")",
+        + ("the class probability, the paper's" if args.score == "class" else "1 - P(background) of the RoI") + ")"
+        + f"; classes: `{predictor.cfg.classes}`, from "
+        + ("the crop classifier" if getattr(predictor.model, "crop_classifier", None) is not None
+           and predictor.cfg.crop_classifier else "the RoI head"),
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
         f"- hardware: {_hardware()}, torch threads {args.threads}",
         f"- data: `{shown(args.gt)}` ({len(gt['images'])} images, {len(gt['annotations'])} annotations; the fixed split "

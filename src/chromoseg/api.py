@@ -62,7 +62,7 @@ def load_model(name: str | Path | None = None, device: str = "cpu", **settings) 
     ``classes="karyotype"``, ...)."""
     from chromoseg.engine.predict import InferenceConfig, Predictor
 
-    cfg = InferenceConfig(score=None)
+    cfg = InferenceConfig(score=None, classes=None)
     for k, v in settings.items():
         if not hasattr(cfg, k):
             raise TypeError(f"unknown setting {k!r}; see chromoseg.engine.predict.InferenceConfig")

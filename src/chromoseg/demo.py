@@ -27,7 +27,7 @@ def _cmd_demo(args) -> int:
     if not images:
         raise CliError(f"{src}: no DAPI image (*D.tif) in the example folder")
     try:
-        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None), device="cpu")
+        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None, classes=None), device="cpu")
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     pred = predict_paths(predictor, images, out, progress=not args.quiet)

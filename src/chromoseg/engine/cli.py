@@ -179,6 +179,8 @@ def register(subparsers) -> None:
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
     e.add_argument("--default-score", choices=["class", "object"], default=None,
                    help="the confidence `predict` uses with this model unless --score is given (default: class)")
+    e.add_argument("--default-classes", choices=["independent", "karyotype"], default=None,
+                   help="record which class rule predict should use with this model by default")
     e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
                    help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
                         "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
@@ -195,7 +197,8 @@ def cmd_export(args) -> int:
     if Path(args.out).suffix != ".safetensors":
         raise CliError(f"--out {args.out}: the file name must end in .safetensors")
     try:
-        meta = {k: v for k, v in (("default_score", args.default_score), ("stain", args.stain)) if v}
+        meta = {k: v for k, v in (("default_score", args.default_score), ("stain", args.stain),
+                                  ("default_classes", args.default_classes)) if v}
         info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None

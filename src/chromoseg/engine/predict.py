@@ -33,8 +33,9 @@ class InferenceConfig:
     #: ``Predictor.from_checkpoint``) = the model file's ``default_score``, else "class"
     score: str | None = "class"
     #: how classes are chosen: "independent" = each chromosome's most probable class; "karyotype" =
-    #: jointly per metaphase (``chromoseg.karyotype.assign``: two slots per autosome, penalised gains)
-    classes: str = "independent"
+    #: jointly per metaphase (``chromoseg.karyotype.assign``: two slots per autosome, penalised gains);
+    #: None (in ``Predictor.from_checkpoint``) = the model file's ``default_classes``, else independent
+    classes: str | None = "independent"
     #: use the model's second-stage crop classifier for the classes, when it has one
     crop_classifier: bool = True
 
@@ -156,13 +157,16 @@ class Predictor:
 
         cfg = cfg or InferenceConfig()
         path = resolve_model(path)
-        if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
-            cfg.score = "class"
-            if path.suffix == ".safetensors":
-                from safetensors import safe_open
+        meta = {}
+        if path.suffix == ".safetensors" and (cfg.score is None or cfg.classes is None):
+            from safetensors import safe_open
 
-                with safe_open(str(path), framework="pt") as f:
-                    cfg.score = (f.metadata() or {}).get("default_score", "class")
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
+            cfg.score = meta.get("default_score", "class")
+        if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
+            cfg.classes = meta.get("default_classes", "independent")
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS
         # object scores: a chromosome of unsure class has a small top class probability, so the heads'
         # candidate threshold (on class probabilities) is lowered

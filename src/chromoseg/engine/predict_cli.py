@@ -94,9 +94,10 @@ def register(sub) -> None:
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged). Default: "
                         "the model file's recommendation (the shipped mfish model: object), else class")
-    p.add_argument("--classes", default="independent", choices=["independent", "karyotype"],
-                   help="independent: each chromosome's most probable class (default); karyotype: the classes of "
-                        "a metaphase chosen together, about two per autosome (a third copy only on strong evidence)")
+    p.add_argument("--classes", default=None, choices=["independent", "karyotype"],
+                   help="independent: each chromosome's most probable class; karyotype: the classes of a metaphase "
+                        "chosen together, about two per autosome (a third copy only on strong evidence). Default: "
+                        "the model file's recommendation, else independent")
     p.add_argument("--no-crop-classifier", action="store_true",
                    help="classes from the RoI head even when the model carries a second-stage crop classifier")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
