@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         return "-" if x is None else f"{100 * x:.1f}"
 
     name = a.label or str(a.model)
-    m, bm = rep["metrics"]["multi"]["segm"], rep["metrics"]["binary"]["segm"]
+    m, bm = rep["metrics"].get("multi", {}).get("segm"), rep["metrics"]["binary"]["segm"]
     ob = rep_otsu["metrics"]["binary"]["segm"]
     e = rep["confusion"]["endpoints"]
     lines = [
@@ -108,16 +108,22 @@ def main(argv=None) -> int:
               "score": "lost to the score threshold", "nms": "removed by mask NMS / top-k",
               "taken": "its detection matched to another chromosome",
               "wrong_class": "found, wrong class", "right_class": "found, right class"}
+    no_classes = coco.get("chromoseg", {}).get("classes_known") is False
+    if no_classes:  # the set names no classes: found is found
+        counts["right_class"] += counts.pop("wrong_class")
+        labels["right_class"] = "found (the set has no classes)"
     for s in STAGES:
-        lines.append(f"| {labels[s]} | {counts[s]} | {100 * counts[s] / max(total, 1):.1f}% |")
-    found = counts["wrong_class"] + counts["right_class"]
-    lines += ["", f"Found (mask IoU >= 0.5): {found} of {total} ({100 * found / max(total, 1):.1f}%); "
-                  f"right class among found: {100 * counts['right_class'] / max(found, 1):.1f}%. "
+        if s in counts:
+            lines.append(f"| {labels[s]} | {counts[s]} | {100 * counts[s] / max(total, 1):.1f}% |")
+    found = counts.get("wrong_class", 0) + counts["right_class"]
+    right = "" if no_classes else f"right class among found: {100 * counts['right_class'] / max(found, 1):.1f}%. "
+    lines += ["", f"Found (mask IoU >= 0.5): {found} of {total} ({100 * found / max(total, 1):.1f}%); " + right +
                   f"Endpoints: {pct(e['share_of_matched'])}% of the found chromosomes' endpoints within "
                   f"{e['radius_px']:g} px (mean {e['mean_distance_px'] or 0:.1f} px).", "",
               "| mask AP (final instances, x100) | binary AP | binary AP50 | 24-class AP | 24-class AP50 |",
               "|---|---|---|---|---|",
-              f"| {name} | {pct(bm['AP'])} | {pct(bm['AP50'])} | {pct(m['AP'])} | {pct(m['AP50'])} |",
+              f"| {name} | {pct(bm['AP'])} | {pct(bm['AP50'])} | {'-' if m is None else pct(m['AP'])} | "
+              f"{'-' if m is None else pct(m['AP50'])} |",
               f"| Otsu + 8-connected components (baseline) | {pct(ob['AP'])} | {pct(ob['AP50'])} | - | - |", ""]
     text = "\n".join(lines)
     print(text)
