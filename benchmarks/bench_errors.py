@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     e = rep["confusion"]["endpoints"]
     lines = [
         f"## {name} on `{a.gt.name}` ({dt.date.today()}, commit {_commit()})", "",
-        "```", "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py " + " ".join(argv or sys.argv[1:]), "```",
+        "```", "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py " + shlex.join(argv or sys.argv[1:]), "```",
         "", f"{len(ds)} images, {total} ground-truth chromosomes (crowd regions left out); predict's settings: "
             f"score `{predictor.cfg.score}`, threshold {predictor.cfg.score_threshold}, classes "
             f"`{predictor.cfg.classes}` from {'the crop classifier' if clf else 'the RoI head'}. Hardware: {platform.machine()} CPU, {a.threads} threads.", "",

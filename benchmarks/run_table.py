@@ -21,7 +21,7 @@ def table(run: Path) -> str:
         if "event" in r:
             events.append(f"{r['event']} at epoch {r.get('epoch')}")
             continue
-        best = " (best)" if r.get("best_epoch") == r["epoch"] else ""
+        best = " (new best)" if r.get("best_epoch") == r["epoch"] else ""
         lines.append(f"| {r['epoch']}{best} | " + " | ".join(fmt.format(r[k]) if k in r else "" for _, k, fmt in cols) + " |")
     return "\n".join(lines) + ("\n\nEvents: " + "; ".join(events) if events else "") + "\n"
 
