@@ -201,9 +201,9 @@ class Predictor:
 
 
 #: images with more pixels are refused (one line in problems.json): the model's masks are pasted at
-#: the image's own size, about 0.5 kB of memory per pixel for 100 detections (see
-#: benchmarks/results/predict_memory.md); a 4096 x 4096 image is the largest accepted
-MAX_IMAGE_PIXELS = 4096 * 4096
+#: the image's own size, about 1.4 kB of peak memory per pixel (8.9 GB for 2500 x 2500, 21.4 GB for
+#: 4000 x 4000: benchmarks/results/predict_memory.md); 2500 x 2500 is the largest square accepted
+MAX_IMAGE_PIXELS = 2500 * 2500
 
 
 def polarity_problem(stain: str | None, arr: np.ndarray) -> str | None:
