@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from chromoseg.data.coco import encode_mask, load_coco, resolve_image_path
     from chromoseg.data.dataset import ChromosomeDataset
     from chromoseg.data.io import read_image
-    from chromoseg.engine.diagnose import STAGES, diagnose_image
+    from chromoseg.engine.diagnose import STAGES, diagnose_image, ground_truth_instances
     from chromoseg.engine.evaluate import evaluate
     from chromoseg.engine.predict import InferenceConfig, Predictor, instances_to_results
     from chromoseg.models.classical import otsu_instances
@@ -67,12 +67,7 @@ def main(argv=None) -> int:
     results, otsu = [], []
     for i in tqdm(range(len(ds)), desc="diagnose"):
         info = ds.images[i]
-        _, target = ds.load(i)
-        masks = target["masks"].numpy().astype(bool)
-        b = target["boxes"].numpy()
-        gt = [{"mask": masks[k], "rbox": target["rboxes"][k].tolist(),
-               "bbox": [float(b[k, 0]), float(b[k, 1]), float(b[k, 2] - b[k, 0]), float(b[k, 3] - b[k, 1])],
-               "category_id": int(target["labels"][k])} for k in range(len(masks))]
+        gt = ground_truth_instances(ds.load(i)[1])
         image = read_image(ds.image_path(i))
         stages, extra = diagnose_image(predictor, image, gt)
         for s in stages:

@@ -415,3 +415,43 @@ def test_endpoint_metric():
     assert e["mean_distance_px"] == pytest.approx(9 / 12)
     no_ends = evaluate(make_gt(), perfect_results(make_gt()))["confusion"]["endpoints"]
     assert no_ends["of_matched_instances"] == 0 and no_ends["share_of_matched"] is None
+
+
+def test_error_breakdown_stages(tmp_path):
+    """engine.diagnose: a perfect detection is right_class, a wrong class wrong_class, a missed
+    chromosome with no proposal rpn."""
+    import torch
+
+    from chromoseg.engine.diagnose import STAGES, diagnose_image, greedy_match
+
+    ious = np.array([[0.9, 0.1], [0.6, 0.55]])
+    assert greedy_match(ious, [0.9, 0.8]) == {0: 0, 1: 1}
+    assert greedy_match(ious, [0.5, 0.8]) == {0: 1}  # the higher score takes the first ground truth
+
+    class FakeModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rpn = torch.nn.Identity()  # diagnose reads the proposals through a hook on model.rpn
+            self.transform = type("T", (), {"image_size": None})()
+
+        def forward(self, images):
+            self.rpn(([torch.tensor([[20.0, 10.0, 30.0, 6.0, 0.0]])], {}))
+            m = torch.zeros(1, 1, 40, 60)
+            m[0, 0, 7:13, 5:35] = 0.9
+            return [{"masks": m, "scores": torch.tensor([0.9]), "labels": torch.tensor([3]),
+                     "boxes": torch.tensor([[5.0, 7, 35, 13]]), "rboxes": torch.tensor([[20.0, 10, 30, 6, 0]]),
+                     "class_scores": torch.nn.functional.one_hot(torch.tensor([2]), 24).float() * 0.9}]
+
+    from chromoseg.engine.predict import InferenceConfig, Predictor
+
+    pred = Predictor(FakeModel(), InferenceConfig(score="object"))
+    gt_mask = np.zeros((40, 60), bool)
+    gt_mask[7:13, 5:35] = True
+    far = np.zeros((40, 60), bool)
+    far[30:36, 30:55] = True
+    gt = [{"mask": gt_mask, "rbox": [20.0, 10, 30, 6, 0], "bbox": [5, 7, 30, 6], "category_id": 3},
+          {"mask": far, "rbox": [42.5, 33, 25, 6, 0], "bbox": [30, 30, 25, 6], "category_id": 5}]
+    stages, extra = diagnose_image(pred, np.zeros((40, 60), np.uint8), gt)
+    assert stages == ["right_class", "rpn"] and set(stages) <= set(STAGES)
+    gt[0]["category_id"] = 4
+    assert diagnose_image(pred, np.zeros((40, 60), np.uint8), gt)[0][0] == "wrong_class"

@@ -77,6 +77,15 @@ def _proposal_cover(model, proposals: torch.Tensor, gt_rboxes: torch.Tensor, gt_
     return iou.amax(1).numpy()
 
 
+def ground_truth_instances(target: dict) -> list[dict]:
+    """A dataset target (``ChromosomeDataset.load``) as the instance dicts :func:`diagnose_image` takes."""
+    masks = target["masks"].numpy().astype(bool)
+    b = target["boxes"].numpy()
+    return [{"mask": masks[k], "rbox": target["rboxes"][k].tolist(),
+             "bbox": [float(b[k, 0]), float(b[k, 1]), float(b[k, 2] - b[k, 0]), float(b[k, 3] - b[k, 1])],
+             "category_id": int(target["labels"][k])} for k in range(len(masks))]
+
+
 @torch.no_grad()
 def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[str], dict]:
     """Stage of every ground-truth instance of one image (see the module docstring), and the
@@ -141,12 +150,7 @@ def error_breakdown(predictor, dataset_json, max_images: int | None = None, prog
     counts: Counter = Counter()
     per_class: dict[int, Counter] = {}
     for i in tqdm(range(len(ds)), desc="diagnose", disable=not progress, leave=False):
-        _, target = ds.load(i)
-        masks = target["masks"].numpy().astype(bool)
-        b = target["boxes"].numpy()
-        gt = [{"mask": masks[k], "rbox": target["rboxes"][k].tolist(),
-               "bbox": [float(b[k, 0]), float(b[k, 1]), float(b[k, 2] - b[k, 0]), float(b[k, 3] - b[k, 1])],
-               "category_id": int(target["labels"][k])} for k in range(len(masks))]
+        gt = ground_truth_instances(ds.load(i)[1])
         stages, _ = diagnose_image(predictor, read_image(ds.image_path(i)), gt)
         counts.update(stages)
         for g, s in zip(gt, stages):
