@@ -11,7 +11,7 @@ Every (non-crowd) ground-truth chromosome is put in the first stage that loses i
 ``nms``          one reaching the threshold exists but is not among the final instances (mask NMS,
                  top-k);
 ``taken``        a final instance covers it at IoU >= 0.5 but was matched to another chromosome;
-``wrong_class``  matched (final instances, greedy by score, mask IoU >= 0.5) with another class;
+``wrong_class``  matched (final instances, ``evaluate.greedy_match``, mask IoU >= 0.5) with another class;
 ``right_class``  matched with its own class.
 
 The final instances are ``chromoseg predict``'s (:func:`chromoseg.engine.predict.select_instances`
@@ -23,6 +23,8 @@ from collections import Counter
 
 import numpy as np
 import torch
+
+from .evaluate import greedy_match
 
 STAGES = ("rpn", "heads_miss", "mask_iou_low", "score", "nms", "taken", "wrong_class", "right_class")
 MATCH_IOU = 0.5
@@ -41,22 +43,6 @@ def _mask_ious(dets: list, gts: list) -> np.ndarray:
     if not dets or not gts:
         return np.zeros((len(dets), len(gts)))
     return np.asarray(mask_utils.iou(dets, gts, [0] * len(gts)), np.float64).reshape(len(dets), len(gts))
-
-
-def greedy_match(ious: np.ndarray, scores, threshold: float = MATCH_IOU) -> dict[int, int]:
-    """gt index -> detection index: detections by decreasing score, each to the unmatched ground
-    truth of highest IoU >= ``threshold`` (the confusion matrix's rule)."""
-    out: dict[int, int] = {}
-    if ious.size == 0:
-        return out
-    taken = np.zeros(ious.shape[1], bool)
-    for i in np.argsort(-np.asarray(scores, float), kind="stable"):
-        row = np.where(taken, -1.0, ious[i])
-        j = int(np.argmax(row))
-        if row[j] >= threshold:
-            taken[j] = True
-            out[j] = int(i)
-    return out
 
 
 def _proposal_cover(model, proposals: torch.Tensor, gt_rboxes: torch.Tensor, gt_boxes: torch.Tensor,
@@ -117,7 +103,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
     gt_rle = _rles([g["mask"] for g in gt])
     raw_iou = _mask_ious(_rles([r["mask"] for r in raw]), gt_rle)
     fin_iou = _mask_ious(_rles([f["mask"] for f in final]), gt_rle)
-    match = greedy_match(fin_iou, [f["score"] for f in final])
+    match = greedy_match(fin_iou, [f["score"] for f in final], MATCH_IOU)
     stages = []
     for j, g in enumerate(gt):
         best_raw = raw_iou[:, j].max() if raw else 0.0

@@ -476,6 +476,26 @@ def _run_cocoeval(gt: _GroundTruth, dets: list[dict], mode: str, iou_type: str, 
 # --------------------------------------------------------------------------------------------------
 # confusion matrix
 # --------------------------------------------------------------------------------------------------
+def greedy_match(ious, scores, threshold: float = CONFUSION_IOU) -> dict[int, int]:
+    """Ground-truth index -> detection index for ``ious [D, G]``: detections by decreasing score
+    (ties in their order), each to the still unmatched ground truth of highest IoU, when that IoU is
+    >= ``threshold`` (the confusion matrix's rule; also the error breakdown's)."""
+    import numpy as np
+
+    ious = np.asarray(ious, dtype=np.float64)
+    out: dict[int, int] = {}
+    if ious.size == 0:
+        return out
+    taken = np.zeros(ious.shape[1], bool)
+    for i in np.argsort(-np.asarray(scores, float), kind="stable"):
+        row = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(row))
+        if row[j] >= threshold:
+            taken[j] = True
+            out[j] = int(i)
+    return out
+
+
 def _valid_endpoints(e: Any) -> bool:
     try:
         a = [[float(v) for v in p] for p in e]
@@ -553,19 +573,18 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
             ious = np.asarray(ious, dtype=np.float64).reshape(len(d), len(g))
         else:
             ious = np.zeros((len(d), len(g)))
-        taken = np.zeros(len(g), dtype=bool)
+        match = greedy_match(ious, [x["score"] for x in d], iou_threshold)  # d is in score order already
+        for j, i in match.items():
+            det = d[i]
+            mat[g[j]["category_id"] - 1, det["category_id"] - 1] += 1
+            if _valid_endpoints(g[j].get("endpoints")) and "endpoints" in det:
+                end_dists.extend(endpoint_errors(g[j]["endpoints"], det["endpoints"]))
+        matched_dets = set(match.values())
         for i, det in enumerate(d):
-            row = np.where(taken, -1.0, ious[i]) if len(g) else np.zeros(0)
-            j = int(np.argmax(row)) if len(g) else -1
-            if j >= 0 and row[j] >= iou_threshold:
-                taken[j] = True
-                mat[g[j]["category_id"] - 1, det["category_id"] - 1] += 1
-                if _valid_endpoints(g[j].get("endpoints")) and "endpoints" in det:
-                    end_dists.extend(endpoint_errors(g[j]["endpoints"], det["endpoints"]))
-            else:
+            if i not in matched_dets:
                 mat[n, det["category_id"] - 1] += 1
         for j, ann in enumerate(g):
-            if not taken[j]:
+            if j not in match:
                 mat[ann["category_id"] - 1, n] += 1
             if _valid_endpoints(ann.get("endpoints")):
                 n_gt_ends += 2
