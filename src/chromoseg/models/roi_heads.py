@@ -248,6 +248,8 @@ class RotatedRoIHeads(nn.Module):
 
     # ---- training samples
     def select_training_samples(self, proposals, targets):
+        """Sampled RoIs per image: (proposals, matched ground-truth index, labels, rotated and
+        axis-aligned regression targets, ``class_known`` of each sampled RoI)."""
         from chromoseg.ops import rbox_match_quality, rbox_to_hbox
 
         out_p, out_m, out_l, out_rt, out_ht, out_k = [], [], [], [], [], []
@@ -275,17 +277,16 @@ class RotatedRoIHeads(nn.Module):
             out_p.append(props), out_m.append(matched), out_l.append(labels), out_k.append(known)
             out_rt.append(gt_r), out_ht.append(gt_h)
         pos, neg = self.fg_bg_sampler(out_l)
-        res_p, res_m, res_l, res_rt, res_ht = [], [], [], [], []
-        self._sampled_known = []
+        res_p, res_m, res_l, res_rt, res_ht, res_k = [], [], [], [], [], []
         for i in range(len(out_p)):
             s = torch.where(pos[i] | neg[i])[0]
             p, m, l = out_p[i][s], out_m[i][s], out_l[i][s]
             res_p.append(p), res_m.append(m), res_l.append(l)
-            self._sampled_known.append(out_k[i][s] | (l <= 0))
+            res_k.append(out_k[i][s] | (l <= 0))  # only positives can be of unknown class
             res_rt.append(self.rbox_coder.encode(p, out_rt[i][m]))
             if self.hr:
                 res_ht.append(self.hbox_coder.encode_single(out_ht[i][m], rbox_to_hbox(p)))
-        return res_p, res_m, res_l, res_rt, res_ht
+        return res_p, res_m, res_l, res_rt, res_ht, res_k
 
     def _pick(self, reg, labels, dim):
         reg = reg.reshape(reg.shape[0], -1, dim)
@@ -296,7 +297,7 @@ class RotatedRoIHeads(nn.Module):
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
             with no_autocast(proposals[0]):
-                proposals, matched, labels, rt, ht = self.select_training_samples(proposals, targets)
+                proposals, matched, labels, rt, ht, known = self.select_training_samples(proposals, targets)
         x = self.box_roi_pool(features, proposals, image_shapes)
         x = self.box_head(x)
         class_logits, rreg, hreg = self.box_predictor(x)
@@ -309,15 +310,12 @@ class RotatedRoIHeads(nn.Module):
             return self.postprocess_masks(features, dets, image_shapes), {}
         losses = {}
         lab = torch.cat(labels)
-        known = torch.cat(self._sampled_known)
+        known = torch.cat(known)
         n = lab.shape[0]
         if not bool(known.all()):
             # a positive of unknown class: its class-specific box and mask use the most probable class
             lab = torch.where(known, lab, class_logits[:, 1:].detach().argmax(1) + 1)
-            start = 0
-            for i, l in enumerate(labels):
-                labels[i] = lab[start:start + l.shape[0]]
-                start += l.shape[0]
+            labels = list(lab.split([len(l) for l in labels]))
         pos = torch.where(lab > 0)[0]
         losses["loss_classifier"] = classification_loss(class_logits, lab, known)
         lr = box_regression_loss(self._pick(rreg[pos], lab[pos], 5), torch.cat(rt)[pos], n, self.box_beta)
