@@ -222,6 +222,6 @@ def test_polarity_of_the_real_stains():
 
 
 def test_shipped_model_knows_its_stain():
-    from chromoseg.weights import model_stain, resolve_model
+    from chromoseg.weights import resolve_model
 
-    assert model_stain(resolve_model("mfish")) == "fluorescence" and resolve_model("auto") == resolve_model(None)
+    assert Predictor.from_checkpoint("mfish").stain == "fluorescence" and resolve_model("auto") == resolve_model(None)

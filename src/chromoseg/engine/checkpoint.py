@@ -92,6 +92,19 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
             "parameters": sum(v.numel() for k, v in tensors.items() if v.is_floating_point())}
 
 
+def read_metadata(path: str | Path) -> dict:
+    """The string metadata of an exported ``.safetensors`` model (``{}`` for a training checkpoint)."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read safetensors file ({err})") from err
+
+
 def read_exported(path: str | Path) -> tuple[dict, dict]:
     """(state dict in float32, metadata) of a file written by :func:`export_model`."""
     from safetensors import safe_open

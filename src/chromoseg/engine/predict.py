@@ -152,17 +152,12 @@ class Predictor:
     def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
         """``path``: a ``chromoseg train`` checkpoint, a ``chromoseg export`` file, a shipped model's
         name (``mfish``) or None for the default shipped model (see :mod:`chromoseg.weights`)."""
-        from chromoseg.engine.checkpoint import load_model
+        from chromoseg.engine.checkpoint import load_model, read_metadata
         from chromoseg.weights import resolve_model
 
         cfg = cfg or InferenceConfig()
         path = resolve_model(path)
-        meta = {}
-        if path.suffix == ".safetensors" and (cfg.score is None or cfg.classes is None):
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
+        meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
         if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
             cfg.score = meta.get("default_score", "class")
         if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
@@ -172,10 +167,8 @@ class Predictor:
         # candidate threshold (on class probabilities) is lowered
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1),
                            box_score_thresh=0.01 if cfg.score == "object" else 0.05)
-        from chromoseg.weights import model_stain
-
         pred = cls(model, cfg, device)
-        pred.stain = model_stain(path)
+        pred.stain = meta.get("stain")
         return pred
 
     @torch.no_grad()

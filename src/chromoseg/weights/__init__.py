@@ -26,30 +26,6 @@ NOT_SHIPPED = {
 }
 
 
-#: what each shipped model was trained on (``fluorescence``: bright chromosomes on a dark background)
-STAIN = {"mfish": "fluorescence"}
-
-
-def model_stain(path) -> str | None:
-    """``fluorescence``, ``brightfield`` or None (unknown) for a model file: its ``stain`` metadata, or
-    the registry's entry for a shipped file."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                stain = (f.metadata() or {}).get("stain")
-            if stain:
-                return stain
-        except Exception:  # noqa: BLE001 - unreadable files are reported when the model is loaded
-            return None
-    for name, (fname, _, _) in SHIPPED.items():
-        if path.resolve() == (HERE / fname).resolve():
-            return STAIN.get(name)
-    return None
-
-
 def shipped_path(name: str) -> Path:
     """Path of a shipped model's weights; ``ValueError`` for an unknown name, ``FileNotFoundError``
     when the file is missing from this installation."""
