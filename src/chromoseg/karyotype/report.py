@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
+import functools
 import html
 import io
 from pathlib import Path
@@ -53,24 +54,43 @@ table.counts td.c{color:#777} td.lo{background:#f8d0cc} td.hi{background:#cfe0f8
 
 def _png_data_uri(img, max_side: int) -> str | None:
     """data: URI of a PNG from a path or an array (downscaled to ``max_side``)."""
-    from PIL import Image
-
     if img is None:
         return None
     if isinstance(img, (str, Path)):
         p = Path(img)
         if not p.is_file():
             return None
-        with Image.open(p) as im:
-            if im.format == "PNG" and max(im.size) <= max_side:  # embed the file as it is
-                return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
-            im.load()
-            pil = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
-    else:
-        arr = np.asarray(img)
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        pil = Image.fromarray(arr)
+        st = p.stat()
+        return _file_data_uri(str(p), st.st_mtime_ns, st.st_size, max_side)
+    return _array_data_uri(np.asarray(img), max_side)
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_data_uri(path: str, mtime_ns: int, size: int, max_side: int) -> str:
+    """data: URI of a PNG file, remembered while the file is unchanged (``predict`` renders the
+    report again after every image; each earlier image is encoded once)."""
+    from PIL import Image
+
+    p = Path(path)
+    with Image.open(p) as im:
+        if im.format == "PNG" and max(im.size) <= max_side:  # embed the file as it is
+            return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+        im.load()
+        pil = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+    return _pil_data_uri(pil, max_side)
+
+
+def _array_data_uri(arr: np.ndarray, max_side: int) -> str:
+    from PIL import Image
+
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return _pil_data_uri(Image.fromarray(arr), max_side)
+
+
+def _pil_data_uri(pil, max_side: int) -> str:
+    from PIL import Image
+
     if max(pil.size) > max_side:
         f = max_side / max(pil.size)
         pil = pil.resize((max(1, int(pil.size[0] * f)), max(1, int(pil.size[1] * f))), Image.LANCZOS)
