@@ -15,19 +15,13 @@ import argparse
 import datetime as dt
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import commit  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def main(argv=None) -> int:
@@ -91,7 +85,7 @@ def main(argv=None) -> int:
     ob = rep_otsu["metrics"]["binary"]["segm"]
     e = rep["confusion"]["endpoints"]
     lines = [
-        f"## {name} on `{a.gt.name}` ({dt.date.today()}, commit {_commit()})", "",
+        f"## {name} on `{a.gt.name}` ({dt.date.today()}, commit {commit()})", "",
         "```", "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_errors.py " + shlex.join(argv or sys.argv[1:]), "```",
         "", f"{len(ds)} images, {total} ground-truth chromosomes (crowd regions left out); predict's settings: "
             f"score `{predictor.cfg.score}`, threshold {predictor.cfg.score_threshold}, classes "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _paths import shown  # noqa: E402
+from _results import shown  # noqa: E402
 
 
 def _placed_class_accuracy(layout, placed) -> tuple[int, int]:

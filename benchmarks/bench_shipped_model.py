@@ -16,24 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _paths import shown  # noqa: E402
+from _results import commit, shown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def model_speed(predictor, image, reps: int) -> float:
@@ -110,7 +101,7 @@ def main(argv=None) -> int:
         + f"; classes: `{predictor.cfg.classes}`, from "
         + ("the crop classifier" if getattr(predictor.model, "crop_classifier", None) is not None
            and predictor.cfg.crop_classifier else "the RoI head"),
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}",
         f"- hardware: {_hardware()}, torch threads {args.threads}",
         f"- data: `{shown(args.gt)}` ({len(gt['images'])} images, {len(gt['annotations'])} annotations; the fixed split "
         "by slide, `chromoseg/data/splits/adir-mfish.json`)",

@@ -26,15 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _paths import shown  # noqa: E402
-
-
-def _commit(tree: Path) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
+from _results import append_markdown, commit, shown  # noqa: E402
 
 
 def run_once(tree: Path, variant: str, size: str, a, work: Path) -> float | None:
@@ -80,9 +72,9 @@ def main(argv=None) -> int:
                         if ips is not None:
                             key = (tree, v, size)
                             best[key] = max(best.get(key, 0.0), ips)
-    names = {REPO: f"this tree ({_commit(REPO)})"}
+    names = {REPO: f"this tree ({commit(REPO)})"}
     if a.base:
-        names[trees[1]] = f"base ({_commit(trees[1])})"
+        names[trees[1]] = f"base ({commit(trees[1])})"
     head = ["variant", "size"] + [f"{names[t]} images/s" for t in trees] + (["speed-up"] if a.base else [])
     lines = [f"## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: `chromoseg train` throughput", "",
              "```", f"OMP_NUM_THREADS={a.threads} .venv/bin/python benchmarks/bench_train.py "
@@ -106,9 +98,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(a.out, "a") as f:
-            f.write("\n" + text)
+        append_markdown(a.out, "\n" + text)
     return 0
 
 

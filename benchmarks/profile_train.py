@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_markdown  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -169,10 +172,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a") as f:
-            f.write(text + "\n")
+        append_markdown(a.out, text + "\n")
 
 
 if __name__ == "__main__":
