@@ -82,6 +82,8 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     meta = {"format": MODEL_FORMAT, "model_config": json.dumps(cfg, default=list),
             "train_config": json.dumps(ck.get("config", {}), default=str), "epoch": str(ck.get("epoch", ""))}
+    if cfg.get("invert"):  # a brightfield model (its transform inverts the images); an explicit stain wins
+        meta["stain"] = "brightfield"
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,14 @@ def register(subparsers) -> None:
     g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
                    help="input size, WxH (default 640x512, the paper's); 'keep' keeps each image's size")
     g.add_argument("--no-augment", action="store_true", help="no flips / rotations / intensity jitter")
+    g.add_argument("--stain", choices=["fluorescence", "brightfield"], default="fluorescence",
+                   help="the images' polarity: fluorescence (bright chromosomes on dark: DAPI, Q-band; default) or "
+                        "brightfield (dark on light: G-band; the model inverts each image first, so --init-weights "
+                        "from a fluorescence model carries over)")
     g.add_argument("--workers", type=nonneg_int, default=2, help="data loader processes (default 2)")
     g = p.add_argument_group("model")
-    g.add_argument("--variant", default="ermr", choices=["mr", "rmr", "erm1", "erm2", "erm3", "erm4", "ermr"],
-                   help="network (default ermr)")
+    g.add_argument("--variant", default="ermr", choices=["mr", "rmr", "erm1", "erm2", "erm3", "erm4", "ermr", "snake"],
+                   help="network (default ermr; snake = Deep Snake, a contour-based baseline)")
     g.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
                    help="ResNet depth (default resnet50, the paper's)")
     g.add_argument("--backbone-weights", metavar="PATH", help="ResNet state dict to start from (torchvision's or `chromoseg pretrain`'s)")
@@ -257,8 +261,9 @@ def cmd_train(args) -> int:
                 out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
                 init_weights=args.init_weights,
                 model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
-                                                ("trainable_layers", args.trainable_layers))
-                              if v != defaults.get(k)})
+                                                ("trainable_layers", args.trainable_layers),
+                                                ("invert", args.stain == "brightfield"))
+                              if v != defaults.get(k) and v is not False})
     if base:  # the file gives the values; options typed on the command line win
         opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}
         for k, v in base.items():

@@ -12,6 +12,18 @@ variant    meaning                      H&R    ED
 
 ``erm1`` and ``erm4`` are aliases of ``rmr`` and ``ermr``; ``hr=`` / ``ed=`` override the switches
 of a rotated variant (``ed=True`` also works on ``mr``).
+
+Not from the paper's tables: ``snake`` = Deep Snake (Peng et al., CVPR 2020; the contour-based method
+the paper cites as [10]), a CenterNet detector plus circular-convolution contour deformation, built
+by :func:`chromoseg.models.snake.build_deep_snake` on the same ResNet-FPN (instead of the original
+DLA-34) and ``ChromoTransform``; see :mod:`chromoseg.models.snake`. Of the R-CNN arguments it uses
+``num_classes``, ``backbone``, ``backbone_weights``, ``image_size``, ``in_channels``,
+``trainable_layers``, ``norm``, ``fpn_channels`` (so ``COMPACT`` thins it too), ``image_mean``,
+``image_std``, ``invert``, ``crop_classifier``, ``box_detections_per_img`` (CenterNet's top K) and
+``box_score_thresh`` (its peak threshold); the other R-CNN arguments (anchors, proposals, RoIs, heads, ``SMALL``'s counts,
+``ed_layers`` ...) are accepted and ignored; ``hr`` / ``ed`` must not be switched on. Its own:
+``snake_points`` (N = 128), ``snake_iters`` (3), ``snake_channels`` (128), ``center_head_channels``
+(64) and ``snake_box_jitter`` (0.05).
 """
 from __future__ import annotations
 
@@ -25,6 +37,7 @@ VARIANTS = {
     "erm3": dict(rotated=True, hr=True, ed=False),
     "erm4": dict(rotated=True, hr=True, ed=True),
     "ermr": dict(rotated=True, hr=True, ed=True),
+    "snake": dict(rotated=False, hr=False, ed=False),  # Deep Snake: not an R-CNN (models/snake.py)
 }
 
 #: settings for CPU tests and quick runs: few proposals and RoIs
@@ -51,7 +64,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int = 16,
-                weights_backbone=None):
+                weights_backbone=None, snake_points: int = 128, snake_iters: int = 3, snake_channels: int = 128,
+                center_head_channels: int = 64, snake_box_jitter: float = 0.05, invert: bool = False):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
     chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
     downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
@@ -62,7 +76,9 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     256 / 256 / 1024 by default; see ``COMPACT``). ``ed_layers``: convolutions of the endpoint branch
     (6 = the paper; files exported before 2026-11-30 used 5 and are read as such).
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
-    (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``)."""
+    (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``).
+    ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
+    ``1 - x`` first, so the network sees fluorescence-like images (``ChromoTransform``)."""
     from torch import nn
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -77,6 +93,31 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     v = variant.lower()
     if v not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if v == "snake":
+        if hr or ed:
+            raise ValueError("the snake variant has no H&R or ED switch")
+        from .snake import build_deep_snake
+
+        config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size,
+                      in_channels=in_channels, trainable_layers=trainable_layers, norm=norm, fpn_channels=fpn_channels,
+                      image_mean=image_mean, image_std=image_std, box_detections_per_img=box_detections_per_img,
+                      box_score_thresh=box_score_thresh, snake_points=snake_points, snake_iters=snake_iters,
+                      snake_channels=snake_channels, center_head_channels=center_head_channels,
+                      snake_box_jitter=snake_box_jitter)
+        if invert:  # a brightfield model: the transform inverts every image
+            config["invert"] = True
+        model = build_deep_snake(num_classes, backbone, backbone_weights, image_size, in_channels, trainable_layers,
+                                 norm, fpn_channels, image_mean, image_std, box_detections_per_img, box_score_thresh,
+                                 points=snake_points, iters=snake_iters, snake_channels=snake_channels,
+                                 head_channels=center_head_channels, box_jitter=snake_box_jitter, invert=invert,
+                                 config=config)
+        if crop_classifier:
+            from .crop_classifier import CropClassifier
+
+            model.crop_classifier = CropClassifier(num_classes, width=crop_classifier_width)
+            config.update(crop_classifier=True, crop_classifier_width=crop_classifier_width)
+        model.config = config
+        return model
     sw = dict(VARIANTS[v])
     if hr is not None:
         if not sw["rotated"] and hr:
@@ -88,13 +129,13 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                   ed=sw["ed"], rotated=sw["rotated"], hr_fusion=hr_fusion, in_channels=in_channels,
                   class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes),
                   endpoint_loss_weight=float(endpoint_loss_weight), ed_layers=int(ed_layers), fpn_channels=fpn_channels,
-                  mask_channels=mask_channels, representation_size=representation_size)
+                  mask_channels=mask_channels, representation_size=representation_size, invert=bool(invert))
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
                      backbone_weights=backbone_weights, out_channels=fpn_channels)
     branch = EndpointBranch(fpn.out_channels, ed_channels, ed_layers) if sw["ed"] else None
     body = BackboneWithEndpoints(fpn, branch)
-    transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels)
+    transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels, invert=invert)
     c = fpn.out_channels
     nc = num_classes + 1
     box_head = TwoMLPHead(c * 7 * 7, representation_size)

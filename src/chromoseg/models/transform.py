@@ -1,8 +1,11 @@
 """Input/output transform of the detection models (the role of torchvision's
 ``GeneralizedRCNNTransform``).
 
-* grey input: every image becomes ``in_channels`` channels (RGB is averaged to grey; grey is repeated
-  when the backbone takes 3 channels), then ``(x - image_mean) / image_std``;
+* grey input (values in [0, 1]): every image becomes ``in_channels`` channels (RGB is averaged to
+  grey; grey is repeated when the backbone takes 3 channels); with ``invert=True`` (a brightfield
+  model: dark chromosomes on a light background, G-band) it becomes ``1 - x``, so that the network
+  always sees bright chromosomes on a dark background and fluorescence weights carry over; then
+  ``(x - image_mean) / image_std``;
 * resize: to a fixed ``image_size=(H, W)`` (the paper: 512 x 640) or, with ``image_size=None``, the
   image keeps its size; targets follow (boxes, rboxes, endpoints, masks, endpoint_heatmap);
 * batch: zero-padded to a multiple of ``size_divisible`` (torchvision's ``ImageList``);
@@ -53,8 +56,9 @@ def scale_boxes(b: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
 
 class ChromoTransform(nn.Module):
     def __init__(self, image_size=(512, 640), image_mean: float = 0.5, image_std: float = 0.25,
-                 size_divisible: int = 32, in_channels: int = 1):
+                 size_divisible: int = 32, in_channels: int = 1, invert: bool = False):
         super().__init__()
+        self.invert = bool(invert)
         self.image_size = tuple(int(s) for s in image_size) if image_size else None
         self.image_mean = float(image_mean)
         self.image_std = float(image_std)
@@ -105,6 +109,8 @@ class ChromoTransform(nn.Module):
         for i, img in enumerate(images):
             img = self._channels(img).float()
             h, w = img.shape[-2:]
+            if self.invert:
+                img = 1.0 - img
             img = (img - self.image_mean) / self.image_std
             if self.image_size and (h, w) != self.image_size:
                 img = F.interpolate(img[None], size=self.image_size, mode="bilinear", align_corners=False)[0]
