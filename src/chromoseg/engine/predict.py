@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -168,7 +169,8 @@ class Predictor:
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1),
                            box_score_thresh=0.01 if cfg.score == "object" else 0.05)
         pred = cls(model, cfg, device)
-        pred.stain = meta.get("stain")
+        # an export records its stain; a checkpoint's config tells it by its input inversion
+        pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
         return pred
 
     @torch.no_grad()
@@ -192,6 +194,9 @@ class Predictor:
             raise ValueError(f"classes {self.cfg.classes!r}: use 'independent' or 'karyotype'")
         return instances
 
+
+#: seconds between rewrites of a predict run's collected files (results.json, images.json, report)
+SAVE_EVERY_S = 10.0
 
 #: images with more pixels are refused (one line in problems.json): the model's masks are pasted at
 #: the image's own size, about 1.4 kB of peak memory per pixel (8.9 GB for 2500 x 2500, 21.4 GB for
@@ -241,9 +246,10 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
       and flags (see :mod:`chromoseg.karyotype`);
     - ``problems.json``: files that could not be used (skipped, the batch goes on).
 
-    Every file is written atomically, and ``results.json``, ``images.json``, the report and
-    ``problems.json`` are rewritten after each finished image: a killed run leaves valid files that
-    cover what it finished. ``skip_existing``: images already in ``out_dir``'s ``images.json`` are not
+    Every file is written atomically; ``results.json``, ``images.json``, the report and ``problems.json``
+    are rewritten at most every ``SAVE_EVERY_S`` seconds and when the run ends or fails (Ctrl-C
+    included): a killed run leaves valid files that cover all but its last few seconds (a long batch
+    no longer rewrites them after every image). ``skip_existing``: images already in ``out_dir``'s ``images.json`` are not
     predicted again (their results are kept). Returns counts: ``images`` finished in this call,
     ``skipped`` (problems), ``already_done``.
     """
@@ -325,39 +331,42 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             preds = None
         for (path, arr), insts in zip(batch, preds or []):
             finish(path, arr, insts)
+        if time.monotonic() - last_save[0] >= SAVE_EVERY_S:  # the run's files, at most every few seconds
             save_run()
-        if preds is None:
-            save_run()
+            last_save[0] = time.monotonic()
         bar.update(len(batch))
         batch.clear()
 
-    for path in paths:
-        if skip_existing and str(path) in done:
-            already += 1
-            bar.update(1)
-            continue
-        try:
-            arr = read_image(path)
-        except ImageReadError as err:
-            problems.add(err.path, err.problem, kind="unreadable")
-            bar.update(1)
-            continue
-        why = polarity_problem(getattr(predictor, "stain", None), arr)
-        if why:
-            problems.add(path, why, kind="wrong-stain")
-            bar.update(1)
-            continue
-        if arr.size > MAX_IMAGE_PIXELS:
-            problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the "
-                               f"limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it", kind="too-large")
-            bar.update(1)
-            continue
-        batch.append((Path(path), arr))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    bar.close()
-    save_run()
+    last_save = [time.monotonic()]
+    try:
+        for path in paths:
+            if skip_existing and str(path) in done:
+                already += 1
+                bar.update(1)
+                continue
+            try:
+                arr = read_image(path)
+            except ImageReadError as err:
+                problems.add(err.path, err.problem, kind="unreadable")
+                bar.update(1)
+                continue
+            why = polarity_problem(getattr(predictor, "stain", None), arr)
+            if why:
+                problems.add(path, why, kind="wrong-stain")
+                bar.update(1)
+                continue
+            if arr.size > MAX_IMAGE_PIXELS:
+                problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the "
+                                   f"limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it", kind="too-large")
+                bar.update(1)
+                continue
+            batch.append((Path(path), arr))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    finally:  # also after an error or Ctrl-C: every image finished so far enters the run's files
+        bar.close()
+        save_run()
     return {"images": len(images_meta) - n_before, "skipped": len(problems), "already_done": already,
             "instances": len(results), "problems": problems.summary(), "out": str(out_dir),
             "skipped_files": [p.file for p in problems.problems]}

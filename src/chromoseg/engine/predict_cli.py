@@ -26,8 +26,9 @@ Writes into --out:
                         ISCN-style summary and flags, flagged metaphases first (report.csv: same rows)
   problems.json         files that could not be used (they are skipped; the rest goes on)
 
-Every file is written atomically and results.json, images.json and the report are brought up to date
-after each image, so a run that is stopped leaves valid files for the images it finished;
+Every file is written atomically; results.json, images.json and the report are brought up to date
+every few seconds and when the run ends, fails or is interrupted (Ctrl-C), so a run that is stopped
+leaves valid files for the images it finished (a hard kill: all but its last few seconds);
 --skip-existing continues it. Exit status: 0 all images done, 3 some skipped (listed on stderr and
 in problems.json), 1 none could be done, 2 bad command line.
 
