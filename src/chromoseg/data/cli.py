@@ -64,6 +64,41 @@ def _cmd_show(args) -> int:
     return 0 if written or not problems else 1
 
 
+def _cmd_pseudo_masks(args) -> int:
+    from chromoseg.cli import CliError
+    from chromoseg.data.pseudo_masks import add_pseudo_masks, measure_pseudo_masks
+
+    dark = args.stain == "brightfield"
+    try:
+        if args.measure:
+            r = measure_pseudo_masks(args.annotations, dark=dark, limit=args.limit, progress=not args.quiet)
+            print(f"{args.annotations}: {r['instances']} instances in {r['images']} images: mean IoU {r['mean_iou']:.3f}, "
+                  f"IoU >= 0.5 {100 * r['iou_ge_0.5']:.1f}%, IoU >= 0.75 {100 * r['iou_ge_0.75']:.1f}%")
+            return 0
+        if not args.out:
+            raise CliError("give --out FILE (or --measure)")
+        r = add_pseudo_masks(args.annotations, args.out, dark=dark, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(f"wrote {args.out}: {r['masks']} masks in {r['images']} images; {r['dropped']} boxes without chromosome "
+          f"pixels left out, {r['skipped_images']} images unreadable (see its .problems.json)")
+    return 0
+
+
+def _cmd_split(args) -> int:
+    from chromoseg.cli import CliError
+    from chromoseg.data.coco import split_dataset
+
+    if not 0.0 < args.fraction < 1.0:
+        raise CliError(f"--fraction {args.fraction}: must be between 0 and 1")
+    try:
+        na, nb = split_dataset(args.annotations, args.out_a, args.out_b, args.fraction, args.seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(f"wrote {args.out_a} ({na} images) and {args.out_b} ({nb} images)")
+    return 0
+
+
 def _cmd_check(args) -> int:
     from chromoseg.cli import CliError
     from chromoseg.data.coco import load_coco
@@ -108,6 +143,40 @@ def register(sub) -> None:
                                       "1-24, empty or out-of-image boxes, missing images). Exit 1 if any.")
     chk.add_argument("annotations")
     chk.set_defaults(func=_cmd_check)
+
+    pm = dsub.add_parser(
+        "pseudo-masks", help="masks for a box-only set from the image's own pixels (e.g. CIL G-band)",
+        description="Give every box of a box-only set (e.g. `data import voc` of the CIL G-band set) a mask: the "
+                    "chromosome's pixels inside the box by a per-box threshold, pixels claimed by several boxes "
+                    "given to the box they lie deepest in (shared where two chromosomes cross), one connected piece "
+                    "per box (rules: chromoseg.data.pseudo_masks). Writes OUT with masks, rotated boxes and "
+                    "endpoints and OUT's .problems.json (boxes without chromosome pixels, left out). --measure "
+                    "instead scores the method on a set that has masks (boxes derived from its masks).",
+        epilog="examples:\n  chromoseg data pseudo-masks datasets/gband/train.json --out datasets/gband/train-pm.json\n"
+               "  chromoseg data pseudo-masks datasets/mfish/val.json --measure --stain fluorescence",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pm.add_argument("annotations", help="a dataset JSON")
+    pm.add_argument("--out", help="output dataset JSON (required unless --measure)")
+    pm.add_argument("--stain", choices=("brightfield", "fluorescence"), default="brightfield",
+                    help="brightfield: dark chromosomes on light (G-band, default); fluorescence: bright on dark")
+    pm.add_argument("--measure", action="store_true", help="score against the set's own masks (mean IoU) instead")
+    pm.add_argument("--limit", type=positive_int, default=None, help="--measure: only the first N images")
+    pm.add_argument("--quiet", action="store_true", help="no progress bar")
+    pm.set_defaults(func=_cmd_pseudo_masks)
+
+    sp = dsub.add_parser(
+        "split", help="split a dataset JSON by image into two (e.g. a validation set)",
+        description="Write two dataset JSONs from one: a seeded random --fraction of its images (with their "
+                    "annotations) into --out-b, the rest into --out-a. Image paths are kept as they resolve.",
+        epilog="example:\n  chromoseg data split datasets/gband/train-pm.json --fraction 0.1 "
+               "--out-a datasets/gband/fit.json --out-b datasets/gband/val.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("annotations", help="a dataset JSON")
+    sp.add_argument("--fraction", type=float, default=0.1, help="share of images for --out-b (default 0.1)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out-a", required=True, help="JSON for the rest")
+    sp.add_argument("--out-b", required=True, help="JSON for the drawn fraction")
+    sp.set_defaults(func=_cmd_split)
 
     try:
         from chromoseg.data.build_cli import add_build_parser

@@ -284,3 +284,31 @@ def resolve_image_path(file_name: str, root) -> Path:
     """An image's path: absolute names as they are, relative ones against ``root``."""
     p = Path(file_name)
     return p if p.is_absolute() else Path(root) / p
+
+
+def split_dataset(path, out_a, out_b, fraction: float, seed: int = 0) -> tuple[int, int]:
+    """Split a dataset JSON by image: a seeded random ``fraction`` of its images (at least one) with
+    their annotations into ``out_b``, the rest into ``out_a``; relative image paths are rewritten for
+    the new files' folders. Returns the two image counts."""
+    path, out_a, out_b = Path(path), Path(out_a), Path(out_b)
+    data = json.loads(path.read_text()) if path.is_file() else None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{path}: not a dataset JSON")
+    images = data["images"]
+    if len(images) < 2:
+        raise ValueError(f"{path}: {len(images)} image(s), nothing to split")
+    n_b = min(max(1, round(fraction * len(images))), len(images) - 1)
+    order = np.random.default_rng(seed).permutation(len(images))
+    in_b = {images[i]["id"] for i in order[:n_b]}
+    for out, keep in ((out_a, lambda i: i not in in_b), (out_b, lambda i: i in in_b)):
+        part = dict(data)
+        part["images"] = []
+        for im in images:
+            if keep(im["id"]):
+                src = resolve_image_path(im["file_name"], path.parent)
+                name = src if src.is_absolute() else Path(os.path.relpath(src, out.parent))
+                part["images"].append(dict(im, file_name=str(name)))
+        part["annotations"] = [a for a in data["annotations"] if keep(a["image_id"])]
+        part["info"] = dict(data.get("info", {}), split=f"{path.name}: seed {seed}, fraction {fraction}")
+        _atomic_write_json(part, out)
+    return len(images) - n_b, n_b

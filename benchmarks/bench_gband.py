@@ -1,0 +1,155 @@
+"""Measure a G-band (brightfield) model on real G-band images.
+
+1. CIL test metaphases (``chromoseg data import voc ../shared/data/cil-gband --out datasets/gband``:
+   ``test.json``, 500 images, boxes only): 24-class and binary **box** AP / AP@0.5 under the paper's 0.5
+   score threshold and without one; chromosome counts per metaphase (detections with score >= 0.5)
+   against the set's ``normal.csv`` / ``number_abnormalities.csv`` / ``structural_abnormalities.csv``
+   totals, and per-class counts against the annotated boxes;
+2. the karyogram-pair metaphases (``chromoseg data build-from-karyograms ... --out datasets/kp``: masks
+   and classes placed from the karyograms), when given: binary and 24-class **mask** AP.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_gband.py --model gband \\
+        [--gt datasets/gband/test.json] [--kp datasets/kp/annotations.json] [--limit N] [--md FILE]
+
+Predictions are kept in ``--work`` (default ``out/bench_gband``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import commit, shown  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cil_totals(cil: Path) -> dict[str, int]:
+    """Image stem -> the chromosome number the CIL set's CSV files give."""
+    out = {}
+    for name in ("normal.csv", "number_abnormalities.csv", "structural_abnormalities.csv"):
+        p = cil / name
+        if p.is_file():
+            for row in csv.DictReader(open(p)):
+                out[Path(row["filename"]).stem] = int(row["chromosome numbers"])
+    return out
+
+
+def run_model(predictor, gt_path: Path, work: Path, limit):
+    from chromoseg.data.coco import load_coco, resolve_image_path
+    from chromoseg.engine.predict import predict_paths
+
+    gt = load_coco(gt_path)
+    if limit:
+        gt["images"] = gt["images"][:limit]
+        keep = {im["id"] for im in gt["images"]}
+        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
+    paths = [resolve_image_path(im["file_name"], gt_path.parent) for im in gt["images"]]
+    t = time.perf_counter()
+    summary = predict_paths(predictor, paths, work, overlays=False, label_images=False, karyotype=False,
+                            progress=True)
+    seconds = time.perf_counter() - t
+    results = json.loads((work / "results.json").read_text())
+    return gt, results, summary, seconds
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from chromoseg.engine.evaluate import evaluate
+    from chromoseg.engine.predict import InferenceConfig, Predictor
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gband", help="shipped model name or checkpoint / export path")
+    ap.add_argument("--gt", type=Path, default=REPO / "datasets" / "gband" / "test.json")
+    ap.add_argument("--cil", type=Path, default=REPO.parent / "shared" / "data" / "cil-gband")
+    ap.add_argument("--kp", type=Path, default=None, help="karyogram-pair set with masks (optional)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N CIL test images")
+    ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_gband")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--md", type=Path, default=None, help="append the results as Markdown here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0))
+    mcfg = predictor.model.config
+    gt, results, summary, seconds = run_model(predictor, args.gt, args.work / "cil", args.limit)
+    gt_json = args.work / "cil_gt.json"
+    gt_json.write_text(json.dumps(gt))
+    reports = {thr: evaluate(gt_json, results, score_threshold=thr) for thr in (0.5, 0.0)}
+
+    # counts per metaphase from the detections predict keeps by default (score >= 0.5)
+    totals = cil_totals(args.cil)
+    found = Counter(Path(r["file_name"]).stem for r in results if r["score"] >= 0.5)
+    by_class = Counter((Path(r["file_name"]).stem, r["category_id"]) for r in results if r["score"] >= 0.5)
+    names = {im["id"]: Path(im["file_name"]).stem for im in gt["images"]}
+    truth_class = Counter((names[a["image_id"]], a["category_id"]) for a in gt["annotations"])
+    stems = [Path(im["file_name"]).stem for im in gt["images"]]
+    with_total = [s for s in stems if s in totals]
+    exact = sum(found[s] == totals[s] for s in with_total)
+    mae = sum(abs(found[s] - totals[s]) for s in with_total) / max(len(with_total), 1)
+    pairs = [(s, c) for s in stems for c in range(1, 25)]
+    class_right = sum(by_class[p] == truth_class[p] for p in pairs)
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}"
+
+    lines = [
+        f"\n## Model `{args.model}` on G-band images · {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC · commit {commit()}",
+        "",
+        f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_gband.py --model {args.model}"
+        + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --md {shown(args.md)}" if args.md else "") + "`",
+        f"- hardware: {platform.processor() or platform.machine()}, torch threads {args.threads}",
+        f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} (H, W), "
+        f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`",
+        f"- CIL test: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
+        f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
+        f"`predict` without overlays); {summary['skipped']} skipped",
+        "",
+        "| score threshold | mode | box AP | box AP@0.5 | box AP@0.75 |",
+        "|---|---|---|---|---|",
+    ]
+    for thr, rep in reports.items():
+        for mode in ("multi", "binary"):
+            b = rep["metrics"][mode].get("bbox", {})
+            lines.append(f"| {thr:g} | {mode} | {pct(b.get('AP'))} | {pct(b.get('AP50'))} | {pct(b.get('AP75'))} |")
+    lines += [
+        "",
+        f"Counts (score >= 0.5): total exact in {exact} of {len(with_total)} metaphases ({100 * exact / max(len(with_total), 1):.1f}%), "
+        f"mean |error| {mae:.2f} chromosomes (truth: the set's CSV totals); per-class count equal to the annotated "
+        f"boxes' in {100 * class_right / max(len(pairs), 1):.1f}% of (metaphase, class) pairs.",
+    ]
+    out = {"cil": {str(k): v["metrics"] for k, v in reports.items()}, "counts_exact": exact,
+           "counts_images": len(with_total), "count_mae": mae, "class_count_right": class_right / max(len(pairs), 1)}
+    if args.kp:
+        gt_kp, res_kp, s_kp, sec_kp = run_model(predictor, args.kp, args.work / "kp", None)
+        rep = {thr: evaluate(args.kp, res_kp, score_threshold=thr) for thr in (0.5, 0.0)}
+        lines += ["", f"Karyogram-pair metaphases: `{shown(args.kp)}`, {len(gt_kp['images'])} images, "
+                      f"{len(gt_kp['annotations'])} placed chromosomes (masks from the karyogram cut-outs)", "",
+                  "| score threshold | mode | mask AP | mask AP@0.5 | box AP | box AP@0.5 |", "|---|---|---|---|---|---|"]
+        for thr, r in rep.items():
+            for mode in ("multi", "binary"):
+                m, b = r["metrics"][mode].get("segm", {}), r["metrics"][mode].get("bbox", {})
+                lines.append(f"| {thr:g} | {mode} | {pct(m.get('AP'))} | {pct(m.get('AP50'))} | {pct(b.get('AP'))} | "
+                             f"{pct(b.get('AP50'))} |")
+        out["kp"] = {str(k): v["metrics"] for k, v in rep.items()}
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.md, "a") as f:
+            f.write(text)
+    (args.work / "summary.json").write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
