@@ -22,3 +22,14 @@ def test_load_model_predict(tmp_path):
         chromoseg.load_model(tmp_path / "t.pt", threshold=0.3)
     with pytest.raises(ValueError, match="2-D"):
         model.predict(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_predict_refuses_an_image_of_the_other_stain(tmp_path):
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.data.io import read_image
+
+    model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"))
+    model.predictor.stain = "fluorescence"
+    with pytest.raises(ValueError, match="dark on a light background"):
+        model.predict(255 - read_image(EXAMPLE))

@@ -205,6 +205,30 @@ def test_image_of_the_wrong_polarity_is_refused(predictor, tmp_path):
     assert "dark on a light background" in msg and "fluorescence" in msg
 
 
+def test_auto_sends_each_image_to_the_model_of_its_stain(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    from chromoseg.engine.predict import StainRouter
+
+    dapi = _small_copy(tmp_path, "dapi.png")
+    gband = tmp_path / "gband.png"
+    Image.fromarray(255 - read_image(dapi)).save(gband)
+    seen = {}
+
+    def recording(stain):
+        p = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
+        p.stain = stain
+        real = p.__class__.__call__
+        p.__class__ = type("Recording", (Predictor,), {"__call__": lambda self, imgs: (
+            seen.setdefault(stain, []).append(len(imgs)), real(self, imgs))[1]})
+        return p
+
+    router = StainRouter({"fluorescence": recording("fluorescence"), "brightfield": recording("brightfield")})
+    s = predict_paths(router, [gband, dapi, gband], tmp_path / "out", progress=False)
+    assert s["images"] == 3 and s["skipped"] == 0  # no image is refused for its polarity
+    assert seen == {"brightfield": [1, 1], "fluorescence": [1]}
+
+
 @pytest.mark.realdata
 def test_polarity_of_the_real_stains():
     import glob

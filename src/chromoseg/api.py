@@ -44,6 +44,11 @@ class Model:
         arr = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"predict needs a 2-D uint8 or uint16 grey image, got {arr.dtype} {arr.shape}")
+        from chromoseg.engine.predict import polarity_problem
+
+        why = polarity_problem(getattr(self.predictor, "stain", None), arr)
+        if why:
+            raise ValueError(f"{image if isinstance(image, (str, Path)) else 'image'}: {why}")
         (insts,) = self.predictor([arr])
         counts = count_karyotype(insts)
         kg = None
@@ -57,14 +62,17 @@ class Model:
 
 
 def load_model(name: str | Path | None = None, device: str = "cpu", **settings) -> Model:
-    """A shipped model by name (``mfish``, the default), or a ``chromoseg train`` checkpoint /
-    ``chromoseg export`` file. ``settings`` override the inference settings (``score_threshold``,
-    ``classes="karyotype"``, ...)."""
-    from chromoseg.engine.predict import InferenceConfig, Predictor
+    """A shipped model by name (``mfish``, the default; ``auto``: each image goes to the shipped model
+    of its stain, by its polarity), or a ``chromoseg train`` checkpoint / ``chromoseg export`` file.
+    ``settings`` override the inference settings (``score_threshold``, ``classes="karyotype"``, ...).
+    ``predict`` refuses (ValueError) an image whose polarity does not fit the model's stain."""
+    from chromoseg.engine.predict import InferenceConfig, Predictor, StainRouter
 
     cfg = InferenceConfig(score=None, classes=None)
     for k, v in settings.items():
         if not hasattr(cfg, k):
             raise TypeError(f"unknown setting {k!r}; see chromoseg.engine.predict.InferenceConfig")
         setattr(cfg, k, v)
+    if str(name) == "auto":
+        return Model(StainRouter.shipped(cfg, device=device))
     return Model(Predictor.from_checkpoint(name, cfg, device=device))

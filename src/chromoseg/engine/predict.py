@@ -195,6 +195,40 @@ class Predictor:
         return instances
 
 
+class StainRouter:
+    """``--model auto``: one predictor per stain, chosen per image by its polarity
+    (:func:`chromoseg.data.io.light_background`: dark on light -> ``"brightfield"``, else
+    ``"fluorescence"``). Used like a :class:`Predictor` by :func:`predict_paths`; each model keeps its
+    own recommendations (score, classes)."""
+
+    stain = None  # every image finds its model: none is refused for its polarity
+
+    def __init__(self, predictors: dict):
+        self.predictors = dict(predictors)
+
+    @classmethod
+    def shipped(cls, cfg: InferenceConfig | None = None, device="cpu") -> "StainRouter":
+        """The shipped model of each stain (:data:`chromoseg.weights.BY_STAIN`)."""
+        import copy
+
+        from chromoseg.weights import BY_STAIN
+
+        return cls({stain: Predictor.from_checkpoint(name, copy.deepcopy(cfg or InferenceConfig()), device)
+                    for stain, name in BY_STAIN.items()})
+
+    @property
+    def cfg(self) -> InferenceConfig:  # what images.json records: the fluorescence model's rule
+        return self.predictors.get("fluorescence", next(iter(self.predictors.values()))).cfg
+
+    def stain_of(self, arr: np.ndarray) -> str:
+        from chromoseg.data.io import light_background
+
+        return "brightfield" if light_background(arr) else "fluorescence"
+
+    def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
+        return [self.predictors[self.stain_of(a)]([a])[0] for a in images]
+
+
 #: seconds between rewrites of a predict run's collected files (results.json, images.json, report)
 SAVE_EVERY_S = 10.0
 

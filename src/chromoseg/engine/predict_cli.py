@@ -44,7 +44,7 @@ def _cmd_predict(args) -> int:
 
     from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, CliError
     from chromoseg.data.io import list_images
-    from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
+    from chromoseg.engine.predict import InferenceConfig, Predictor, StainRouter, predict_paths
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,7 +59,10 @@ def _cmd_predict(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError("--device cuda: no CUDA device is available here")
     try:
-        predictor = Predictor.from_checkpoint(args.model, cfg, device=args.device)
+        if args.model == "auto":
+            predictor = StainRouter.shipped(cfg, device=args.device)
+        else:
+            predictor = Predictor.from_checkpoint(args.model, cfg, device=args.device)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size, overlays=not args.no_overlays,

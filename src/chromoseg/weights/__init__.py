@@ -18,6 +18,9 @@ SHIPPED = {
 }
 DEFAULT = "mfish"
 
+#: the shipped model for each stain: what ``--model auto`` picks by an image's polarity
+BY_STAIN = {"fluorescence": "mfish"}
+
 #: names users may try that have no shipped model, with the reason
 NOT_SHIPPED = {
     "gband": "no G-band model ships: the G-band data here (cil-gband) has boxes but no masks, and the only "
