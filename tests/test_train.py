@@ -124,6 +124,21 @@ def test_early_stop_in_fit(tmp_path, monkeypatch):
     assert again["stopped"] == "early_stopping" and again["epochs_run"] == 0
 
 
+def test_time_limit_ends_the_epoch_early_and_saves(tmp_path):
+    import json
+
+    from chromoseg.engine.checkpoint import load_checkpoint
+    from chromoseg.engine.train import fit
+
+    cfg = tiny_cfg(tmp_path, epochs=5, batch_size=1, time_limit=1e-6)  # passed after the first step
+    s = fit(cfg, show_progress=False)
+    assert s["stopped"] == "time_limit" and s["epochs_run"] == 1
+    assert s["last"]["train/partial"] and s["last"]["train/images"] == 1  # one of the two images
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1 and (tmp_path / "run" / "best.pt").is_file()
+    events = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1] == {"event": "time_limit", "epoch": 1, "minutes": 1e-6}
+
+
 def test_nan_loss_stops(tmp_path):
     from chromoseg.engine.train import TrainingError, fit
 

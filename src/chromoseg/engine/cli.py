@@ -119,6 +119,9 @@ def register(subparsers) -> None:
     g.add_argument("--warmup-iters", type=nonneg_int, default=200, help="linear warm-up steps (default 200)")
     g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="after warm-up: constant (the paper, default) or cosine decay to 0 at --epochs")
+    g.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN",
+                   help="stop after MIN minutes of training in this call: the epoch running then ends early, is "
+                        "validated and saved (for runs under a common time budget, e.g. the tables)")
     g.add_argument("--patience", type=nonneg_int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
     g.add_argument("--grad-clip", type=nonneg_float, default=10.0, help="max gradient norm (default 10; 0 = off)")
     g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision: auto = bf16/fp16 on a GPU, off on a CPU (default); bf16 also on a CPU "
@@ -259,7 +262,7 @@ def cmd_train(args) -> int:
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
                 out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
-                init_weights=args.init_weights,
+                init_weights=args.init_weights, time_limit=args.time_limit,
                 model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
                                                 ("trainable_layers", args.trainable_layers),
                                                 ("invert", args.stain == "brightfield"))

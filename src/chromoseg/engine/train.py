@@ -75,6 +75,7 @@ class TrainConfig:
     small: bool = False
     compact: bool = False
     lr_schedule: str = "constant"  # constant (the paper) or cosine (to 0 at the last epoch)
+    time_limit: Optional[float] = None  # minutes of training in this call; the epoch running then ends early
     model_kwargs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -245,8 +246,24 @@ def build_datasets(cfg: TrainConfig):
 
 # ---- one epoch -------------------------------------------------------------------------------------
 
+def _past(deadline: Optional[float], device, distributed: bool) -> bool:
+    """True once ``time.monotonic()`` passed ``deadline``; under DDP when any rank's has (all agree)."""
+    if deadline is None:
+        return False
+    late = time.monotonic() > deadline
+    if distributed:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(late)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = bool(flag.item())
+    return late
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, device, epoch, cfg, scaler=None, dtype=None,
-                    show_progress=True):
+                    show_progress=True, deadline: Optional[float] = None, distributed: bool = False):
+    """One pass over ``loader``; with ``deadline`` (a ``time.monotonic()`` value) it ends after the
+    step that passes it (``train/partial`` in the returned record)."""
     from tqdm import tqdm
 
     model.train()
@@ -285,9 +302,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch, cfg, sca
         n_images += len(images)
         if show_progress:
             it.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+        if _past(deadline, device, distributed):
+            partial = True
+            break
+    else:
+        partial = False
     dt = time.perf_counter() - t0
     rec = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
     rec.update({"train/images": n_images, "train/seconds": dt, "train/images_per_s": n_images / max(dt, 1e-9)})
+    if partial:
+        rec["train/partial"] = True
     return rec
 
 
@@ -440,6 +464,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                     "device": str(device), "world_size": world, "amp": str(dtype), "variant": cfg.variant,
                     "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0})
     summary = {"stopped": "epochs", "epochs_run": 0}
+    deadline = time.monotonic() + 60.0 * cfg.time_limit if cfg.time_limit else None
     for epoch in range(start_epoch, cfg.epochs):
         if stopper.should_stop:  # resumed from a run that had already stopped early
             summary["stopped"] = "early_stopping"
@@ -453,7 +478,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             sampler.set_epoch(epoch)
         rec = {"epoch": epoch + 1}
         rec.update(train_one_epoch(ddp_model, loader, optimizer, scheduler, device, epoch, cfg, scaler, dtype,
-                                   show_progress and main))
+                                   show_progress and main, deadline, distributed))
         rec["lr"] = optimizer.param_groups[0]["lr"]
         if distributed:  # every rank sees its own share; report the whole job's throughput
             rec["world_size"] = world
@@ -488,6 +513,11 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             if main:
                 mlog.write({"event": "early_stop", "epoch": epoch + 1, "best_epoch": stopper.best_epoch,
                             "best": stopper.best})
+            break
+        if rec.get("train/partial") or (deadline is not None and time.monotonic() > deadline):
+            summary["stopped"] = "time_limit"
+            if main:
+                mlog.write({"event": "time_limit", "epoch": epoch + 1, "minutes": cfg.time_limit})
             break
     summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out))
     if distributed:
