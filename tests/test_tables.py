@@ -31,6 +31,26 @@ def test_table2_end_to_end(tmp_path):
     assert "47.87" in md and "ERM-3 (H&R)" in md and "hardware" in md
 
 
+def test_table1_with_snake_and_a_binary_column(tmp_path):
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.data.importers.mfish import import_mfish
+    from chromoseg.demo import EXAMPLE
+
+    import_mfish(EXAMPLE, tmp_path / "ex", progress=False)
+    gt = tmp_path / "ex" / "all.json"
+    args = ["benchmark", "table1", "--data", str(gt), "--binary-data", str(gt), "--out", str(tmp_path / "res"),
+            "--work", str(tmp_path / "w"), "--quiet"]
+    for v in ("snake", "mr", "rmr", "ermr"):
+        args += ["--model", f"{v}={make_tiny_checkpoint(tmp_path / f'{v}.pt', v)}"]
+    assert main(args) == 0
+    rep = json.loads((tmp_path / "res" / "table1.json").read_text())
+    assert set(rep["rows"]) == {"snake", "mr", "rmr", "ermr"}
+    assert all(set(r["binary_extra"]) == {"0.5", "0.0"} for r in rep["rows"].values())
+    md = (tmp_path / "res" / "table1.md").read_text()
+    assert "| Deep Snake | multi |" in md and "47.01" in md and "Binary (class-agnostic)" in md
+
+
 def test_missing_variant_is_a_clear_error(tmp_path, capsys):
     assert main(["benchmark", "table1", "--model", "mr=x.pt", "--data", "nowhere.json", "--out", str(tmp_path)]) == 2
     assert "rmr" in capsys.readouterr().err

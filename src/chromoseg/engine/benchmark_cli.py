@@ -9,15 +9,15 @@ HELP = """\
 Evaluate trained variants on an annotated split and write the paper's Table I or II as Markdown and
 JSON, with our numbers beside the paper's, the command, data, hardware and date.
 
-  table1  mr, rmr, ermr; multi-class (24) and binary          (paper Table I)
+  table1  snake, mr, rmr, ermr; multi-class (24) and binary   (paper Table I)
   table2  rmr (ERM-1), erm2 (ED), erm3 (H&R), ermr (ERM-4)     (paper Table II, multi-class)
 
 Each model predicts once (all detections after mask NMS); AP is then computed under the paper's 0.5
 confidence threshold and, for reference, without it (standard COCO).
 
 example:
-  chromoseg benchmark table1 --model mr=runs/mr/best.pt --model rmr=runs/rmr/best.pt \\
-      --model ermr=runs/ermr/best.pt --data datasets/mfish/test.json --out benchmarks/results
+  chromoseg benchmark table1 --model snake=runs/snake/best.pt --model mr=runs/mr/best.pt \\
+      --model rmr=runs/rmr/best.pt --model ermr=runs/ermr/best.pt --data datasets/mfish/test.json --out benchmarks/results
 """
 
 
@@ -37,7 +37,7 @@ def _cmd(args) -> int:
         torch.set_num_threads(args.threads)
     try:
         report = run_table(args.table, ckpts, args.data, args.work, args.out, device=args.device,
-                           progress=not args.quiet)
+                           progress=not args.quiet, binary_gt=args.binary_data)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from err
     print((__import__("pathlib").Path(args.out) / f"{args.table}.md").read_text())
@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", required=True,
                    help="a variant's checkpoint, e.g. ermr=runs/ermr/best.pt (repeat for each row)")
     p.add_argument("--data", default="datasets/mfish/test.json", help="annotated split (default: the M-FISH test split)")
+    p.add_argument("--binary-data", metavar="JSON", default=None,
+                   help="another annotated set scored class-agnostically as an extra column (e.g. "
+                        "datasets/bioimlab/test.json)")
     p.add_argument("--out", default="benchmarks/results", help="folder for TABLE.md and TABLE.json")
     p.add_argument("--work", default="out/tables", help="folder for the predictions (default out/tables)")
     p.add_argument("--device", default="cpu")
