@@ -311,7 +311,7 @@ def cmd_train(args) -> int:
 
     if os.environ.get("RANK", "0") != "0":
         return 0
-    print(f"done: {summary['epochs_run']} epochs run ({summary['stopped']}), best {cfg.early_stop_metric} "
+    print(f"done: {summary['epochs_run']} epochs run ({summary['stopped']}), best {summary.get('monitored', cfg.early_stop_metric)} "
           f"{summary['best']} at epoch {summary['best_epoch']}; checkpoints in {summary['out']}")
     return 0
 

@@ -486,13 +486,15 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             rec["train/images_per_s"] *= world
         if val_loader is not None:
             rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
-            metric = rec.get(f"val/{cfg.early_stop_metric}", rec.get("val/loss"))
-            if cfg.early_stop_metric == "loss_mask" and metric is not None and metric == 0.0 and "val/loss" in rec:
-                metric = rec["val/loss"]  # box-only validation set: no mask loss, use the total
-        else:
-            metric = rec.get(f"train/{cfg.early_stop_metric}", rec["train/loss"])
+            name = f"val/{cfg.early_stop_metric}" if f"val/{cfg.early_stop_metric}" in rec else "val/loss"
+            if name.endswith("loss_mask") and rec[name] == 0.0 and "val/loss" in rec:
+                name = "val/loss"  # box-only validation set: no mask loss, use the total
+            metric = rec.get(name)
+        else:  # no validation set; or a model without the metric (Deep Snake has no mask loss): the total
+            name = f"train/{cfg.early_stop_metric}" if f"train/{cfg.early_stop_metric}" in rec else "train/loss"
+            metric = rec[name]
         improved = stopper.update(metric, epoch + 1)
-        rec.update({"monitor": metric, "best": stopper.best, "best_epoch": stopper.best_epoch,
+        rec.update({"monitor": metric, "monitored": name, "best": stopper.best, "best_epoch": stopper.best_epoch,
                     "bad_epochs": stopper.bad_epochs})
         if main:
             state = {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
@@ -504,7 +506,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                 atomic_save(state, out / "best.pt")
             mlog.write(rec)
             log.info("epoch %d: train loss %.4f, %s %.4f (best %.4f @ %d), %.2f img/s", epoch + 1,
-                     rec["train/loss"], cfg.early_stop_metric, metric, stopper.best, stopper.best_epoch,
+                     rec["train/loss"], name, metric, stopper.best, stopper.best_epoch,
                      rec["train/images_per_s"])
         summary["epochs_run"] += 1
         summary["last"] = rec
@@ -519,7 +521,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             if main:
                 mlog.write({"event": "time_limit", "epoch": epoch + 1, "minutes": cfg.time_limit})
             break
-    summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out))
+    summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out),
+                   monitored=summary.get("last", {}).get("monitored", cfg.early_stop_metric))
     if distributed:
         import torch.distributed as dist
 
