@@ -76,13 +76,16 @@ def ground_truth_instances(target: dict) -> list[dict]:
 def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[str], dict]:
     """Stage of every ground-truth instance of one image (see the module docstring), and the
     image's final instances. ``gt``: dicts with ``mask`` (bool ``[H, W]``), ``rbox``, ``bbox`` (xywh)
-    and ``category_id``."""
+    and ``category_id``. An R-CNN variant only (ValueError for Deep Snake: it has no such stages)."""
     from dataclasses import replace
 
     from chromoseg.data.io import to_float01
     from chromoseg.engine.predict import select_instances
 
     model, cfg = predictor.model, predictor.cfg
+    if not hasattr(model, "rpn"):
+        raise ValueError(f"the error breakdown follows an R-CNN's stages (RPN, heads, NMS); the "
+                         f"{model.config.get('variant', 'given')} model has none")
     seen = {}
     hook = model.rpn.register_forward_hook(lambda mod, inp, out: seen.__setitem__("proposals", out[0]))
     try:
