@@ -58,8 +58,9 @@ def test_model_names_and_paths(tmp_path):
 
     assert resolve_model(None) == shipped_path(DEFAULT)
     assert resolve_model("mfish") == shipped_path("mfish")
-    with pytest.raises(ValueError, match="no G-band model ships"):
-        resolve_model("gband")
+    assert resolve_model("gband") == shipped_path("gband") and resolve_model("gband").name == "gband_ermr_r18.safetensors"
+    with pytest.raises(FileNotFoundError, match="no shipped model of that name"):
+        resolve_model("qband")
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         resolve_model(tmp_path / "nowhere.pt")
 
@@ -87,4 +88,25 @@ def test_predict_default_model_on_the_example(tmp_path):
     assert meta["inference"]["score"] == "object"  # the shipped model's recommendation
     assert meta["images"][0]["file_name"].endswith("V1701XYD.tif")
     assert (tmp_path / "p" / "V1701XYD.karyogram.png").is_file()
-    assert main(["predict", str(img), "--model", "gband", "--out", str(tmp_path / "q")]) == 2
+    # the G-band model refuses a fluorescence image and names the right one: nothing done, exit 1
+    assert main(["predict", str(img), "--model", "gband", "--out", str(tmp_path / "q")]) == 1
+    assert "use --model mfish" in json.loads((tmp_path / "q" / "problems.json").read_text())[0]["problem"]
+
+
+def test_shipped_gband_model_on_its_example(tmp_path):
+    from chromoseg.engine.checkpoint import read_exported
+    from chromoseg.demo import EXAMPLE
+    from chromoseg.weights import card_path, shipped_path
+
+    path = shipped_path("gband")
+    assert path.stat().st_size <= 40_000_000
+    _, meta = read_exported(path)
+    assert meta["stain"] == "brightfield" and json.loads(meta["model_config"])["invert"] is True
+    card = card_path("gband").read_text()
+    for needed in ("pseudo-masks", "AP", "command", "CIL", "Not trained on"):
+        assert needed in card, needed
+    img = EXAMPLE.parent / "cil-gband" / "103203.jpg"
+    assert main(["predict", str(img), "--model", "auto", "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "g" / "results.json").read_text())
+    assert len(res) >= 20  # a 46-chromosome metaphase: most of them found
+    assert (tmp_path / "g" / "103203.karyogram.png").is_file() and (tmp_path / "g" / "103203.overlay.png").is_file()

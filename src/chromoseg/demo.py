@@ -3,13 +3,16 @@
 Runs ``chromoseg predict`` with the shipped model (:mod:`chromoseg.weights`) on the shipped M-FISH
 DAPI example (``examples/adir-mfish``) and writes its overlay, karyogram and report; then, as a
 reference to check the model against by eye, the same karyogram, counts and report made from the
-example's expert label map (imported as ``chromoseg data import mfish`` does) in ``OUT/expert``.
+example's expert label map (imported as ``chromoseg data import mfish`` does) in ``OUT/expert``; and
+the shipped G-band model on the G-band example (``examples/cil-gband``, a CIL test metaphase) in
+``OUT/gband``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adir-mfish"
+GBAND_EXAMPLE = EXAMPLE.parent / "cil-gband"
 
 
 def _cmd_demo(args) -> int:
@@ -47,6 +50,14 @@ def _cmd_demo(args) -> int:
         print(f"expert annotations: {summary['instances']} chromosomes, karyotype {row['counts'].summary} "
               f"(known: {row['truth']}); karyogram {row['karyogram']}")
     print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
+    gband = list_images([str(GBAND_EXAMPLE)]) if args.model is None and GBAND_EXAMPLE.is_dir() else []
+    if gband:  # the G-band example with the G-band model
+        gp = Predictor.from_checkpoint("gband", InferenceConfig(score=None, classes=None), device="cpu")
+        predict_paths(gp, gband, out / "gband", progress=not args.quiet)
+        for img in json.loads((out / "gband" / "images.json").read_text())["images"]:
+            stem = Path(img["file_name"]).stem
+            print(f"G-band example, model gband: {img['instances']} chromosomes, karyotype {img.get('summary', '?')}; "
+                  f"karyogram {out / 'gband' / (stem + '.karyogram.png')}")
     return 0 if pred["images"] and written else 1
 
 
@@ -78,7 +89,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run on the shipped example metaphase",
                        description="Run `chromoseg predict` with the shipped model on the shipped example (an M-FISH "
                                    "DAPI metaphase) and write its overlay, karyogram and report; then the same from "
-                                   "the example's expert label map in OUT/expert, to compare by eye.")
+                                   "the example's expert label map in OUT/expert, to compare by eye; and the G-band "
+                                   "model on the G-band example (examples/cil-gband) in OUT/gband.")
     p.add_argument("--example", default=str(EXAMPLE), help="example folder (default: the shipped one)")
     p.add_argument("--model", default=None, metavar="NAME|PATH", help="model (default: the shipped one)")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

@@ -247,11 +247,10 @@ def polarity_problem(stain: str | None, arr: np.ndarray) -> str | None:
     light = light_background(arr)
     if stain == "fluorescence" and light:
         return ("the image is dark on a light background (G-band or brightfield), but this model was trained on "
-                "fluorescence (bright chromosomes on dark: DAPI, Q-band); no G-band model ships yet: train one "
-                "(README, G-band) and pass --model PATH")
+                "fluorescence (bright chromosomes on dark: DAPI, Q-band): use --model gband (or --model auto)")
     if stain == "brightfield" and not light:
         return ("the image is bright on a dark background (fluorescence), but this model was trained on "
-                "dark-on-light (G-band) images: use --model mfish")
+                "dark-on-light (G-band) images: use --model mfish (or --model auto)")
     return None
 
 

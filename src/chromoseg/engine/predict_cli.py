@@ -83,8 +83,8 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help="a shipped model (mfish: the default; auto: the shipped model for the image, which today is mfish "
-                        "for fluorescence) or a file: best.pt / last.pt of `chromoseg train`, "
+                   help="a shipped model (mfish: fluorescence, the default; gband: G-band; auto: each image goes to the "
+                        "shipped model of its stain, by its polarity) or a file: best.pt / last.pt of `chromoseg train`, "
                         ".safetensors of `chromoseg export`")
     p.add_argument("--out", default="out/predict", help="output folder (default: out/predict)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")

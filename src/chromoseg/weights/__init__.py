@@ -15,18 +15,16 @@ HERE = Path(__file__).resolve().parent
 SHIPPED = {
     "mfish": ("mfish_ermr_r18.safetensors", "mfish_ermr_r18.md",
               "ERMR, ResNet-18 compact, trained on the M-FISH DAPI training split (CPU recipe)"),
+    "gband": ("gband_ermr_r18.safetensors", "gband_ermr_r18.md",
+              "ERMR, ResNet-18 compact, inverted input, trained on CIL G-band boxes with pseudo-masks (CPU recipe)"),
 }
 DEFAULT = "mfish"
 
 #: the shipped model for each stain: what ``--model auto`` picks by an image's polarity
-BY_STAIN = {"fluorescence": "mfish"}
+BY_STAIN = {"fluorescence": "mfish", "brightfield": "gband"}
 
 #: names users may try that have no shipped model, with the reason
-NOT_SHIPPED = {
-    "gband": "no G-band model ships: the G-band data here (cil-gband) has boxes but no masks, and the only "
-             "G-band masks (karyogram-pairs, 10 metaphases) are too few to train one honestly; train your own "
-             "with `chromoseg data build-from-karyograms` + `chromoseg train` and pass --model PATH",
-}
+NOT_SHIPPED: dict[str, str] = {}
 
 
 def shipped_path(name: str) -> Path:
@@ -48,7 +46,7 @@ def card_path(name: str) -> Path:
 
 def resolve_model(spec: str | Path | None) -> Path:
     """A ``--model`` value: ``None`` (the default model), a shipped model's name, or a file path."""
-    if spec is None or str(spec) == "auto":  # auto: the one shipped model; predict checks each image's polarity
+    if spec is None or str(spec) == "auto":  # auto: predict / load_model route each image by its polarity
         return shipped_path(DEFAULT)
     s = str(spec)
     if s in SHIPPED or s in NOT_SHIPPED:
