@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0))
+    # the model file's own recommendations (score, classes), as predict uses it
+    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=None, classes=None))
     mcfg = predictor.model.config
     gt, results, summary, seconds = run_model(predictor, args.gt, args.work / "cil", args.limit)
     gt_json = args.work / "cil_gt.json"
