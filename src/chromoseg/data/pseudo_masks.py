@@ -89,13 +89,13 @@ def pseudo_masks(image: np.ndarray, boxes, dark: bool = True, margin: float = 2.
         win = img[rs, cs]
         if win.size == 0:
             cands.append(None)
-            windows.append((rs, cs))
+            windows.append((rs, cs, depth))
             continue
         t = (1.0 - mix) * t_img + mix * _otsu(win)
         fg = ndi.binary_fill_holes(ndi.binary_closing(win > t, close, border_value=0) | (win > t))
         d = np.where(fg, depth, 0.0).astype(np.float32)
         cands.append(fg)
-        windows.append((rs, cs))
+        windows.append((rs, cs, depth))
         b, o = best[rs, cs], owner[rs, cs]
         better = fg & (d > b)
         b[better] = d[better]
@@ -107,9 +107,7 @@ def pseudo_masks(image: np.ndarray, boxes, dark: bool = True, margin: float = 2.
         if fg is None or not fg.any():
             masks.append(m)
             continue
-        rs, cs = windows[i]
-        _, _, depth = _box_depth((H, W), (boxes[i, 0] - margin, boxes[i, 1] - margin,
-                                          boxes[i, 2] + margin, boxes[i, 3] + margin))
+        rs, cs, depth = windows[i]
         mine = fg & ((owner[rs, cs] == i) | (np.where(fg, depth, 0.0) >= share * best[rs, cs]))
         lab, k = ndi.label(mine, structure=np.ones((3, 3), bool))
         if k > 1:
