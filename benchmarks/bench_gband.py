@@ -42,7 +42,7 @@ def cil_totals(cil: Path) -> dict[str, int]:
     return out
 
 
-def run_model(predictor, gt_path: Path, work: Path, limit):
+def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False):
     from chromoseg.data.coco import load_coco, resolve_image_path
     from chromoseg.engine.predict import predict_paths
 
@@ -54,7 +54,7 @@ def run_model(predictor, gt_path: Path, work: Path, limit):
     paths = [resolve_image_path(im["file_name"], gt_path.parent) for im in gt["images"]]
     t = time.perf_counter()
     summary = predict_paths(predictor, paths, work, overlays=False, label_images=False, karyotype=False,
-                            progress=True)
+                            progress=True, skip_existing=reuse)
     seconds = time.perf_counter() - t
     results = json.loads((work / "results.json").read_text())
     return gt, results, summary, seconds
@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N CIL test images")
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_gband")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the predictions already in --work (same model!) and predict only the missing images; "
+                         "the speed is then that of the new images")
     ap.add_argument("--md", type=Path, default=None, help="append the results as Markdown here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     # the model file's own recommendations (score, classes), as predict uses it
     predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=None, classes=None))
     mcfg = predictor.model.config
-    gt, results, summary, seconds = run_model(predictor, args.gt, args.work / "cil", args.limit)
+    gt, results, summary, seconds = run_model(predictor, args.gt, args.work / "cil", args.limit, args.reuse)
     gt_json = args.work / "cil_gt.json"
     gt_json.write_text(json.dumps(gt))
     reports = {thr: evaluate(gt_json, results, score_threshold=thr) for thr in (0.5, 0.0)}
@@ -106,14 +109,15 @@ def main(argv=None) -> int:
         f"\n## Model `{args.model}` on G-band images · {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC · commit {commit()}",
         "",
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_gband.py --model {args.model}"
-        + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "") + (" --reuse" if args.reuse else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- hardware: {platform.processor() or platform.machine()}, torch threads {args.threads}",
         f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} (H, W), "
         f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`",
         f"- CIL test: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
         f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
-        f"`predict` without overlays); {summary['skipped']} skipped",
+        f"`predict` without overlays); {summary['skipped']} skipped"
+        + (f"; {summary['already_done']} kept from an earlier run of this model (--reuse)" if summary.get("already_done") else ""),
         "",
         "| score threshold | mode | box AP | box AP@0.5 | box AP@0.75 |",
         "|---|---|---|---|---|",
