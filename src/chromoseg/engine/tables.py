@@ -114,9 +114,10 @@ def run_table(table: str, checkpoints: dict[str, str], gt, work_dir, out_dir, de
     report = {"table": table, "title": spec["title"], "ground_truth": str(gt), "images": len(paths),
               "binary_ground_truth": str(binary_gt) if binary_gt is not None else None,
               "instances": sum(1 for a in data["annotations"] if not a.get("iscrowd")),
-              # `chromoseg ...` also under `python -m chromoseg.cli` (argv[0] is then the module's own path)
+              # `chromoseg ...` also under `python -m chromoseg.cli` (argv[0] is then chromoseg/cli/__main__.py)
               "command": ("chromoseg " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "chromoseg"
-                          or Path(sys.argv[0]).parts[-2:] == ("chromoseg", "cli.py") else " ".join(sys.argv)),
+                          or Path(sys.argv[0]).parts[-3:] == ("chromoseg", "cli", "__main__.py")
+                          else " ".join(sys.argv)),
               "hardware": hardware(device), "device": device,
               "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "rows": rows,
               "paper": {f"{k[0]}/{k[1]}" if isinstance(k, tuple) else k: v for k, v in spec["paper"].items()}}

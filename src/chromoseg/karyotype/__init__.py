@@ -8,7 +8,7 @@
   ``instances_from_coco``).
 - :mod:`chromoseg.karyotype.overlay` - masks, rotated boxes and labels drawn on the metaphase.
 - :mod:`chromoseg.karyotype.report` - one self-contained HTML page and a CSV for a set of metaphases.
-- :mod:`chromoseg.karyotype.cli` - ``chromoseg karyogram``.
+- ``chromoseg karyogram`` (the command) is :mod:`chromoseg.cli.karyogram`.
 
 All of them take instances as produced from chromoseg's COCO format (ground truth or predictions with
 ``score`` and optional ``class_scores``). Nothing here imports torch.

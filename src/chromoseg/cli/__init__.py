@@ -1,8 +1,9 @@
 """The ``chromoseg`` command.
 
-Each package registers its own sub-commands through a ``register(subparsers)`` function in its
-``cli`` module; this file only collects them, so that ``chromoseg --help`` stays fast (heavy imports
-such as torch happen inside the command functions).
+Each command group is a module of this package with a ``register(subparsers)`` function; this file
+only collects them, so that ``chromoseg --help`` stays fast (heavy imports such as torch happen inside
+the command functions). The CLI is the top layer (ops <- models <- engine <- cli, with data and
+karyotype beside models): its modules import the library, never the other way round.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import sys
 #: Modules that add sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
     "chromoseg.demo",
-    "chromoseg.data.cli",
-    "chromoseg.engine.cli",
-    "chromoseg.engine.predict_cli",
-    "chromoseg.engine.eval_cli",
-    "chromoseg.engine.benchmark_cli",
-    "chromoseg.karyotype.cli",
+    "chromoseg.cli.data",
+    "chromoseg.cli.train",
+    "chromoseg.cli.export",
+    "chromoseg.cli.predict",
+    "chromoseg.cli.evaluate",
+    "chromoseg.cli.benchmark",
+    "chromoseg.cli.karyogram",
 )
 
 EPILOG = """\
@@ -128,7 +130,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``chromoseg train``, ``chromoseg train-classifier``, ``chromoseg pretrain`` and ``chromoseg export``."""
+"""``chromoseg train``, ``chromoseg train-classifier`` and ``chromoseg pretrain``."""
 from __future__ import annotations
 
 import argparse
@@ -173,45 +173,6 @@ def register(subparsers) -> None:
     q.add_argument("--out", default="runs/pretrain", metavar="DIR")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_pretrain)
-
-    e = subparsers.add_parser(
-        "export", help="write a checkpoint's weights as a compact safetensors model file",
-        description="Write the weights of a `chromoseg train` checkpoint (best.pt / last.pt) as a safetensors "
-                    "file, half precision by default, with the build arguments in its metadata (no optimiser "
-                    "or RNG state): what `chromoseg predict --model FILE` loads and what chromoseg ships.",
-        epilog="example:\n  chromoseg export runs/ermr/best.pt --out models/ermr.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("checkpoint", help="best.pt or last.pt of a `chromoseg train` run")
-    e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
-    e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
-    e.add_argument("--default-score", choices=["class", "object"], default=None,
-                   help="the confidence `predict` uses with this model unless --score is given (default: class)")
-    e.add_argument("--default-classes", choices=["independent", "karyotype"], default=None,
-                   help="record which class rule predict should use with this model by default")
-    e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
-                   help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
-                        "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
-                        "other polarity with a clear message")
-    e.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    from pathlib import Path
-
-    from chromoseg.cli import CliError
-    from chromoseg.engine.checkpoint import export_model
-
-    if Path(args.out).suffix != ".safetensors":
-        raise CliError(f"--out {args.out}: the file name must end in .safetensors")
-    try:
-        meta = {k: v for k, v in (("default_score", args.default_score), ("stain", args.stain),
-                                  ("default_classes", args.default_classes)) if v}
-        info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)
-    except (FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from None
-    print(f"wrote {info['path']}: {info['parameters'] / 1e6:.2f} M parameters, {info['bytes'] / 1e6:.1f} MB "
-          f"({'fp32' if args.fp32 else 'fp16'}), epoch {info['epoch']}")
-    return 0
 
 
 def _load_config_file(path: str) -> dict:

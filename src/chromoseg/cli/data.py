@@ -248,9 +248,9 @@ def register(sub) -> None:
     sy.set_defaults(func=_cmd_synth)
 
     try:
-        from chromoseg.data.build_cli import add_build_parser
+        from chromoseg.cli.build import add_build_parser
     except ModuleNotFoundError as err:
-        if err.name != "chromoseg.data.build_cli":
+        if err.name != "chromoseg.cli.build":
             raise
     else:
         add_build_parser(dsub)
