@@ -60,6 +60,40 @@ def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False):
     return gt, results, summary, seconds
 
 
+
+def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0.5, iou: float = 0.5):
+    """Share of annotated boxes with a detection (score >= ``min_score``) at box IoU >= ``iou``, by the
+    box's longer side (px, at the image's size) and by class: where the chromosomes are lost."""
+    import numpy as np
+    from torchvision.ops import box_iou
+
+    import torch
+
+    dets: dict[str, list] = {}
+    for r in results:
+        if r["score"] >= min_score:
+            dets.setdefault(Path(r["file_name"]).stem, []).append(r["bbox"])
+    names = {im["id"]: Path(im["file_name"]).stem for im in gt["images"]}
+    hit, side, cls = [], [], []
+    for a in gt["annotations"]:
+        d = dets.get(names[a["image_id"]], [])
+        ok = False
+        if d:
+            b = torch.tensor(d, dtype=torch.float64)
+            b[:, 2:] += b[:, :2]
+            g = torch.tensor([a["bbox"]], dtype=torch.float64)
+            g[:, 2:] += g[:, :2]
+            ok = bool((box_iou(g, b) >= iou).any())
+        hit.append(ok), side.append(max(a["bbox"][2], a["bbox"][3])), cls.append(a["category_id"])
+    hit, side, cls = np.array(hit), np.array(side), np.array(cls)
+    edges = [0, 40, 60, 80, 100, 130, 10 ** 6]
+    by_size = [(f"{lo}-{hi}" if hi < 10 ** 6 else f">= {lo}", int(((side >= lo) & (side < hi)).sum()),
+                float(hit[(side >= lo) & (side < hi)].mean()) if ((side >= lo) & (side < hi)).any() else None)
+               for lo, hi in zip(edges[:-1], edges[1:])]
+    by_class = {int(c): float(hit[cls == c].mean()) for c in np.unique(cls)}
+    return float(hit.mean()) if len(hit) else None, by_size, by_class
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -115,8 +149,9 @@ def main(argv=None) -> int:
         f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} (H, W), "
         f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`",
         f"- CIL test: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
-        f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
-        f"`predict` without overlays); {summary['skipped']} skipped"
+        + (f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
+           f"`predict` without overlays)" if summary["images"] else "none predicted in this run (speed: the run that made them)")
+        + f"; {summary['skipped']} skipped"
         + (f"; {summary['already_done']} kept from an earlier run of this model (--reuse)" if summary.get("already_done") else ""),
         "",
         "| score threshold | mode | box AP | box AP@0.5 | box AP@0.75 |",
@@ -132,8 +167,17 @@ def main(argv=None) -> int:
         f"mean |error| {mae:.2f} chromosomes (truth: the set's CSV totals); per-class count equal to the annotated "
         f"boxes' in {100 * class_right / max(len(pairs), 1):.1f}% of (metaphase, class) pairs.",
     ]
+    overall, by_size, by_class = recall_by_size_and_class(gt, results)
+    from chromoseg.data.classes import class_name
+
+    lines += ["", f"Where chromosomes are lost: {100 * overall:.1f}% of the annotated boxes have a detection "
+                  "(score >= 0.5) at box IoU >= 0.5; by the box's longer side (px):", "",
+              "| longer side | boxes | found |", "|---|---|---|"]
+    lines += [f"| {name} | {n} | {pct(r)} |" for name, n, r in by_size]
+    lines += ["", "By class (found, %): " + ", ".join(f"{class_name(c)} {100 * r:.0f}" for c, r in by_class.items())]
     out = {"cil": {str(k): v["metrics"] for k, v in reports.items()}, "counts_exact": exact,
            "counts_images": len(with_total), "count_mae": mae, "class_count_right": class_right / max(len(pairs), 1)}
+    out["found"] = {"overall": overall, "by_longer_side": by_size, "by_class": by_class}
     if args.kp:
         gt_kp, res_kp, s_kp, sec_kp = run_model(predictor, args.kp, args.work / "kp", None)
         rep = {thr: evaluate(args.kp, res_kp, score_threshold=thr) for thr in (0.5, 0.0)}
