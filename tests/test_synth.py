@@ -145,7 +145,7 @@ def test_synth_dataset_writes_a_loadable_set(tmp_path):
 
 
 def test_cell_selection_follows_the_pretrain_split(tmp_path):
-    from chromoseg.engine.pretrain import split_cells
+    from chromoseg.data.single_chromosomes import split_cells
 
     for k in range(20):
         (tmp_path / f"cell{k:02d}.npz").write_bytes(b"")

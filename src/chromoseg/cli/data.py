@@ -139,7 +139,7 @@ def _cmd_synth(args) -> int:
     from chromoseg.data.synth import parse_size, synth_dataset
 
     if args.source is None:
-        from chromoseg.engine.pretrain import default_data_dir
+        from chromoseg.data.single_chromosomes import default_data_dir
 
         args.source = str(default_data_dir())
     try:

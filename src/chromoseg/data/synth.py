@@ -2,7 +2,7 @@
 
 Every instance's mask, class, rotated box and endpoints are exact, because the image is made from them:
 each straightened crop of the single-chromosome set (one ``CELL.npz`` per cell, entries
-``CLASS/claseCLASS_K_CELL``, read as in :mod:`chromoseg.engine.pretrain`) gets a mask from its clean
+``CLASS/claseCLASS_K_CELL``, read as in :mod:`chromoseg.data.single_chromosomes`) gets a mask from its clean
 background (:func:`crop_mask`), is bent, scaled, turned and placed on a canvas, and the image is
 composed from the placed chromosomes as light absorbers over a light, unevenly lit background.
 
@@ -221,7 +221,7 @@ def read_cell(path, problems: Optional[ProblemLog] = None) -> list[Crop]:
     """The crops of one ``CELL.npz`` (entries ``CLASS/claseCLASS_K_CELL``, CLASS 1-24). An unreadable
     file gives ``[]`` and a problem; a bad entry (odd name, class outside 1-24, not 8-bit grey, no
     chromosome found) is skipped with a problem."""
-    from chromoseg.engine.pretrain import _NAME
+    from chromoseg.data.single_chromosomes import ENTRY_NAME as _NAME
 
     path = Path(path)
     problems = problems if problems is not None else ProblemLog()
@@ -254,9 +254,9 @@ def read_cell(path, problems: Optional[ProblemLog] = None) -> list[Crop]:
 
 def select_cells(src_dir, cells: Union[str, Sequence[str], None] = "all") -> list[str]:
     """Cell names (``CELL`` of ``CELL.npz``) of ``src_dir``: ``"all"``, or ``"train"`` / ``"val"`` /
-    ``"test"`` of :func:`chromoseg.engine.pretrain.split_cells` (by cell, fixed seed, 80/10/10), or
+    ``"test"`` of :func:`chromoseg.data.single_chromosomes.split_cells` (by cell, fixed seed, 80/10/10), or
     an explicit list of names."""
-    from chromoseg.engine.pretrain import split_cells
+    from chromoseg.data.single_chromosomes import split_cells
 
     src = Path(src_dir)
     if not src.is_dir():

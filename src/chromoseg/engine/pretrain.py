@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,29 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from chromoseg.data.single_chromosomes import SPLIT, SPLIT_SEED, default_data_dir, split_cells
+from chromoseg.data.single_chromosomes import ENTRY_NAME as _NAME
 
-SPLIT_SEED = 12345
-SPLIT = (0.8, 0.1, 0.1)
-_NAME = re.compile(r"^(\d+)/clase(\d+)_(\d+)_(.+)$")
+log = logging.getLogger(__name__)
 
 
 class PretrainError(RuntimeError):
     pass
-
-
-def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data" / "single-chromosomes-gband"
-
-
-def split_cells(cells: list[str], seed: int = SPLIT_SEED, fractions=SPLIT) -> dict[str, list[str]]:
-    """Deterministic split of cell names into train/val/test (sorted names, seeded permutation)."""
-    cells = sorted(cells)
-    order = np.random.RandomState(seed).permutation(len(cells))
-    n_tr = int(round(fractions[0] * len(cells)))
-    n_va = int(round(fractions[1] * len(cells)))
-    pick = [cells[i] for i in order]
-    return {"train": sorted(pick[:n_tr]), "val": sorted(pick[n_tr:n_tr + n_va]), "test": sorted(pick[n_tr + n_va:])}
 
 
 def square_resize(crop: np.ndarray, size: int) -> np.ndarray:
