@@ -65,9 +65,8 @@ def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0
     """Share of annotated boxes with a detection (score >= ``min_score``) at box IoU >= ``iou``, by the
     box's longer side (px, at the image's size) and by class: where the chromosomes are lost."""
     import numpy as np
-    from torchvision.ops import box_iou
-
     import torch
+    from torchvision.ops import box_iou
 
     dets: dict[str, list] = {}
     for r in results:
