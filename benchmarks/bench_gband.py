@@ -60,35 +60,39 @@ def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False):
     return gt, results, summary, seconds
 
 
-
 def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0.5, iou: float = 0.5):
     """Share of annotated boxes with a detection (score >= ``min_score``) at box IoU >= ``iou``, by the
     box's longer side (px, at the image's size) and by class: where the chromosomes are lost."""
     import numpy as np
     import torch
-    from torchvision.ops import box_iou
+    from torchvision.ops import box_convert, box_iou
+
+    def xyxy(boxes):
+        return box_convert(torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4), "xywh", "xyxy")
 
     dets: dict[str, list] = {}
     for r in results:
         if r["score"] >= min_score:
             dets.setdefault(Path(r["file_name"]).stem, []).append(r["bbox"])
-    names = {im["id"]: Path(im["file_name"]).stem for im in gt["images"]}
-    hit, side, cls = [], [], []
+    per_image: dict[int, list] = {}
     for a in gt["annotations"]:
-        d = dets.get(names[a["image_id"]], [])
-        ok = False
-        if d:
-            b = torch.tensor(d, dtype=torch.float64)
-            b[:, 2:] += b[:, :2]
-            g = torch.tensor([a["bbox"]], dtype=torch.float64)
-            g[:, 2:] += g[:, :2]
-            ok = bool((box_iou(g, b) >= iou).any())
-        hit.append(ok), side.append(max(a["bbox"][2], a["bbox"][3])), cls.append(a["category_id"])
-    hit, side, cls = np.array(hit), np.array(side), np.array(cls)
+        per_image.setdefault(a["image_id"], []).append(a)
+    hit, side, cls = [], [], []
+    for im in gt["images"]:
+        anns = per_image.get(im["id"], [])
+        d = dets.get(Path(im["file_name"]).stem)
+        found = (box_iou(xyxy([a["bbox"] for a in anns]), xyxy(d)) >= iou).any(1).tolist() if d and anns \
+            else [False] * len(anns)
+        hit += found
+        side += [max(a["bbox"][2], a["bbox"][3]) for a in anns]
+        cls += [a["category_id"] for a in anns]
+    hit, side, cls = np.array(hit, bool), np.array(side), np.array(cls)
     edges = [0, 40, 60, 80, 100, 130, 10 ** 6]
-    by_size = [(f"{lo}-{hi}" if hi < 10 ** 6 else f">= {lo}", int(((side >= lo) & (side < hi)).sum()),
-                float(hit[(side >= lo) & (side < hi)].mean()) if ((side >= lo) & (side < hi)).any() else None)
-               for lo, hi in zip(edges[:-1], edges[1:])]
+    by_size = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (side >= lo) & (side < hi)
+        by_size.append((f"{lo}-{hi}" if hi < 10 ** 6 else f">= {lo}", int(sel.sum()),
+                        float(hit[sel].mean()) if sel.any() else None))
     by_class = {int(c): float(hit[cls == c].mean()) for c in np.unique(cls)}
     return float(hit.mean()) if len(hit) else None, by_size, by_class
 
