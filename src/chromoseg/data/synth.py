@@ -221,7 +221,7 @@ def read_cell(path, problems: Optional[ProblemLog] = None) -> list[Crop]:
     """The crops of one ``CELL.npz`` (entries ``CLASS/claseCLASS_K_CELL``, CLASS 1-24). An unreadable
     file gives ``[]`` and a problem; a bad entry (odd name, class outside 1-24, not 8-bit grey, no
     chromosome found) is skipped with a problem."""
-    from chromoseg.data.single_chromosomes import ENTRY_NAME as _NAME
+    from chromoseg.data.single_chromosomes import ENTRY_NAME
 
     path = Path(path)
     problems = problems if problems is not None else ProblemLog()
@@ -233,7 +233,7 @@ def read_cell(path, problems: Optional[ProblemLog] = None) -> list[Crop]:
         return []
     crops = []
     for key, a in entries:
-        m = _NAME.match(key)
+        m = ENTRY_NAME.match(key)
         if not m or not 1 <= int(m.group(1)) <= 24:
             problems.add(f"{path} [{key}]", "entry name is not CLASS/claseCLASS_K_CELL with CLASS 1-24", kind="entry")
             continue

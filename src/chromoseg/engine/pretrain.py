@@ -28,8 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chromoseg.data.single_chromosomes import SPLIT, SPLIT_SEED, default_data_dir, split_cells
-from chromoseg.data.single_chromosomes import ENTRY_NAME as _NAME
+from chromoseg.data.single_chromosomes import ENTRY_NAME, SPLIT, SPLIT_SEED, default_data_dir, split_cells
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def load_cells(folder: Path, cells: list[str], size: int, problems: list[str]):
             problems.append(f"{path}: cannot read ({err})")
             continue
         for key in z.files:
-            m = _NAME.match(key)
+            m = ENTRY_NAME.match(key)
             if not m or not (1 <= int(m.group(1)) <= 24):
                 problems.append(f"{path}: entry {key!r} skipped (name is not CLASS/claseCLASS_K_CELL, CLASS 1-24)")
                 continue
