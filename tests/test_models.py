@@ -431,6 +431,36 @@ def test_hr_fusion_runs_inside_the_roi_heads():
     assert torch.allclose(fused["boxes"][1], torch.tensor([106.0, 37, 136, 43]), atol=1e-3)
 
 
+
+def test_object_score_mode_gives_one_candidate_per_roi():
+    """box_score_mode="object": a chromosome whose class is unsure (no class probability above the
+    threshold) is still a candidate, scored 1 - P(background), with its likeliest class's box; one
+    candidate per RoI (the class mode gives one per class above the threshold); NMS across classes."""
+    proposals = [torch.tensor([[40.0, 40, 30, 6, 0], [100.0, 40, 30, 6, 30], [101.0, 40, 30, 6, 30]])]
+    logits = torch.zeros(3, 25)
+    logits[0, 0] = -10.0  # A: surely a chromosome, class spread evenly (each ~1/24)
+    logits[1, 3], logits[1, 4] = 8.0, 7.5  # B: class 3 or 4
+    logits[2, 5] = 6.0  # C: B's near-duplicate (rotated IoU ~0.9), another class, less sure it is one
+    rreg = torch.zeros(3, 25 * 5)
+    rreg[0, 5 * 7] = 10.0 * 2 / 30  # A's class-7 box 2 px right; class 7 is A's likeliest
+    logits[0, 7] = 0.1
+    hreg = torch.zeros(3, 25 * 4)
+    by_mode = {}
+    for mode in ("class", "object"):
+        heads = small_model("ermr", box_score_mode=mode, box_score_thresh=0.05).roi_heads.eval()
+        (res,) = heads.postprocess_boxes(logits, rreg, hreg, proposals, [(128, 160)])
+        by_mode[mode] = res
+    obj, cls = by_mode["object"], by_mode["class"]
+    # class mode: A has no class above 0.05 -> lost; B gives two candidates (classes 3, 4), C one
+    assert sorted(cls["labels"].tolist()) == [3, 4, 5]
+    # object mode: A kept with class 7 and its class-7 box, B kept once (class 3), C removed by NMS
+    assert sorted(obj["labels"].tolist()) == [3, 7]
+    a = obj["labels"].tolist().index(7)
+    assert obj["scores"][a] > 0.99 and torch.allclose(obj["rboxes"][a], torch.tensor([42.0, 40, 30, 6, 0]), atol=1e-3)
+    assert obj["class_scores"].shape == (2, 24)
+    with pytest.raises(ValueError, match="score_mode"):
+        small_model("ermr", box_score_mode="best")
+
 def test_unknown_class_instances_train_without_a_class():
     """A positive RoI of unknown class costs -log(1 - p_bg) (any chromosome class will do)."""
     from chromoseg.models.losses import classification_loss

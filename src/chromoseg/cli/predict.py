@@ -96,7 +96,8 @@ def register(sub) -> None:
     p.add_argument("--score-threshold", type=unit_float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
-                        "so a chromosome of unsure class still counts (its class margin is flagged). Default: "
+                        "so a chromosome of unsure class still counts (its class margin is flagged); with object the heads "
+                        "give one candidate per region, not one per class. Default: "
                         "the model file's recommendation (the shipped mfish model: object), else class")
     p.add_argument("--classes", default=None, choices=["independent", "karyotype"],
                    help="independent: each chromosome's most probable class; karyotype: the classes of a metaphase "

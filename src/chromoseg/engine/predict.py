@@ -163,11 +163,11 @@ class Predictor:
             cfg.score = meta.get("default_score", "class")
         if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
             cfg.classes = meta.get("default_classes", "independent")
-        # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS
-        # object scores: a chromosome of unsure class has a small top class probability, so the heads'
-        # candidate threshold (on class probabilities) is lowered
-        model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1),
-                           box_score_thresh=0.01 if cfg.score == "object" else 0.05)
+        # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS.
+        # object scores: the heads give one candidate per RoI (its likeliest class, 1 - P(background)),
+        # so a chromosome of unsure class is kept and top_k counts chromosomes, not runner-up classes
+        model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05,
+                           box_score_mode="object" if cfg.score == "object" else "class")
         pred = cls(model, cfg, device)
         # an export records its stain; a checkpoint's config tells it by its input inversion
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)

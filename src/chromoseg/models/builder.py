@@ -61,6 +61,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
+                box_score_mode: str = "class",
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int = 16,
@@ -75,6 +76,9 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     the FPN maps, the four mask-head convolutions and the box head's two FC layers (torchvision's
     256 / 256 / 1024 by default; see ``COMPACT``). ``ed_layers``: convolutions of the endpoint branch
     (6 = the paper; files exported before 2026-11-30 used 5 and are read as such).
+    ``box_score_mode``: the RoI heads' inference candidates, "class" (one per RoI and class, the paper)
+    or "object" (one per RoI, scored 1 - P(background); ``RotatedRoIHeads``; the other variants ignore
+    it); an inference setting, not saved in the model's config.
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
     (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``).
     ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
@@ -142,6 +146,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     mask_head = MaskRCNNHeads(c, (mask_channels,) * 4, 1)
     mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, nc)
 
+    if box_score_mode not in ("class", "object"):
+        raise ValueError(f"box_score_mode {box_score_mode!r}: use 'class' or 'object'")
     if not sw["rotated"]:
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
@@ -179,7 +185,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
             MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head, mask_predictor,
             batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, hr=sw["hr"],
-            hr_fusion=hr_fusion)
+            hr_fusion=hr_fusion, score_mode=box_score_mode)
         config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
     model = ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)
     if crop_classifier:

@@ -232,8 +232,11 @@ class RotatedRoIHeads(nn.Module):
                  mask_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=256,
                  positive_fraction=0.25, rbox_weights=(10.0, 10.0, 5.0, 5.0, 5.0),
                  hbox_weights=(10.0, 10.0, 5.0, 5.0), score_thresh=0.05, nms_thresh=0.5,
-                 detections_per_img=100, hr: bool = False, hr_fusion: bool = True, box_beta: float = 1.0):
+                 detections_per_img=100, hr: bool = False, hr_fusion: bool = True, box_beta: float = 1.0,
+                 score_mode: str = "class"):
         super().__init__()
+        if score_mode not in ("class", "object"):
+            raise ValueError(f"score_mode {score_mode!r}: use 'class' or 'object'")
         from torchvision.models.detection import _utils as det_utils
         from chromoseg.ops import RBoxCoder
 
@@ -245,6 +248,12 @@ class RotatedRoIHeads(nn.Module):
         self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
         self.hr, self.hr_fusion, self.box_beta = hr, hr_fusion, box_beta
+        #: inference candidates: "class" = one per RoI and class with that class's probability above
+        #: ``score_thresh``, NMS per class (the paper, torchvision); "object" = one per RoI, its likeliest
+        #: class's boxes, scored 1 - P(background), NMS across classes. "object" keeps a chromosome whose
+        #: class is unsure (no class above the threshold) and spends ``detections_per_img`` on
+        #: chromosomes, not on one chromosome's runner-up classes. Training is the same in both.
+        self.score_mode = score_mode
 
     # ---- training samples
     def select_training_samples(self, proposals, targets):
@@ -372,20 +381,28 @@ class RotatedRoIHeads(nn.Module):
         for i, (rd, sc) in enumerate(zip(rdec.split(per_image), scores_all.split(per_image))):
             h, w = image_shapes[i]
             labels = torch.arange(num_classes, device=sc.device).view(1, -1).expand_as(sc)
-            rb = rd[:, 1:].reshape(-1, 5)
-            s = sc[:, 1:].reshape(-1)
-            lab = labels[:, 1:].reshape(-1)
-            hb = hdec.split(per_image)[i][:, 1:].reshape(-1, 4) if self.hr else None
+            hd = hdec.split(per_image)[i] if self.hr else None
+            if self.score_mode == "object":  # one candidate per RoI: its likeliest class
+                best = sc[:, 1:].argmax(1) + 1
+                rows = torch.arange(sc.shape[0], device=sc.device)
+                rb, s, lab = rd[rows, best], 1.0 - sc[:, 0], best
+                hb = hd[rows, best] if self.hr else None
+                per_roi = 1
+            else:
+                rb, s, lab = rd[:, 1:].reshape(-1, 5), sc[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+                hb = hd[:, 1:].reshape(-1, 4) if self.hr else None
+                per_roi = num_classes - 1
             keep = torch.where((s > self.score_thresh) & (rb[:, 2] > 1e-2) & (rb[:, 3] > 1e-2))[0]
-            roi = keep // (num_classes - 1)  # the RoI each candidate comes from
+            roi = keep // per_roi  # the RoI each candidate comes from
             rb, s, lab = rb[keep], s[keep], lab[keep]
-            keep_r = batched_nms_rotated(rb, s, lab, self.nms_thresh)[: self.detections_per_img]
+            nms_lab = torch.zeros_like(lab) if self.score_mode == "object" else lab
+            keep_r = batched_nms_rotated(rb, s, nms_lab, self.nms_thresh)[: self.detections_per_img]
             if self.hr:
                 hb = hb[keep]
                 hb[:, 0::2] = hb[:, 0::2].clamp(0, w)
                 hb[:, 1::2] = hb[:, 1::2].clamp(0, h)
             if self.hr and self.hr_fusion:
-                keep_h = batched_nms(hb, s, lab, self.nms_thresh)[: self.detections_per_img]
+                keep_h = batched_nms(hb, s, nms_lab, self.nms_thresh)[: self.detections_per_img]
                 idx, use_h = fuse_hr_detections(rb, hb, s, keep_r, keep_h)
                 idx, use_h = idx[: self.detections_per_img], use_h[: self.detections_per_img]
                 rbox = rb[idx].clone()
