@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from bench_counts import _hardware, default_data, mfish_rows, mfish_table
     from chromoseg.data.coco import load_coco, resolve_image_path
     from chromoseg.data.io import read_image
-    from chromoseg.demo import EXAMPLE
+    from chromoseg.cli.demo import EXAMPLE
     from chromoseg.engine.evaluate import evaluate
     from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
 

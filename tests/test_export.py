@@ -80,7 +80,7 @@ def test_shipped_model_is_compact_and_documented():
 
 
 def test_predict_default_model_on_the_example(tmp_path):
-    from chromoseg.demo import EXAMPLE
+    from chromoseg.cli.demo import EXAMPLE
 
     img = next(EXAMPLE.glob("*/*D.tif"))
     assert main(["predict", str(img), "--out", str(tmp_path / "p"), "--quiet"]) == 0
@@ -95,7 +95,7 @@ def test_predict_default_model_on_the_example(tmp_path):
 
 def test_shipped_gband_model_on_its_example(tmp_path):
     from chromoseg.engine.checkpoint import read_exported
-    from chromoseg.demo import EXAMPLE
+    from chromoseg.cli.demo import EXAMPLE
     from chromoseg.weights import card_path, shipped_path
 
     path = shipped_path("gband")

@@ -10,7 +10,7 @@ def test_table2_end_to_end(tmp_path):
     from conftest import make_tiny_checkpoint
 
     from chromoseg.data.importers.mfish import import_mfish
-    from chromoseg.demo import EXAMPLE
+    from chromoseg.cli.demo import EXAMPLE
 
     import_mfish(EXAMPLE, tmp_path / "ex", progress=False)  # a one-image annotated set
     gt = tmp_path / "ex" / "all.json"
@@ -35,7 +35,7 @@ def test_table1_with_snake_and_a_binary_column(tmp_path):
     from conftest import make_tiny_checkpoint
 
     from chromoseg.data.importers.mfish import import_mfish
-    from chromoseg.demo import EXAMPLE
+    from chromoseg.cli.demo import EXAMPLE
 
     import_mfish(EXAMPLE, tmp_path / "ex", progress=False)
     gt = tmp_path / "ex" / "all.json"

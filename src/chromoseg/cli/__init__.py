@@ -14,7 +14,7 @@ import sys
 
 #: Modules that add sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
-    "chromoseg.demo",
+    "chromoseg.cli.demo",
     "chromoseg.cli.data",
     "chromoseg.cli.train",
     "chromoseg.cli.export",

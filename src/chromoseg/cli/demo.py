@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adir-mfish"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "adir-mfish"
 GBAND_EXAMPLE = EXAMPLE.parent / "cil-gband"
 
 
