@@ -115,6 +115,9 @@ def main(argv=None) -> int:
                     help="keep the predictions already in --work (same model!) and predict only the missing images; "
                          "the speed is then that of the new images")
     ap.add_argument("--md", type=Path, default=None, help="append the results as Markdown here")
+    ap.add_argument("--count-thresholds", type=float, nargs="+", default=[],
+                    help="also count at these score thresholds (besides 0.5 and the model file's recommended one); "
+                         "run on a validation split (--gt datasets/gband/val.json) to choose the recommendation")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -126,18 +129,26 @@ def main(argv=None) -> int:
     gt_json.write_text(json.dumps(gt))
     reports = {thr: evaluate(gt_json, results, score_threshold=thr) for thr in (0.5, 0.0)}
 
-    # counts per metaphase from the detections predict keeps by default (score >= 0.5)
+    # counts per metaphase from the detections predict keeps: at the paper's 0.5, at the model file's
+    # recommended threshold (export --default-score-threshold) and at any asked for
+    from chromoseg.engine.checkpoint import read_metadata
+    from chromoseg.weights import resolve_model
+
+    recommended = float(read_metadata(resolve_model(args.model)).get("default_score_threshold", 0.5))
     totals = cil_totals(args.cil)
-    found = Counter(Path(r["file_name"]).stem for r in results if r["score"] >= 0.5)
-    by_class = Counter((Path(r["file_name"]).stem, r["category_id"]) for r in results if r["score"] >= 0.5)
     names = {im["id"]: Path(im["file_name"]).stem for im in gt["images"]}
     truth_class = Counter((names[a["image_id"]], a["category_id"]) for a in gt["annotations"])
     stems = [Path(im["file_name"]).stem for im in gt["images"]]
     with_total = [s for s in stems if s in totals]
-    exact = sum(found[s] == totals[s] for s in with_total)
-    mae = sum(abs(found[s] - totals[s]) for s in with_total) / max(len(with_total), 1)
     pairs = [(s, c) for s in stems for c in range(1, 25)]
-    class_right = sum(by_class[p] == truth_class[p] for p in pairs)
+    counts = {}
+    for thr in sorted({0.5, recommended, *args.count_thresholds}):
+        found = Counter(Path(r["file_name"]).stem for r in results if r["score"] >= thr)
+        by_class = Counter((Path(r["file_name"]).stem, r["category_id"]) for r in results if r["score"] >= thr)
+        counts[thr] = (sum(found[s] == totals[s] for s in with_total),
+                       sum(abs(found[s] - totals[s]) for s in with_total) / max(len(with_total), 1),
+                       sum(by_class[p] == truth_class[p] for p in pairs))
+    exact, mae, class_right = counts[recommended]
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.2f}"
@@ -146,12 +157,14 @@ def main(argv=None) -> int:
         f"\n## Model `{args.model}` on G-band images · {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC · commit {commit()}",
         "",
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_gband.py --model {args.model}"
+        + (f" --gt {shown(args.gt)}" if args.gt.resolve() != (REPO / "datasets" / "gband" / "test.json").resolve() else "")
         + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "") + (" --reuse" if args.reuse else "")
+        + (" --count-thresholds " + " ".join(f"{t:g}" for t in args.count_thresholds) if args.count_thresholds else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- hardware: {platform.processor() or platform.machine()}, torch threads {args.threads}",
         f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} (H, W), "
         f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`",
-        f"- CIL test: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
+        f"- CIL {'test' if args.gt.stem == 'test' else args.gt.stem}: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
         + (f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
            f"`predict` without overlays)" if summary["images"] else "none predicted in this run (speed: the run that made them)")
         + f"; {summary['skipped']} skipped"
@@ -164,12 +177,13 @@ def main(argv=None) -> int:
         for mode in ("multi", "binary"):
             b = rep["metrics"][mode].get("bbox", {})
             lines.append(f"| {thr:g} | {mode} | {pct(b.get('AP'))} | {pct(b.get('AP50'))} | {pct(b.get('AP75'))} |")
-    lines += [
-        "",
-        f"Counts (score >= 0.5): total exact in {exact} of {len(with_total)} metaphases ({100 * exact / max(len(with_total), 1):.1f}%), "
-        f"mean |error| {mae:.2f} chromosomes (truth: the set's CSV totals); per-class count equal to the annotated "
-        f"boxes' in {100 * class_right / max(len(pairs), 1):.1f}% of (metaphase, class) pairs.",
-    ]
+    lines += ["", f"Counts per metaphase (truth: the set's CSV totals, {len(with_total)} metaphases; per class: the "
+                  f"annotated boxes, {len(pairs)} (metaphase, class) pairs); the model file recommends score >= {recommended:g}:",
+              "", "| score threshold | total exact | mean abs. error | per-class count right |", "|---|---|---|---|"]
+    for thr, (ex, ma, cr) in counts.items():
+        mark = " (recommended)" if thr == recommended else ""
+        lines.append(f"| {thr:g}{mark} | {ex} ({100 * ex / max(len(with_total), 1):.1f}%) | {ma:.2f} | "
+                     f"{100 * cr / max(len(pairs), 1):.1f}% |")
     overall, by_size, by_class = recall_by_size_and_class(gt, results)
     from chromoseg.data.classes import class_name
 
@@ -179,7 +193,10 @@ def main(argv=None) -> int:
     lines += [f"| {name} | {n} | {pct(r)} |" for name, n, r in by_size]
     lines += ["", "By class (found, %): " + ", ".join(f"{class_name(c)} {100 * r:.0f}" for c, r in by_class.items())]
     out = {"cil": {str(k): v["metrics"] for k, v in reports.items()}, "counts_exact": exact,
-           "counts_images": len(with_total), "count_mae": mae, "class_count_right": class_right / max(len(pairs), 1)}
+           "counts_images": len(with_total), "count_mae": mae, "class_count_right": class_right / max(len(pairs), 1),
+           "count_threshold": recommended,
+           "counts_by_threshold": {str(t): {"exact": ex, "mae": ma, "class_count_right": cr / max(len(pairs), 1)}
+                                   for t, (ex, ma, cr) in counts.items()}}
     out["found"] = {"overall": overall, "by_longer_side": by_size, "by_class": by_class}
     if args.kp:
         gt_kp, res_kp, s_kp, sec_kp = run_model(predictor, args.kp, args.work / "kp", None)

@@ -53,6 +53,23 @@ def test_export_and_load_errors(tiny, tmp_path, capsys):
         load_model(other)
 
 
+
+def test_recommended_score_threshold_travels_with_the_file(tiny, tmp_path):
+    """export --default-score-threshold T: predict and the Python API use T unless told otherwise; a file
+    without it (or a checkpoint) gets the paper's 0.5."""
+    from chromoseg.api import load_model as api_load
+    from chromoseg.engine.predict import InferenceConfig, Predictor
+
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(tiny), "--out", str(out), "--default-score-threshold", "0.35"]) == 0
+    assert Predictor.from_checkpoint(out, InferenceConfig(score_threshold=None)).cfg.score_threshold == 0.35
+    assert Predictor.from_checkpoint(out, InferenceConfig(score_threshold=0.7)).cfg.score_threshold == 0.7
+    assert api_load(out).predictor.cfg.score_threshold == 0.35
+    assert Predictor.from_checkpoint(tiny, InferenceConfig(score_threshold=None)).cfg.score_threshold == 0.5
+    with pytest.raises(SystemExit) as e:  # argparse: not a probability
+        main(["export", str(tiny), "--out", str(out), "--default-score-threshold", "1.5"])
+    assert e.value.code == 2
+
 def test_model_names_and_paths(tmp_path):
     from chromoseg.weights import DEFAULT, resolve_model, shipped_path
 

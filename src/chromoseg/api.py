@@ -68,7 +68,7 @@ def load_model(name: str | Path | None = None, device: str = "cpu", **settings) 
     ``predict`` refuses (ValueError) an image whose polarity does not fit the model's stain."""
     from chromoseg.engine.predict import InferenceConfig, Predictor, StainRouter
 
-    cfg = InferenceConfig(score=None, classes=None)
+    cfg = InferenceConfig(score=None, classes=None, score_threshold=None)  # None: the model file's choice
     for k, v in settings.items():
         if not hasattr(cfg, k):
             raise TypeError(f"unknown setting {k!r}; see chromoseg.engine.predict.InferenceConfig")

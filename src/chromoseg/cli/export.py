@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chromoseg.cli import unit_float
+
 
 def register(subparsers) -> None:
     e = subparsers.add_parser(
@@ -17,6 +19,9 @@ def register(subparsers) -> None:
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
     e.add_argument("--default-score", choices=["class", "object"], default=None,
                    help="the confidence `predict` uses with this model unless --score is given (default: class)")
+    e.add_argument("--default-score-threshold", type=unit_float, default=None, metavar="T",
+                   help="the confidence threshold `predict` uses with this model unless --score-threshold is given "
+                        "(default: the paper's 0.5); choose it on a validation split (e.g. by count error)")
     e.add_argument("--default-classes", choices=["independent", "karyotype"], default=None,
                    help="record which class rule predict should use with this model by default")
     e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
@@ -37,6 +42,8 @@ def cmd_export(args) -> int:
     try:
         meta = {k: v for k, v in (("default_score", args.default_score), ("stain", args.stain),
                                   ("default_classes", args.default_classes)) if v}
+        if args.default_score_threshold is not None:
+            meta["default_score_threshold"] = str(args.default_score_threshold)
         info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None

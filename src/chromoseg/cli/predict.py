@@ -93,7 +93,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=positive_int, default=100, help="detections whose masks are computed (paper: 100)")
     p.add_argument("--mask-threshold", type=unit_float, default=0.5, help="mask probability threshold (default 0.5)")
     p.add_argument("--mask-nms-iou", type=unit_float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
-    p.add_argument("--score-threshold", type=unit_float, default=0.5, help="confidence threshold, applied last (paper: 0.5)")
+    p.add_argument("--score-threshold", type=unit_float, default=None,
+                   help="confidence threshold, applied last. Default: the model file's recommendation (chosen on a "
+                        "validation split), else the paper's 0.5")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged); with object the heads "

@@ -26,7 +26,9 @@ class InferenceConfig:
     top_k: int = 100  #: detections whose masks are computed (the paper: top 100)
     mask_threshold: float = 0.5  #: mask probability -> binary mask
     mask_nms_iou: float = 0.5  #: mask-level NMS threshold, class-agnostic (None/<=0: off)
-    score_threshold: float = 0.5  #: the paper's confidence threshold, applied last
+    #: the confidence threshold, applied last: the paper's 0.5; None (in ``Predictor.from_checkpoint``) = the
+    #: model file's ``default_score_threshold``, else 0.5
+    score_threshold: float | None = 0.5
     min_area: int = 4  #: masks with fewer pixels are dropped
     #: what ``score`` is: "class" = the detection's class probability (the paper, torchvision);
     #: "object" = 1 - P(background) of its RoI (is it a chromosome at all), the class's own
@@ -76,7 +78,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
         keep = mask_nms(masks, rank[order], cfg.mask_nms_iou)
         order, masks = order[keep], masks[keep]
-    sel = scores[order] >= cfg.score_threshold
+    sel = scores[order] >= (0.5 if cfg.score_threshold is None else cfg.score_threshold)
     order, masks = order[sel], masks[sel]
     out = []
     for k, i in enumerate(order.tolist()):
@@ -161,6 +163,8 @@ class Predictor:
         meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
         if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
             cfg.score = meta.get("default_score", "class")
+        if cfg.score_threshold is None:  # likewise (export --default-score-threshold), else the paper's 0.5
+            cfg.score_threshold = float(meta.get("default_score_threshold", 0.5))
         if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
             cfg.classes = meta.get("default_classes", "independent")
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS.
