@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--md", type=Path, default=None, help="write the results as Markdown here")
     ap.add_argument("--append", action="store_true", help="append to --md instead of replacing it")
+    ap.add_argument("--count-thresholds", type=float, nargs="+", default=[],
+                    help="also count at these score thresholds (besides 0.5 and the model file's recommended one); "
+                         "run on the validation split (--gt datasets/mfish/val.json) to choose the recommendation")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -70,31 +73,42 @@ def main(argv=None) -> int:
                             progress=True)
     run_ips = summary["images"] / (time.perf_counter() - t)
     results = json.loads((args.work / "results.json").read_text())
-    reports = {thr: evaluate(args.gt, results, score_threshold=thr) for thr in (0.5, 0.0)}
+    from chromoseg.engine.checkpoint import read_metadata
+    from chromoseg.weights import resolve_model
 
-    # counts from the detections predict keeps by default (score >= 0.5), per ground-truth image
-    by_name = {Path(r["file_name"]).name: [] for r in results}
-    for r in results:
-        if r["score"] >= 0.5:
-            by_name[Path(r["file_name"]).name].append(r)
-    anns = []
-    for img in gt["images"]:
-        for r in by_name.get(Path(img["file_name"]).name, []):
-            anns.append({"image_id": img["id"], "category_id": r["category_id"], "score": r["score"]})
-    tmp = args.work / "counts_input.json"
-    tmp.write_text(json.dumps({"images": gt["images"], "annotations": anns}))
-    rows = mfish_rows(tmp, args.data)
-    count_table = mfish_table({"test (model)": rows})
+    recommended = float(read_metadata(resolve_model(args.model)).get("default_score_threshold", 0.5))
+    reports = {thr: evaluate(args.gt, results, score_threshold=thr) for thr in sorted({0.5, recommended, 0.0}, reverse=True)}
+
+    # counts from the detections predict keeps: at the paper's 0.5, at the model file's recommended
+    # threshold (export --default-score-threshold) and at any asked for; per ground-truth image
+    split = args.gt.stem
+    count_rows = {}
+    for thr in sorted({0.5, recommended, *args.count_thresholds}):
+        by_name = {Path(r["file_name"]).name: [] for r in results}
+        for r in results:
+            if r["score"] >= thr:
+                by_name[Path(r["file_name"]).name].append(r)
+        anns = []
+        for img in gt["images"]:
+            for r in by_name.get(Path(img["file_name"]).name, []):
+                anns.append({"image_id": img["id"], "category_id": r["category_id"], "score": r["score"]})
+        tmp = args.work / "counts_input.json"
+        tmp.write_text(json.dumps({"images": gt["images"], "annotations": anns}))
+        mark = ", recommended" if thr == recommended else ""
+        count_rows[f"{split} (model, score >= {thr:g}{mark})"] = mfish_rows(tmp, args.data)
+    count_table = mfish_table(count_rows)
 
     example = read_image(next(EXAMPLE.glob("*/*D.tif")))
-    predictor.cfg.score_threshold = 0.5  # speed as predict runs by default
+    predictor.cfg.score_threshold = recommended  # speed as predict runs by default
     ips = model_speed(predictor, example, args.reps)
 
     lines = [
-        f"# Model `{args.model}` on the M-FISH test split, `{args.score}` scores",
+        f"# Model `{args.model}` on the M-FISH {split} split, `{args.score}` scores",
         "",
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_shipped_model.py "
         f"--model {args.model} --score {args.score}" + (f" --classes {args.classes}" if args.classes else "")
+        + (f" --gt {shown(args.gt)}" if args.gt.resolve() != (REPO / "datasets" / "mfish" / "test.json").resolve() else "")
+        + (" --count-thresholds " + " ".join(f"{t:g}" for t in args.count_thresholds) if args.count_thresholds else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- scores: `{args.score}` ("
         + ("the class probability, the paper's" if args.score == "class" else "1 - P(background) of the RoI") + ")"
@@ -122,15 +136,15 @@ def main(argv=None) -> int:
             m, b = rep["metrics"][mode].get("segm", {}), rep["metrics"][mode].get("bbox", {})
             lines.append(f"| {thr:g} | {mode} | {pct(m.get('AP'))} | {pct(m.get('AP50'))} | {pct(m.get('AP75'))} "
                          f"| {pct(b.get('AP'))} | {pct(b.get('AP50'))} |")
-    c = reports[0.5]["confusion"]
+    c = reports[recommended]["confusion"]
     lines += [
         "",
-        f"At score >= 0.5: {reports[0.5]['counts']['detections_used']} detections in {len(gt['images'])} images "
+        f"At score >= {recommended:g} (recommended): {reports[recommended]['counts']['detections_used']} detections in {len(gt['images'])} images "
         f"({len(gt['annotations'])} chromosomes); {c['matched']} match a chromosome at mask IoU >= "
         f"{c['iou_threshold']}, {c['correct_class']} of them with the right class; {c['missed']} chromosomes "
         f"missed, {c['false_detections']} detections unmatched.",
         "",
-        "## Counts and karyotype summary from the predictions (score >= 0.5)",
+        f"## Counts and karyotype summary from the predictions (the model file recommends score >= {recommended:g})",
         "",
         *count_table,
         "",
@@ -138,9 +152,9 @@ def main(argv=None) -> int:
         "",
         "## Speed (this CPU)",
         "",
-        f"- model + inference rule (score >= 0.5) on the shipped example ({example.shape[1]} x {example.shape[0]} px, "
+        f"- model + inference rule (score >= {recommended:g}) on the shipped example ({example.shape[1]} x {example.shape[0]} px, "
         f"{args.reps} runs after a warm-up): **{ips:.2f} images/s**",
-        f"- whole `predict` run over the {summary['images']} test images (reading, overlays, karyograms, "
+        f"- whole `predict` run over the {summary['images']} {split} images (reading, overlays, karyograms, "
         f"report): {run_ips:.2f} images/s",
     ]
     text = "\n".join(lines) + "\n"
