@@ -119,6 +119,7 @@ def test_shipped_gband_model_on_its_example(tmp_path):
     assert path.stat().st_size <= 40_000_000
     _, meta = read_exported(path)
     assert meta["stain"] == "brightfield" and json.loads(meta["model_config"])["invert"] is True
+    assert 0 < float(meta["default_score_threshold"]) <= 0.5  # chosen on validation metaphases (see the card)
     card = card_path("gband").read_text()
     for needed in ("pseudo-masks", "AP", "command", "CIL", "Not trained on"):
         assert needed in card, needed
