@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--score", default=None, choices=["class", "object"], help="default: the model file's")
     ap.add_argument("--classes", default=None, choices=["independent", "karyotype"],
                     help="default: the model file's recommendation, else independent")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="default: the model file's recommendation, else the paper's 0.5")
     ap.add_argument("--no-crop-classifier", action="store_true", help="classes from the RoI head")
     ap.add_argument("--dark-on-light", action="store_true", help="Otsu baseline: objects darker than background")
     ap.add_argument("--max-images", type=int, default=None)
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
 
     predictor = Predictor.from_checkpoint(a.model, InferenceConfig(score=a.score, classes=a.classes,
+                                                                   score_threshold=a.score_threshold,
                                                                    crop_classifier=not a.no_crop_classifier))
     clf = getattr(predictor.model, "crop_classifier", None) is not None and not a.no_crop_classifier
     ds = ChromosomeDataset(a.gt, max_images=a.max_images)
