@@ -131,10 +131,7 @@ def main(argv=None) -> int:
 
     # counts per metaphase from the detections predict keeps: at the paper's 0.5, at the model file's
     # recommended threshold (export --default-score-threshold) and at any asked for
-    from chromoseg.engine.checkpoint import read_metadata
-    from chromoseg.weights import resolve_model
-
-    recommended = float(read_metadata(resolve_model(args.model)).get("default_score_threshold", 0.5))
+    recommended = predictor.recommended_score_threshold
     totals = cil_totals(args.cil)
     names = {im["id"]: Path(im["file_name"]).stem for im in gt["images"]}
     truth_class = Counter((names[a["image_id"]], a["category_id"]) for a in gt["annotations"])

@@ -73,10 +73,7 @@ def main(argv=None) -> int:
                             progress=True)
     run_ips = summary["images"] / (time.perf_counter() - t)
     results = json.loads((args.work / "results.json").read_text())
-    from chromoseg.engine.checkpoint import read_metadata
-    from chromoseg.weights import resolve_model
-
-    recommended = float(read_metadata(resolve_model(args.model)).get("default_score_threshold", 0.5))
+    recommended = predictor.recommended_score_threshold
     reports = {thr: evaluate(args.gt, results, score_threshold=thr) for thr in sorted({0.5, recommended, 0.0}, reverse=True)}
 
     # counts from the detections predict keeps: at the paper's 0.5, at the model file's recommended

@@ -63,7 +63,8 @@ def test_recommended_score_threshold_travels_with_the_file(tiny, tmp_path):
     out = tmp_path / "m.safetensors"
     assert main(["export", str(tiny), "--out", str(out), "--default-score-threshold", "0.35"]) == 0
     assert Predictor.from_checkpoint(out, InferenceConfig(score_threshold=None)).cfg.score_threshold == 0.35
-    assert Predictor.from_checkpoint(out, InferenceConfig(score_threshold=0.7)).cfg.score_threshold == 0.7
+    told = Predictor.from_checkpoint(out, InferenceConfig(score_threshold=0.7))
+    assert told.cfg.score_threshold == 0.7 and told.recommended_score_threshold == 0.35
     assert api_load(out).predictor.cfg.score_threshold == 0.35
     assert Predictor.from_checkpoint(tiny, InferenceConfig(score_threshold=None)).cfg.score_threshold == 0.5
     with pytest.raises(SystemExit) as e:  # argparse: not a probability

@@ -150,6 +150,8 @@ class Predictor:
         #: what the model was trained on ("fluorescence", "brightfield") or None; images of the other
         #: polarity are refused by predict_paths
         self.stain: str | None = None
+        #: the score threshold the model file recommends (export --default-score-threshold), else the paper's 0.5
+        self.recommended_score_threshold: float = 0.5
 
     @classmethod
     def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
@@ -163,8 +165,11 @@ class Predictor:
         meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
         if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
             cfg.score = meta.get("default_score", "class")
-        if cfg.score_threshold is None:  # likewise (export --default-score-threshold), else the paper's 0.5
-            cfg.score_threshold = float(meta.get("default_score_threshold", 0.5))
+        # likewise (export --default-score-threshold), else the paper's 0.5; kept for benchmarks that
+        # predict at threshold 0 and count at the recommended one
+        recommended = float(meta.get("default_score_threshold", 0.5))
+        if cfg.score_threshold is None:
+            cfg.score_threshold = recommended
         if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
             cfg.classes = meta.get("default_classes", "independent")
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS.
@@ -173,6 +178,7 @@ class Predictor:
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05,
                            box_score_mode="object" if cfg.score == "object" else "class")
         pred = cls(model, cfg, device)
+        pred.recommended_score_threshold = recommended
         # an export records its stain; a checkpoint's config tells it by its input inversion
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
         return pred

@@ -380,7 +380,6 @@ class RotatedRoIHeads(nn.Module):
         results = []
         for i, (rd, sc) in enumerate(zip(rdec.split(per_image), scores_all.split(per_image))):
             h, w = image_shapes[i]
-            labels = torch.arange(num_classes, device=sc.device).view(1, -1).expand_as(sc)
             hd = hdec.split(per_image)[i] if self.hr else None
             if self.score_mode == "object":  # one candidate per RoI: its likeliest class
                 best = sc[:, 1:].argmax(1) + 1
@@ -388,7 +387,8 @@ class RotatedRoIHeads(nn.Module):
                 rb, s, lab = rd[rows, best], 1.0 - sc[:, 0], best
                 hb = hd[rows, best] if self.hr else None
                 per_roi = 1
-            else:
+            else:  # one candidate per RoI and class
+                labels = torch.arange(num_classes, device=sc.device).view(1, -1).expand_as(sc)
                 rb, s, lab = rd[:, 1:].reshape(-1, 5), sc[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
                 hb = hd[:, 1:].reshape(-1, 4) if self.hr else None
                 per_roi = num_classes - 1
