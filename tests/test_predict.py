@@ -106,3 +106,31 @@ def test_predict_cli_errors(tmp_path, capsys):
     assert main(["predict", str(EXAMPLE), "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "none.pt" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "empty"), "--model", "x.pt"]) == 2
+
+
+def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoint):
+    """Object scores: the RoI heads drop detections under the score threshold before the mask head
+    (Predictor._skip_masks_below_threshold); the rule's instances are the same as with every mask made."""
+    from chromoseg.data.io import read_image
+
+    image = read_image(EXAMPLE)
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0, score="object"))
+    heads = pred.model.roi_heads
+    with torch.no_grad():  # spread the untrained model's object scores (1 - P(background)) over (0, 1)
+        heads.box_predictor.cls_score.weight[0].mul_(60)
+        heads.box_predictor.cls_score.bias[0] += 7
+    scores = sorted(inst["score"] for inst in pred([image])[0])
+    assert len(scores) > 4 and heads.mask_score_thresh == 0.0
+    pred.cfg.score_threshold = scores[len(scores) // 2]  # half of them pass
+    made = []
+    hook = heads.mask_head.register_forward_hook(lambda m, i, o: made.append(o.shape[0]))
+    fast = pred([image])[0]
+    assert heads.mask_score_thresh == pytest.approx(pred.cfg.score_threshold - 2e-3)
+    pred._skip_masks_below_threshold = lambda: None  # every detection's mask, as before
+    heads.mask_score_thresh = 0.0
+    slow = pred([image])[0]
+    hook.remove()
+    assert made[0] < made[1] and 0 < len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        assert (a["mask"] == b["mask"]).all() and a["category_id"] == b["category_id"]
+        assert a["score"] == pytest.approx(b["score"]) and a["rbox"] == pytest.approx(b["rbox"])

@@ -72,7 +72,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     if order.numel() == 0:
         return []
     masks = det["masks"][order, 0].detach().cpu() > cfg.mask_threshold
-    area = masks.flatten(1).sum(1)
+    area = masks.flatten(1).sum(1, dtype=torch.int32)  # (a bool sum in int64 is ten times slower)
     ok = area >= cfg.min_area
     order, masks = order[ok], masks[ok]
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
@@ -183,9 +183,22 @@ class Predictor:
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
         return pred
 
+    def _skip_masks_below_threshold(self) -> None:
+        """With object scores the rule's last step drops detections under the score threshold; a
+        detection more than 2e-3 under it can neither pass it nor, ranked below every one that does
+        (rank = score + 1e-3 x candidate score), suppress one in mask NMS: the RoI heads drop it before
+        the mask head (``mask_score_thresh``), which gives the same instances for fewer masks."""
+        heads = getattr(self.model, "roi_heads", None)
+        if heads is None or not hasattr(heads, "mask_score_thresh"):
+            return
+        thr = self.cfg.score_threshold
+        use = self.cfg.score == "object" and getattr(heads, "score_mode", None) == "object" and thr is not None
+        heads.mask_score_thresh = max(float(thr) - 2e-3, 0.0) if use else 0.0
+
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
+        self._skip_masks_below_threshold()
         outputs = self.model(tensors)
         return [self.classes_of(t[0].cpu(), select_instances({k: v for k, v in o.items()}, self.cfg))
                 for t, o in zip(tensors, outputs)]

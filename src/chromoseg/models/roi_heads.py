@@ -254,6 +254,10 @@ class RotatedRoIHeads(nn.Module):
         #: class is unsure (no class above the threshold) and spends ``detections_per_img`` on
         #: chromosomes, not on one chromosome's runner-up classes. Training is the same in both.
         self.score_mode = score_mode
+        #: inference only: detections scored below it are dropped after NMS and H&R fusion, before the
+        #: mask head (0 = none). ``Predictor`` sets it just under the score threshold that its rule
+        #: applies after mask NMS anyway (object scores), so fewer masks are made for the same result.
+        self.mask_score_thresh = 0.0
 
     # ---- training samples
     def select_training_samples(self, proposals, targets):
@@ -316,6 +320,8 @@ class RotatedRoIHeads(nn.Module):
         if not self.training:
             with no_autocast(class_logits):
                 dets = self.postprocess_boxes(class_logits, rreg, hreg, proposals, image_shapes)
+            if self.mask_score_thresh > 0:
+                dets = [{k: v[r["scores"] >= self.mask_score_thresh] for k, v in r.items()} for r in dets]
             return self.postprocess_masks(features, dets, image_shapes), {}
         losses = {}
         lab = torch.cat(labels)
