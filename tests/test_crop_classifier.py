@@ -93,3 +93,45 @@ def test_attach_export_load_and_predict_use_it(tmp_path):
     assert sum(new["class_scores"]) == pytest.approx(0.8, abs=1e-4) and new["class_scores_roi_head"][2] == 0.8
     pred = Predictor.from_checkpoint(tmp_path / "with.safetensors", InferenceConfig(score="object", score_threshold=0))
     assert pred.model.crop_classifier is not None
+
+
+def _single_cell(path, lengths):
+    """A cell archive like the single-chromosome set's: upright dark bars on white, one per class."""
+    entries = {}
+    for k, (cls, length) in enumerate(lengths):
+        crop = np.full((length + 10, 24), 255, np.uint8)
+        crop[5:5 + length, 7:17] = 60
+        crop[5 + length // 3:5 + length // 3 + 3, 7:17] = 20  # a band
+        entries[f"{cls}/clase{cls}_{k}_{path.stem}"] = crop
+    np.savez(path, **entries)
+
+
+def test_single_chromosome_crops_are_upright_per_cell_and_polarised(tmp_path):
+    from chromoseg.engine.crop_classifier import collect_single_crops
+
+    for c in range(3):
+        _single_cell(tmp_path / f"cell{c}.npz", [(1, 90), (1, 86), (21, 30), (23, 60)])
+    fl = collect_single_crops(tmp_path, cells="all", progress=False)
+    bf = collect_single_crops(tmp_path, cells="all", dark_on_light=True, progress=False)
+    assert fl["crops"].shape == (12, 2) + CROP_SIZE
+    assert sorted(set(fl["labels"].tolist())) == [0, 20, 22]
+    assert fl["image"].tolist() == [0] * 4 + [1] * 4 + [2] * 4  # one metaphase per cell
+    rel = dict(zip(fl["labels"][:4].tolist(), fl["rel"][:4].tolist()))
+    assert rel[0] > 1.2 > rel[22] > rel[20]  # lengths relative to the cell's mean
+    mask = fl["crops"][:, 1] > 0.5
+    assert mask[:, CROP_SIZE[0] // 2, CROP_SIZE[1] // 2].all()  # the chromosome lies along the crop
+    inside_fl, outside_fl = fl["crops"][:, 0][mask].mean(), fl["crops"][:, 0][~mask].mean()
+    inside_bf, outside_bf = bf["crops"][:, 0][mask].mean(), bf["crops"][:, 0][~mask].mean()
+    assert inside_fl > outside_fl and inside_bf < outside_bf  # inverted for a fluorescence model
+
+
+def test_fit_starts_from_init():
+    from chromoseg.engine.crop_classifier import fit_crop_classifier
+
+    init = CropClassifier(width=8).eval()
+    data = {"crops": torch.randn(8, 2, *CROP_SIZE), "rel": torch.ones(8), "labels": torch.arange(8) % 3,
+            "image": torch.zeros(8, dtype=torch.long)}
+    model, _ = fit_crop_classifier(data, data, epochs=1, lr=1e-12, batch=8, progress=False, init=init)
+    assert model.features[0].out_channels == 8
+    a, b = init.state_dict(), model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a if "running" not in k and "num_batches" not in k)

@@ -142,8 +142,10 @@ def register(subparsers) -> None:
                     "ground-truth instances of --data (train; the best epoch on val), and write MODEL with it "
                     "attached to --out (a checkpoint: `chromoseg export` makes the shipped file). predict then "
                     "takes the classes from it. Prints train/val/test accuracy, alone and with the per-cell "
-                    "karyotype-aware assignment.",
-        epilog="example:\n  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --out runs/ermr/with_classifier.pt",
+                    "karyotype-aware assignment. With --pretrain-singles it first learns the 24 classes on the "
+                    "28k single G-banded chromosomes (inverted for a fluorescence model) and starts from that.",
+        epilog="examples:\n  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --out runs/ermr/with_classifier.pt\n"
+               "  chromoseg train-classifier --data datasets/mfish --model mfish --pretrain-singles --out runs/clf/with_classifier.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--data", required=True, metavar="DIR", help="folder with train.json, val.json (and test.json)")
     c.add_argument("--model", required=True, metavar="MODEL", help="the detector: checkpoint, export or shipped name")
@@ -154,6 +156,10 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=nonneg_int, default=0)
     c.add_argument("--reuse", metavar="FILE",
                    help="take the classifier from FILE (a model that has one) instead of training it: attach and measure")
+    c.add_argument("--pretrain-singles", nargs="?", const="default", metavar="DIR",
+                   help="pretrain on the single G-banded chromosomes first (DIR: their folder; default "
+                        "../shared/data/single-chromosomes-gband): their train cells, the best epoch on their val cells")
+    c.add_argument("--pretrain-epochs", type=positive_int, default=8, help="epochs of --pretrain-singles (default 8)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_train_classifier)
 
@@ -281,9 +287,12 @@ def cmd_train_classifier(args) -> int:
     import json
 
     from chromoseg.cli import CliError
+    from chromoseg.engine.checkpoint import load_model
     from chromoseg.engine.crop_classifier import attach, collect_crops, fit_crop_classifier, joint_accuracy, predict_probs
     from chromoseg.weights import resolve_model
 
+    if args.reuse and args.pretrain_singles:
+        raise CliError("--reuse takes a trained classifier; --pretrain-singles trains one: give one of them")
     d = Path(args.data)
     for name in ("train", "val"):
         if not (d / f"{name}.json").is_file():
@@ -295,18 +304,40 @@ def cmd_train_classifier(args) -> int:
     sets = {n: collect_crops(d / f"{n}.json", progress=not args.no_progress)
             for n in ("train", "val", "test") if (d / f"{n}.json").is_file()}
     if args.reuse:
-        from chromoseg.engine.checkpoint import load_model
-
         try:
             clf, hist = load_model(args.reuse).crop_classifier, []
         except (ValueError, FileNotFoundError) as err:
             raise CliError(f"--reuse: {err}") from None
         if clf is None:
             raise CliError(f"--reuse {args.reuse}: that model has no crop classifier")
-    else:
+    pretrain = None
+    if args.pretrain_singles:
+        from chromoseg.engine.crop_classifier import collect_single_crops
+
+        dark_on_light = bool(getattr(load_model(model_path).transform, "invert", False))  # a brightfield model
+        src = None if args.pretrain_singles == "default" else args.pretrain_singles
+        try:
+            singles = {n: collect_single_crops(src, cells=n, dark_on_light=dark_on_light, progress=not args.no_progress)
+                       for n in ("train", "val", "test")}
+        except (ValueError, FileNotFoundError) as err:
+            raise CliError(f"--pretrain-singles: {err}") from None
+        init, phist = fit_crop_classifier(singles["train"], singles["val"], epochs=args.pretrain_epochs, lr=args.lr,
+                                          seed=args.seed, width=args.width, progress=not args.no_progress)
+        pretrain = {"data": str(src or "single-chromosomes-gband"), "epochs": args.pretrain_epochs, "history": phist,
+                    "dark_on_light": dark_on_light, "accuracy": {}}
+        for n, data in singles.items():
+            probs = predict_probs(init, data)
+            pretrain["accuracy"][n] = {"instances": int(data["labels"].numel()),
+                                       "independent": float((probs.argmax(1) == data["labels"]).float().mean()),
+                                       "karyotype_assignment": joint_accuracy(probs, data)}
+            print(f"pretraining, single chromosomes {n}: {data['labels'].numel()} chromosomes, class accuracy "
+                  f"{100 * pretrain['accuracy'][n]['independent']:.1f}%")
+    if not args.reuse:
         clf, hist = fit_crop_classifier(sets["train"], sets["val"], epochs=args.epochs, lr=args.lr, seed=args.seed,
-                                        width=args.width, progress=not args.no_progress)
-    report = {"data": str(d), "model": str(model_path), "epochs": args.epochs, "history": hist, "accuracy": {}}
+                                        width=args.width, progress=not args.no_progress,
+                                        init=init if pretrain else None)
+    report = {"data": str(d), "model": str(model_path), "epochs": args.epochs, "history": hist, "accuracy": {},
+              "pretrain": pretrain}
     for n, data in sets.items():
         probs = predict_probs(clf, data)
         report["accuracy"][n] = {"instances": int(data["labels"].numel()),

@@ -2,9 +2,11 @@
 instances, and attaching it to a detector checkpoint.
 
 ``collect_crops(json)``: every non-crowd instance of a chromoseg COCO set as an upright crop, its
-relative length and class. ``fit_crop_classifier``: AdamW with a cosine schedule, batch 128, random
-180-degree turns and mirror flips, intensity jitter, the relative length jittered by 5 %; the epoch
-with the best validation accuracy is kept. ``attach``: a detector checkpoint plus the classifier,
+relative length and class. ``collect_single_crops(folder)``: the same for the single G-banded
+chromosomes (``../shared/data/single-chromosomes-gband``, one cell per archive), for pretraining.
+``fit_crop_classifier``: AdamW with a one-cycle schedule, batch 128, random 180-degree turns and mirror
+flips, intensity jitter, the relative length jittered by 5 %; the epoch with the best validation
+accuracy is kept; ``init`` starts it from a pretrained classifier. ``attach``: a detector checkpoint plus the classifier,
 saved as a checkpoint (``chromoseg export`` then writes the shipped file).
 """
 from __future__ import annotations
@@ -42,6 +44,58 @@ def collect_crops(dataset_json, max_images: int | None = None, progress: bool = 
     return {"crops": torch.cat(crops), "rel": torch.cat(rel), "labels": torch.cat(labels), "image": torch.cat(image)}
 
 
+def collect_single_crops(src_dir=None, cells="train", dark_on_light: bool = False, max_cells: int | None = None,
+                         progress: bool = True) -> dict:
+    """The single-chromosome set's crops as :func:`collect_crops` gives a metaphase set's: each cell's
+    straightened chromosomes (dark on light, long axis vertical) are laid side by side on one canvas
+    (gaps of half the tallest crop, so a neighbour stays out of a crop's padding), their masks from
+    :func:`chromoseg.data.synth.crop_mask` and rotated boxes from the masks, then cropped by
+    :func:`chromoseg.models.crop_classifier.instance_crops` with the cell as the metaphase (per-cell
+    standardisation and relative lengths). ``dark_on_light=False`` inverts the crops (bright on dark,
+    for a fluorescence model: a G-dark band is DAPI/Q-bright); a brightfield model keeps them.
+    ``cells``: ``"train"`` / ``"val"`` / ``"test"`` (the set's fixed split by cell) or ``"all"``."""
+    from tqdm import tqdm
+
+    from chromoseg.data.single_chromosomes import default_data_dir
+    from chromoseg.data.synth import read_cell, select_cells
+    from chromoseg.models.crop_classifier import instance_crops, relative_lengths
+    from chromoseg.ops import mask_to_rbox
+
+    src = Path(src_dir) if src_dir is not None else default_data_dir()
+    names = select_cells(src, cells)[:max_cells]
+    crops, rel, labels, image = [], [], [], []
+    for i, name in enumerate(tqdm(names, desc=f"single-chromosome cells ({cells})", disable=not progress, leave=False)):
+        chroms = read_cell(src / f"{name}.npz")
+        if not chroms:
+            continue
+        hmax = max(c.image.shape[0] for c in chroms)
+        gap = hmax // 2 + 4
+        H = hmax + 2 * gap
+        W = sum(c.image.shape[1] for c in chroms) + gap * (len(chroms) + 1)
+        canvas = np.full((H, W), 255, np.uint8)
+        masks = np.zeros((len(chroms), H, W), bool)
+        x = gap
+        for k, c in enumerate(chroms):
+            h, w = c.image.shape
+            y = gap + (hmax - h) // 2
+            m = c.get_mask()
+            canvas[y:y + h, x:x + w] = np.where(m, c.image, 255)
+            masks[k, y:y + h, x:x + w] = m
+            x += w + gap
+        img = torch.from_numpy(canvas.astype(np.float32) / 255.0)
+        if not dark_on_light:
+            img = 1.0 - img
+        m = torch.from_numpy(masks)
+        rboxes = torch.stack([mask_to_rbox(mk) for mk in m])
+        crops.append(instance_crops(img, m, rboxes))
+        rel.append(relative_lengths(rboxes))
+        labels.append(torch.tensor([c.category_id - 1 for c in chroms]))
+        image.append(torch.full((len(chroms),), i))
+    if not crops:
+        raise FileNotFoundError(f"{src}: no usable single-chromosome cells in {cells!r}")
+    return {"crops": torch.cat(crops), "rel": torch.cat(rel), "labels": torch.cat(labels), "image": torch.cat(image)}
+
+
 def _augment(x: torch.Tensor, rl: torch.Tensor, g: torch.Generator):
     n = x.shape[0]
     flip_len = torch.rand(n, generator=g) < 0.5
@@ -66,15 +120,22 @@ def predict_probs(model, data: dict, batch: int = 512) -> torch.Tensor:
 
 
 def fit_crop_classifier(train: dict, val: dict, epochs: int = 15, lr: float = 3e-3, batch: int = 128,
-                        seed: int = 0, width: int = 16, progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
-    """Train on ``train`` crops, keep the epoch with the best ``val`` accuracy. Returns (model, history)."""
+                        seed: int = 0, width: int = 16, progress: bool = True,
+                        init: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train on ``train`` crops, keep the epoch with the best ``val`` accuracy. Returns (model, history).
+    ``init``: a classifier (e.g. pretrained on single chromosomes) whose weights are the start; its
+    width is used."""
     from tqdm import tqdm
 
     from chromoseg.models.crop_classifier import CropClassifier
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
+    if init is not None:
+        width = init.features[0].out_channels
     model = CropClassifier(width=width)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
     n = train["crops"].shape[0]
     steps = epochs * math.ceil(n / batch)
