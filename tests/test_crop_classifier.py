@@ -135,3 +135,33 @@ def test_fit_starts_from_init():
     assert model.features[0].out_channels == 8
     a, b = init.state_dict(), model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a if "running" not in k and "num_batches" not in k)
+
+
+def test_an_ensemble_averages_probabilities_and_survives_export(tmp_path):
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.engine.checkpoint import export_model, load_model
+    from chromoseg.engine.crop_classifier import attach, predict_probs
+    from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+    torch.manual_seed(1)
+    a, b = CropClassifier().eval(), CropClassifier().eval()
+    ens = CropClassifierEnsemble([a, b]).eval()
+    x, rl = torch.randn(5, 2, *CROP_SIZE), torch.rand(5) + 0.5
+    mean = (torch.softmax(a(x, rl), 1) + torch.softmax(b(x, rl), 1)) / 2
+    assert torch.allclose(torch.softmax(ens(x, rl), 1), mean, atol=1e-5)
+    data = {"crops": x, "rel": rl, "labels": torch.zeros(5, dtype=torch.long), "image": torch.zeros(5)}
+    assert predict_probs(ens, data).shape == (5, 24)
+    out = attach(make_tiny_checkpoint(tmp_path / "tiny.pt"), ens, tmp_path / "with.pt")
+    export_model(out, tmp_path / "with.safetensors")
+    model = load_model(tmp_path / "with.safetensors")
+    assert isinstance(model.crop_classifier, CropClassifierEnsemble) and len(model.crop_classifier.members) == 2
+    assert model.config["crop_classifier_members"] == 2
+    assert torch.allclose(torch.softmax(model.crop_classifier(x, rl), 1), mean, atol=1e-2)  # fp16 file
+    img, masks = torch.rand(60, 80), torch.zeros(1, 60, 80, dtype=torch.bool)
+    masks[0, 20:26, 10:50] = True
+    p = model.crop_classifier.classify(img, masks, torch.tensor([[30.0, 23, 40, 6, 0]]))
+    assert p.shape == (1, 24) and float(p.sum()) == pytest.approx(1.0, abs=1e-4)
+    # attaching one classifier again drops the ensemble's member count
+    one = load_model(attach(tmp_path / "with.pt", a, tmp_path / "one.pt"))
+    assert isinstance(one.crop_classifier, CropClassifier) and "crop_classifier_members" not in one.config

@@ -145,7 +145,9 @@ def register(subparsers) -> None:
                     "karyotype-aware assignment. With --pretrain-singles it first learns the 24 classes on the "
                     "28k single G-banded chromosomes (inverted for a fluorescence model) and starts from that.",
         epilog="examples:\n  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --out runs/ermr/with_classifier.pt\n"
-               "  chromoseg train-classifier --data datasets/mfish --model mfish --pretrain-singles --out runs/clf/with_classifier.pt",
+               "  chromoseg train-classifier --data datasets/mfish --model mfish --pretrain-singles --out runs/clf/with_classifier.pt\n"
+               "  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --reuse runs/clf/with_classifier.pt "
+               "runs/ermr/with_classifier.pt --out runs/ermr/with_ensemble.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--data", required=True, metavar="DIR", help="folder with train.json, val.json (and test.json)")
     c.add_argument("--model", required=True, metavar="MODEL", help="the detector: checkpoint, export or shipped name")
@@ -154,8 +156,9 @@ def register(subparsers) -> None:
     c.add_argument("--lr", type=positive_float, default=3e-3)
     c.add_argument("--width", type=positive_int, default=16, help="channels of the first block (default 16)")
     c.add_argument("--seed", type=nonneg_int, default=0)
-    c.add_argument("--reuse", metavar="FILE",
-                   help="take the classifier from FILE (a model that has one) instead of training it: attach and measure")
+    c.add_argument("--reuse", metavar="FILE", nargs="+",
+                   help="take the classifier from FILE (a model that has one) instead of training it: attach and "
+                        "measure; several files: their ensemble (class probabilities averaged)")
     c.add_argument("--pretrain-singles", nargs="?", const="default", metavar="DIR",
                    help="pretrain on the single G-banded chromosomes first (DIR: their folder; default "
                         "../shared/data/single-chromosomes-gband): their train cells, the best epoch on their val cells")
@@ -304,12 +307,18 @@ def cmd_train_classifier(args) -> int:
     sets = {n: collect_crops(d / f"{n}.json", progress=not args.no_progress)
             for n in ("train", "val", "test") if (d / f"{n}.json").is_file()}
     if args.reuse:
-        try:
-            clf, hist = load_model(args.reuse).crop_classifier, []
-        except (ValueError, FileNotFoundError) as err:
-            raise CliError(f"--reuse: {err}") from None
-        if clf is None:
-            raise CliError(f"--reuse {args.reuse}: that model has no crop classifier")
+        from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+        members = []
+        for f in args.reuse:
+            try:
+                clf = load_model(f).crop_classifier
+            except (ValueError, FileNotFoundError) as err:
+                raise CliError(f"--reuse: {err}") from None
+            if clf is None:
+                raise CliError(f"--reuse {f}: that model has no crop classifier")
+            members += list(clf.members) if isinstance(clf, CropClassifierEnsemble) else [clf]
+        clf, hist = (members[0] if len(members) == 1 else CropClassifierEnsemble(members)).float().eval(), []
     pretrain = None
     if args.pretrain_singles:
         from chromoseg.engine.crop_classifier import collect_single_crops
@@ -337,7 +346,7 @@ def cmd_train_classifier(args) -> int:
                                         width=args.width, progress=not args.no_progress,
                                         init=init if pretrain else None)
     report = {"data": str(d), "model": str(model_path), "epochs": args.epochs, "history": hist, "accuracy": {},
-              "pretrain": pretrain}
+              "pretrain": pretrain, "reuse": [str(f) for f in args.reuse or []]}
     for n, data in sets.items():
         probs = predict_probs(clf, data)
         report["accuracy"][n] = {"instances": int(data["labels"].numel()),

@@ -6,7 +6,8 @@ relative length and class. ``collect_single_crops(folder)``: the same for the si
 chromosomes (``../shared/data/single-chromosomes-gband``, one cell per archive), for pretraining.
 ``fit_crop_classifier``: AdamW with a one-cycle schedule, batch 128, random 180-degree turns and mirror
 flips, intensity jitter, the relative length jittered by 5 %; the epoch with the best validation
-accuracy is kept; ``init`` starts it from a pretrained classifier. ``attach``: a detector checkpoint plus the classifier,
+accuracy is kept; ``init`` starts it from a pretrained classifier. ``attach``: a detector checkpoint
+plus the classifier (or an ensemble, ``chromoseg.models.crop_classifier.CropClassifierEnsemble``),
 saved as a checkpoint (``chromoseg export`` then writes the shipped file).
 """
 from __future__ import annotations
@@ -132,7 +133,7 @@ def fit_crop_classifier(train: dict, val: dict, epochs: int = 15, lr: float = 3e
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if init is not None:
-        width = init.features[0].out_channels
+        width = init.width
     model = CropClassifier(width=width)
     if init is not None:
         model.load_state_dict(init.state_dict())
@@ -193,7 +194,12 @@ def attach(checkpoint, classifier, out) -> Path:
     state.update({f"crop_classifier.{k}": v for k, v in classifier.state_dict().items()})
     cfg = dict(ck["model_config"])
     cfg["crop_classifier"] = True
-    cfg["crop_classifier_width"] = classifier.features[0].out_channels
+    cfg["crop_classifier_width"] = classifier.width
+    members = len(getattr(classifier, "members", ()))
+    if members > 1:
+        cfg["crop_classifier_members"] = members
+    else:
+        cfg.pop("crop_classifier_members", None)
     ck.update(model=state, model_config=cfg)
     ck.pop("optimizer", None)
     atomic_save(ck, out)

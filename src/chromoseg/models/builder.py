@@ -65,6 +65,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int = 16,
+                crop_classifier_members: int = 1,
                 weights_backbone=None, snake_points: int = 128, snake_iters: int = 3, snake_channels: int = 128,
                 center_head_channels: int = 64, snake_box_jitter: float = 0.05, invert: bool = False):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
@@ -80,7 +81,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     or "object" (one per RoI, scored 1 - P(background); ``RotatedRoIHeads``; the other variants ignore
     it); an inference setting, not saved in the model's config.
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
-    (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``).
+    (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``);
+    ``crop_classifier_members`` > 1: an ensemble of that many.
     ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
     ``1 - x`` first, so the network sees fluorescence-like images (``ChromoTransform``)."""
     from torch import nn
@@ -116,10 +118,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                                  head_channels=center_head_channels, box_jitter=snake_box_jitter, invert=invert,
                                  config=config)
         if crop_classifier:
-            from .crop_classifier import CropClassifier
-
-            model.crop_classifier = CropClassifier(num_classes, width=crop_classifier_width)
-            config.update(crop_classifier=True, crop_classifier_width=crop_classifier_width)
+            _add_crop_classifier(model, config, num_classes, crop_classifier_width, crop_classifier_members)
         model.config = config
         return model
     sw = dict(VARIANTS[v])
@@ -189,8 +188,17 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
         config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
     model = ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)
     if crop_classifier:
-        from .crop_classifier import CropClassifier
-
-        model.crop_classifier = CropClassifier(num_classes, width=crop_classifier_width)
-        config.update(crop_classifier=True, crop_classifier_width=crop_classifier_width)
+        _add_crop_classifier(model, config, num_classes, crop_classifier_width, crop_classifier_members)
     return model
+
+
+def _add_crop_classifier(model, config: dict, num_classes: int, width: int, members: int) -> None:
+    from .crop_classifier import build_crop_classifier
+
+    model.crop_classifier = build_crop_classifier(num_classes, width, members)
+    extra = {"crop_classifier": True, "crop_classifier_width": width}
+    if members > 1:
+        extra["crop_classifier_members"] = members
+    config.update(extra)
+    if isinstance(getattr(model, "config", None), dict):
+        model.config.update(extra)  # ChromoRCNN keeps its own copy of the config

@@ -11,13 +11,17 @@ instance:
 * :func:`relative_lengths`: the box's long side divided by the cell's mean (1 = an average
   chromosome; 46 chromosomes assumed only through the mean);
 * :class:`CropClassifier`: four conv-BN-ReLU blocks with pooling, global average pooling, the
-  relative length (and its square) appended, two linear layers -> 24 class logits.
+  relative length (and its square) appended, two linear layers -> 24 class logits;
+* :class:`CropClassifierEnsemble`: several of them (e.g. trained from different starts), their class
+  probabilities averaged; :func:`build_crop_classifier` makes either from a model's config.
 
 Training (``chromoseg.engine.crop_classifier``) uses ground-truth instances with random 180-degree
 turns and mirror flips (a chromosome's two ends are not told apart by the box). At prediction it
 replaces the RoI head's class probabilities of the final instances (``Predictor``).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -74,6 +78,7 @@ class CropClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 24, width: int = 16):
         super().__init__()
+        self.num_classes, self.width = num_classes, width
         c = [2, width, width * 2, width * 4, width * 4]
         blocks = []
         for a, b in zip(c[:-1], c[1:]):
@@ -94,8 +99,34 @@ class CropClassifier(nn.Module):
     def classify(self, image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, 24]`` of one cell's instances (eval mode)."""
         if rboxes.shape[0] == 0:
-            return rboxes.new_zeros((0, self.head[-1].out_features))
+            return rboxes.new_zeros((0, self.num_classes))
         crops = instance_crops(image, masks, rboxes)
         rl = relative_lengths(rboxes)
         logits = self(crops, rl) + self(crops.flip(-1), rl)  # both ends first: the box does not orient it
         return F.softmax(logits / 2, dim=1)
+
+
+class CropClassifierEnsemble(nn.Module):
+    """The mean class probabilities of ``members`` (:class:`CropClassifier`, same classes):
+    ``forward`` gives the log of the mean, so its softmax is the mean and it stands in for one
+    classifier everywhere (training excepted: train the members one by one)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        if not len(self.members):
+            raise ValueError("an ensemble needs at least one classifier")
+        self.num_classes, self.width = self.members[0].num_classes, self.members[0].width
+
+    def forward(self, crops: torch.Tensor, rel_length: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([F.log_softmax(m(crops, rel_length).float(), 1) for m in self.members])
+        return logp.logsumexp(0) - math.log(len(self.members))
+
+    classify = CropClassifier.classify
+
+
+def build_crop_classifier(num_classes: int = 24, width: int = 16, members: int = 1) -> nn.Module:
+    """One :class:`CropClassifier`, or an ensemble of ``members`` of them (``members > 1``)."""
+    if members > 1:
+        return CropClassifierEnsemble([CropClassifier(num_classes, width) for _ in range(members)])
+    return CropClassifier(num_classes, width)
