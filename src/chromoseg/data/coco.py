@@ -52,11 +52,13 @@ def decode_mask(segmentation, height: int, width: int) -> np.ndarray:
 
 def mask_bbox(mask: np.ndarray) -> list[float]:
     """COCO ``[x, y, w, h]`` of a boolean mask's pixels (pixel squares, continuous coordinates)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    m = np.asarray(mask)
+    rows = np.flatnonzero(m.any(1))  # (cheaper than every pixel's index on a full-image mask)
+    if len(rows) == 0:
         return [0.0, 0.0, 0.0, 0.0]
-    x0, y0 = float(xs.min()), float(ys.min())
-    return [x0, y0, float(xs.max()) + 1.0 - x0, float(ys.max()) + 1.0 - y0]
+    cols = np.flatnonzero(m.any(0))
+    x0, y0 = float(cols[0]), float(rows[0])
+    return [x0, y0, float(cols[-1]) + 1.0 - x0, float(rows[-1]) + 1.0 - y0]
 
 
 def derive_geometry(mask: np.ndarray) -> tuple[list[float], list[list[float]]]:
