@@ -262,3 +262,16 @@ def test_endpoint_heatmap():
     two = endpoint_heatmap(torch.tensor([[[5.5, 5.5], [6.5, 5.5]]]), (12, 12), sigma=3.0)
     assert two.max() == 1.0
     assert abs(two[5, 9].item() - math.exp(-9 / 18)) < 1e-6
+
+
+def test_mask_areas_count_every_foreground_pixel():
+    from chromoseg.ops import mask_areas
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.zeros(4, 40, 50, dtype=torch.bool)
+    m[0, 3:9, 5:30] = True
+    m[1] = torch.rand(40, 50, generator=g) > 0.7  # scattered over the whole image
+    m[2, 39, 49] = True  # the last pixel; m[3] stays empty
+    assert mask_areas(m).tolist() == m.flatten(1).sum(1).tolist()
+    assert mask_areas(m.float()).tolist() == m.flatten(1).sum(1).tolist()
+    assert mask_areas(m[:0]).shape == (0,)

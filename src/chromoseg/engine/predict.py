@@ -51,7 +51,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by decreasing score.
     """
     from chromoseg.data.coco import mask_bbox
-    from chromoseg.ops import mask_endpoints, mask_nms, mask_to_rbox
+    from chromoseg.ops import mask_areas, mask_endpoints, mask_nms, mask_to_rbox
 
     cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
     labels = det["labels"].detach().cpu()
@@ -72,7 +72,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     if order.numel() == 0:
         return []
     masks = det["masks"][order, 0].detach().cpu() > cfg.mask_threshold
-    area = masks.flatten(1).sum(1, dtype=torch.int32)  # (a bool sum in int64 is ten times slower)
+    area = mask_areas(masks)
     ok = area >= cfg.min_area
     order, masks = order[ok], masks[ok]
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():

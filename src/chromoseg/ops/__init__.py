@@ -7,7 +7,7 @@ angle in [-90, 90), w side along ``(cos a, -sin a)``. The paper's eq. (1) is in 
 from .coder import RBoxCoder
 from .endpoints import endpoint_heatmap, mask_endpoints
 from .iou import rbox_iou, rbox_iou_aligned, rbox_match_quality
-from .masks import (crop_masks_rotated, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
+from .masks import (crop_masks_rotated, mask_areas, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
                     paste_masks_rotated)
 from .nms import batched_nms_rotated, nms_rotated
 from .rbox import (hbox_to_rbox, normalize_rboxes, rbox_area, rbox_from_paper, rbox_to_corners,
@@ -22,6 +22,6 @@ __all__ = [
     "nms_rotated", "batched_nms_rotated",
     "rroi_align",
     "mask_to_rbox", "masks_to_rboxes", "crop_masks_rotated", "paste_masks_rotated",
-    "mask_iou", "mask_nms",
+    "mask_iou", "mask_nms", "mask_areas",
     "mask_endpoints", "endpoint_heatmap",
 ]

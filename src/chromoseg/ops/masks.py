@@ -22,6 +22,7 @@ __all__ = [
     "crop_masks_rotated",
     "paste_masks_rotated",
     "mask_iou",
+    "mask_areas",
     "mask_nms",
 ]
 
@@ -203,6 +204,18 @@ def _mask_boxes(f: Tensor) -> tuple[Tensor, Tensor]:
     area = torch.tensor([float(f[i, a:b, c:d].sum()) for i, (a, b, c, d) in enumerate(box.tolist())],
                         dtype=torch.float64)
     return box, area
+
+
+def mask_areas(masks: Tensor) -> Tensor:
+    """Foreground pixels ``[N]`` (int64) of masks ``[N, H, W]`` (nonzero / float >= 0.5 = foreground),
+    counted in each mask's bounding window (a chromosome's mask is small against the image: much
+    cheaper than summing every pixel)."""
+    f = _binary(masks)
+    if f.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=f.device)
+    if f.device.type != "cpu":
+        return torch.count_nonzero(f.reshape(f.shape[0], -1), dim=1)
+    return _mask_boxes(f)[1].round().to(torch.int64)
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
