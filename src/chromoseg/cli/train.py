@@ -319,7 +319,7 @@ def cmd_train_classifier(args) -> int:
                 raise CliError(f"--reuse {f}: that model has no crop classifier")
             members += list(clf.members) if isinstance(clf, CropClassifierEnsemble) else [clf]
         clf, hist = (members[0] if len(members) == 1 else CropClassifierEnsemble(members)).float().eval(), []
-    pretrain = None
+    pretrain, init = None, None
     if args.pretrain_singles:
         from chromoseg.engine.crop_classifier import collect_single_crops
 
@@ -344,7 +344,7 @@ def cmd_train_classifier(args) -> int:
     if not args.reuse:
         clf, hist = fit_crop_classifier(sets["train"], sets["val"], epochs=args.epochs, lr=args.lr, seed=args.seed,
                                         width=args.width, progress=not args.no_progress,
-                                        init=init if pretrain else None)
+                                        init=init)
     report = {"data": str(d), "model": str(model_path), "epochs": args.epochs, "history": hist, "accuracy": {},
               "pretrain": pretrain, "reuse": [str(f) for f in args.reuse or []]}
     for n, data in sets.items():
