@@ -165,3 +165,13 @@ def test_an_ensemble_averages_probabilities_and_survives_export(tmp_path):
     # attaching one classifier again drops the ensemble's member count
     one = load_model(attach(tmp_path / "with.pt", a, tmp_path / "one.pt"))
     assert isinstance(one.crop_classifier, CropClassifier) and "crop_classifier_members" not in one.config
+
+
+def test_train_classifier_refuses_a_missing_singles_folder(tmp_path, capsys):
+    from chromoseg.cli import main
+
+    (tmp_path / "train.json").write_text("{}")
+    (tmp_path / "val.json").write_text("{}")
+    rc = main(["train-classifier", "--data", str(tmp_path), "--model", "mfish", "--pretrain-singles",
+               str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")])
+    assert rc == 2 and "--pretrain-singles" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

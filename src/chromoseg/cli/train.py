@@ -296,6 +296,8 @@ def cmd_train_classifier(args) -> int:
 
     if args.reuse and args.pretrain_singles:
         raise CliError("--reuse takes a trained classifier; --pretrain-singles trains one: give one of them")
+    if args.pretrain_singles and args.pretrain_singles != "default" and not Path(args.pretrain_singles).is_dir():
+        raise CliError(f"--pretrain-singles {args.pretrain_singles}: no such folder")  # before minutes of cropping
     d = Path(args.data)
     for name in ("train", "val"):
         if not (d / f"{name}.json").is_file():
