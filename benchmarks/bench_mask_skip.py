@@ -13,6 +13,7 @@ settings alternating, fastest of ``--reps``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import platform
 import shlex
@@ -53,11 +54,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     pred = Predictor.from_checkpoint(a.model, InferenceConfig(score=None, score_threshold=None, classes=None))
-    skip = pred._skip_masks_below_threshold
+    skip = pred._masks_only_above_threshold
 
     def mode(on: bool):
-        pred._skip_masks_below_threshold = skip if on else (lambda: None)
-        pred.model.roi_heads.mask_score_thresh = 0.0
+        pred._masks_only_above_threshold = skip if on else contextlib.nullcontext
 
     gt = json.loads(Path(a.gt).read_text())
     images = [read_image(resolve_image_path(i["file_name"], Path(a.gt).parent)) for i in gt["images"][: a.images]]

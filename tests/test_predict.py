@@ -1,4 +1,5 @@
 """Prediction: the paper's inference rule and the files predict writes."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_predict_cli_errors(tmp_path, capsys):
 
 def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoint):
     """Object scores: the RoI heads drop detections under the score threshold before the mask head
-    (Predictor._skip_masks_below_threshold); the rule's instances are the same as with every mask made."""
+    (Predictor._masks_only_above_threshold); the rule's instances are the same as with every mask made."""
     from chromoseg.data.io import read_image
 
     image = read_image(EXAMPLE)
@@ -122,12 +123,17 @@ def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoi
     scores = sorted(inst["score"] for inst in pred([image])[0])
     assert len(scores) > 4 and heads.mask_score_thresh == 0.0
     pred.cfg.score_threshold = scores[len(scores) // 2]  # half of them pass
-    made = []
-    hook = heads.mask_head.register_forward_hook(lambda m, i, o: made.append(o.shape[0]))
+    made, thresh = [], []
+
+    def seen(module, inputs, output):  # masks made, and the threshold in force while making them
+        made.append(output.shape[0])
+        thresh.append(heads.mask_score_thresh)
+
+    hook = heads.mask_head.register_forward_hook(seen)
     fast = pred([image])[0]
-    assert heads.mask_score_thresh == pytest.approx(pred.cfg.score_threshold - 2e-3)
-    pred._skip_masks_below_threshold = lambda: None  # every detection's mask, as before
-    heads.mask_score_thresh = 0.0
+    assert thresh[0] == pytest.approx(pred.cfg.score_threshold - 2e-3)
+    assert heads.mask_score_thresh == 0.0  # only during the predictor's own call (diagnose calls the model)
+    pred._masks_only_above_threshold = contextlib.nullcontext  # every detection's mask, as before
     slow = pred([image])[0]
     hook.remove()
     assert made[0] < made[1] and 0 < len(fast) == len(slow)

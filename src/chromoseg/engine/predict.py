@@ -6,6 +6,7 @@ NMS to remove redundant results, then the confidence threshold 0.5. Each step is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -183,23 +184,32 @@ class Predictor:
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
         return pred
 
-    def _skip_masks_below_threshold(self) -> None:
+    @contextlib.contextmanager
+    def _masks_only_above_threshold(self):
         """With object scores the rule's last step drops detections under the score threshold; a
         detection more than 2e-3 under it can neither pass it nor, ranked below every one that does
-        (rank = score + 1e-3 x candidate score), suppress one in mask NMS: the RoI heads drop it before
-        the mask head (``mask_score_thresh``), which gives the same instances for fewer masks."""
+        (rank = score + 1e-3 x candidate score), suppress one in mask NMS: for the duration of this
+        predictor's own model call the RoI heads drop it before the mask head (``mask_score_thresh``),
+        which gives the same instances for fewer masks. Afterwards the heads make every mask again
+        (``chromoseg.engine.diagnose`` calls the model itself and needs those under the threshold)."""
         heads = getattr(self.model, "roi_heads", None)
-        if heads is None or not hasattr(heads, "mask_score_thresh"):
-            return
         thr = self.cfg.score_threshold
-        use = self.cfg.score == "object" and getattr(heads, "score_mode", None) == "object" and thr is not None
-        heads.mask_score_thresh = max(float(thr) - 2e-3, 0.0) if use else 0.0
+        use = (hasattr(heads, "mask_score_thresh") and self.cfg.score == "object"
+               and getattr(heads, "score_mode", None) == "object" and thr is not None)
+        if not use:
+            yield
+            return
+        heads.mask_score_thresh = max(float(thr) - 2e-3, 0.0)
+        try:
+            yield
+        finally:
+            heads.mask_score_thresh = 0.0
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
-        self._skip_masks_below_threshold()
-        outputs = self.model(tensors)
+        with self._masks_only_above_threshold():
+            outputs = self.model(tensors)
         return [self.classes_of(t[0].cpu(), select_instances({k: v for k, v in o.items()}, self.cfg))
                 for t, o in zip(tensors, outputs)]
 

@@ -255,8 +255,8 @@ class RotatedRoIHeads(nn.Module):
         #: chromosomes, not on one chromosome's runner-up classes. Training is the same in both.
         self.score_mode = score_mode
         #: inference only: detections scored below it are dropped after NMS and H&R fusion, before the
-        #: mask head (0 = none). ``Predictor`` sets it just under the score threshold that its rule
-        #: applies after mask NMS anyway (object scores), so fewer masks are made for the same result.
+        #: mask head (0 = none). ``Predictor`` sets it, for its own call only, just under the score
+        #: threshold that its rule applies after mask NMS anyway (object scores): fewer masks, same result.
         self.mask_score_thresh = 0.0
 
     # ---- training samples
