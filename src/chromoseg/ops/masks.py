@@ -233,8 +233,8 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     if n == 0 or m == 0:
         return torch.zeros((n, m), dtype=torch.float32, device=fa.device)
     if fa.device.type != "cpu":
-        area_a = torch.count_nonzero(fa.reshape(n, -1), dim=1).to(torch.float64)
-        area_b = torch.count_nonzero(fb.reshape(m, -1), dim=1).to(torch.float64)
+        area_a = mask_areas(fa).to(torch.float64)
+        area_b = mask_areas(fb).to(torch.float64)
         # exact integer counts up to 2**24 pixels in float32; use float64 beyond
         dt = torch.float32 if fa[0].numel() < 2 ** 24 else torch.float64
         inter = (fa.reshape(n, -1).to(dt) @ fb.reshape(m, -1).to(dt).T).to(torch.float64)
