@@ -75,7 +75,7 @@ def test_fixed_batch_losses_unchanged_by_the_fast_matching(monkeypatch):
         return {k: float(v.detach()) for k, v in model(ims, ts).items()}
 
     fast = losses()
-    monkeypatch.setattr(ops, "rbox_match_quality", lambda gt, b, lo, lq=True: rbox_iou(gt, b))
+    monkeypatch.setattr(ops, "rbox_match_quality", lambda gt, b, lo, lq=True, candidates=None: rbox_iou(gt, b))
     import chromoseg.ops.nms as nms_mod
 
     plain = nms_mod.nms_rotated
@@ -99,8 +99,33 @@ def test_anchors_are_cached_per_size():
     ag = model.rpn.anchor_generator
     a1 = ag(images, list(feats.values()))[0]
     a2 = ag(images, list(feats.values()))[0]
-    assert a1 is a2 and torch.equal(a1, ag._grid_anchors(*images.tensors.shape[-2:], list(feats.values())))
+    assert a1 is a2 and torch.equal(a1, ag._grid_anchors(*images.tensors.shape[-2:], list(feats.values()))[0])
 
+
+
+@pytest.mark.parametrize("size", [(96, 128), (100, 150)])
+def test_anchor_grid_candidates_hold_every_overlapping_pair(size):
+    """The anchor grid's candidate pairs contain every (box, anchor) pair whose interiors intersect
+    (non-integer strides too), and matching through them gives the labels of the full matrix."""
+    from chromoseg.models.rpn import RotatedAnchorGenerator
+    from chromoseg.ops.iou import rbox_overlap_candidates
+    from torchvision.models.detection.image_list import ImageList
+
+    h, w = size
+    ag = RotatedAnchorGenerator(sizes=(8.0, 16.0, 32.0))
+    images = ImageList(torch.zeros(1, 1, h, w), [(h, w)])
+    feats = [torch.zeros(1, 1, math.ceil(h / s), math.ceil(w / s)) for s in (4, 8, 16)]
+    anchors = ag(images, feats)[0]
+    g = torch.Generator().manual_seed(h)
+    gt = torch.cat([_random_boxes(12, g, span=float(min(h, w)), long=(6, 50), short=(2, 12)),
+                    torch.tensor([[-5.0, 3.0, 20.0, 4.0, 10.0], [w + 2.0, h - 1.0, 30.0, 6.0, -45.0]])])
+    i, j = ag.overlap_candidates(gt, images, feats)
+    cand = set(zip(i.tolist(), j.tolist()))
+    ri, rj = rbox_overlap_candidates(gt, anchors)
+    assert ri.numel() > 100 and set(zip(ri.tolist(), rj.tolist())) <= cand
+    assert len(cand) < 0.2 * gt.shape[0] * anchors.shape[0]  # far from every pair
+    m = Matcher(0.7, 0.3, allow_low_quality_matches=True)
+    assert torch.equal(m(rbox_match_quality(gt, anchors, 0.3, candidates=(i, j))), m(rbox_iou(gt, anchors)))
 
 def test_flip_in_memory_equals_resampling():
     from chromoseg.data.transforms import affine

@@ -51,19 +51,62 @@ class RotatedAnchorGenerator(nn.Module):
     def forward(self, image_list, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """One ``[A, 5]`` anchor tensor per image (the same tensor; computed once per input and
         feature-map size and then cached)."""
+        anchors, _ = self._cached(image_list, feature_maps)
+        return [anchors for _ in range(len(image_list.image_sizes))]
+
+    def overlap_candidates(self, boxes: torch.Tensor, image_list, feature_maps: list[torch.Tensor]):
+        """Index pairs ``(i, j)`` of ``boxes[i]`` (rotated, ``[G, 5]``) and anchor ``j`` (of this input's
+        anchors) whose circumscribed circles overlap: a superset of the pairs whose interiors intersect,
+        for ``rbox_match_quality(candidates=...)``. Read off the anchor grid (for each box, the grid cells
+        within reach on each level), so no box is tested against the anchors far from it."""
+        _, layout = self._cached(image_list, feature_maps)
+        dev = boxes.device
+        b = boxes.detach().to(torch.float64)
+        cx, cy, rb = b[:, 0], b[:, 1], 0.5 * torch.hypot(b[:, 2], b[:, 3])
+        ii, jj = [], []
+        for offset, fh, fw, sy, sx, radii in layout:
+            radii = radii.to(dev)
+            reach = (rb + radii.max()) * (1 + 1e-6) + 1e-3  # slack for the anchors' float32 centres
+            x0 = torch.ceil((cx - reach) / sx - 0.5).clamp(0, fw).long()
+            x1 = torch.floor((cx + reach) / sx - 0.5).clamp(-1, fw - 1).long()
+            y0 = torch.ceil((cy - reach) / sy - 0.5).clamp(0, fh).long()
+            y1 = torch.floor((cy + reach) / sy - 0.5).clamp(-1, fh - 1).long()
+            nx, ny = (x1 - x0 + 1).clamp(min=0), (y1 - y0 + 1).clamp(min=0)
+            cells = nx * ny
+            g = torch.repeat_interleave(torch.arange(b.shape[0], device=dev), cells)
+            if g.numel() == 0:
+                continue
+            local = torch.arange(g.numel(), device=dev) - (torch.cumsum(cells, 0) - cells)[g]
+            iy, ix = y0[g] + local // nx[g], x0[g] + local % nx[g]
+            d2 = ((ix + 0.5) * sx - cx[g]) ** 2 + ((iy + 0.5) * sy - cy[g]) ** 2
+            reach_k = (rb[g, None] + radii[None]) * (1 + 1e-6) + 1e-3  # [P, shapes]
+            hit = d2[:, None] < reach_k * reach_k
+            k = torch.arange(radii.numel(), device=dev)
+            j = offset + (iy * fw + ix)[:, None] * radii.numel() + k[None]
+            ii.append(g[:, None].expand_as(hit)[hit])
+            jj.append(j[hit])
+        if not ii:
+            e = torch.zeros(0, dtype=torch.int64, device=dev)
+            return e, e
+        return torch.cat(ii), torch.cat(jj)
+
+    def _cached(self, image_list, feature_maps):
+        """(anchors ``[A, 5]``, grid layout) for this padded input and feature-map size, cached. Layout:
+        per level ``(first anchor index, fh, fw, stride y, stride x, circumradii of its shapes)``; anchor
+        ``first + (y * fw + x) * shapes + k`` is shape ``k`` at cell ``(y, x)``."""
         ph, pw = image_list.tensors.shape[-2:]
         device = feature_maps[0].device
         key = (int(ph), int(pw), tuple(tuple(f.shape[-2:]) for f in feature_maps), str(device))
-        anchors = self._cache.get(key)
-        if anchors is None:
+        hit = self._cache.get(key)
+        if hit is None:
             if len(self._cache) > 16:
                 self._cache.clear()
-            anchors = self._cache[key] = self._grid_anchors(ph, pw, feature_maps)
-        return [anchors for _ in range(len(image_list.image_sizes))]
+            hit = self._cache[key] = self._grid_anchors(ph, pw, feature_maps)
+        return hit
 
-    def _grid_anchors(self, ph: int, pw: int, feature_maps: list[torch.Tensor]) -> torch.Tensor:
+    def _grid_anchors(self, ph: int, pw: int, feature_maps: list[torch.Tensor]):
         dtype, device = torch.float32, feature_maps[0].device
-        per_level = []
+        per_level, layout, offset = [], [], 0
         for lvl, f in enumerate(feature_maps):
             fh, fw = f.shape[-2:]
             sy, sx = ph / fh, pw / fw
@@ -76,7 +119,10 @@ class RotatedAnchorGenerator(nn.Module):
             a[:, :, 0] += centers[:, None, 0]
             a[:, :, 1] += centers[:, None, 1]
             per_level.append(a.reshape(-1, 5))
-        return torch.cat(per_level)
+            radii = 0.5 * torch.hypot(base[:, 2].double(), base[:, 3].double())
+            layout.append((offset, int(fh), int(fw), float(sy), float(sx), radii))
+            offset += a.shape[0] * a.shape[1]
+        return torch.cat(per_level), layout
 
 
 class RotatedRPNHead(nn.Module):
@@ -126,10 +172,12 @@ class RotatedRPN(nn.Module):
     def post_nms_top_n(self):
         return self._post["training" if self.training else "testing"]
 
-    def assign_targets_to_anchors(self, anchors, targets):
+    def assign_targets_to_anchors(self, anchors, targets, candidates=None):
         """Anchor labels (1 fg, 0 bg, -1 ignored) and matched ground-truth boxes. The IoU matrix is
         ``rbox_match_quality`` (exact wherever the Matcher's decision depends on it, pruned by a
-        cheap upper bound elsewhere), so the labels are those of the full exact matrix."""
+        cheap upper bound elsewhere), so the labels are those of the full exact matrix.
+        ``candidates``: optional ``gt -> (i, j)``, a superset of the overlapping (ground truth, anchor)
+        pairs (the anchor grid's ``overlap_candidates``); without it they are searched for."""
         from chromoseg.ops import rbox_match_quality
 
         labels, matched_gt = [], []
@@ -139,7 +187,9 @@ class RotatedRPN(nn.Module):
                 labels.append(a.new_zeros(a.shape[0]))
                 matched_gt.append(a.new_zeros(a.shape))
                 continue
-            m = self.proposal_matcher(rbox_match_quality(gt, a, self.proposal_matcher.low_threshold))
+            pairs = candidates(gt) if candidates is not None else None
+            m = self.proposal_matcher(rbox_match_quality(gt, a, self.proposal_matcher.low_threshold,
+                                                         candidates=pairs))
             matched_gt.append(gt[m.clamp(min=0)])
             lab = (m >= 0).to(a.dtype)
             lab[m == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
@@ -186,14 +236,19 @@ class RotatedRPN(nn.Module):
         all_anchors = torch.cat(anchors)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             return self._proposals_and_losses(images, anchors, all_anchors, objectness.float(), pred.float(),
-                                              num_per_level, n, targets)
+                                              num_per_level, n, targets, feats)
 
-    def _proposals_and_losses(self, images, anchors, all_anchors, objectness, pred, num_per_level, n, targets):
+    def _proposals_and_losses(self, images, anchors, all_anchors, objectness, pred, num_per_level, n, targets,
+                              feats=None):
         proposals = self.box_coder.decode(pred.detach(), all_anchors).view(n, -1, 5)
         boxes, scores = self.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
         losses = {}
         if self.training:
-            labels, matched_gt = self.assign_targets_to_anchors(anchors, targets)
+            grid = None
+            if feats is not None:
+                def grid(gt):
+                    return self.anchor_generator.overlap_candidates(gt, images, feats)
+            labels, matched_gt = self.assign_targets_to_anchors(anchors, targets, candidates=grid)
             pos, neg = self.fg_bg_sampler(labels)
             pos = torch.where(torch.cat(pos))[0]
             neg = torch.where(torch.cat(neg))[0]

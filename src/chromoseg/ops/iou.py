@@ -326,7 +326,8 @@ def rbox_iou_aligned(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         return _pair_iou(a, b, k, k).to(a0.dtype)
 
 
-def rbox_match_quality(gt: Tensor, boxes: Tensor, min_iou: float, low_quality: bool = True) -> Tensor:
+def rbox_match_quality(gt: Tensor, boxes: Tensor, min_iou: float, low_quality: bool = True,
+                       candidates: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """IoU matrix ``[G, N]`` for anchor / proposal matching, exact wherever it can change a
     ``Matcher`` decision with low threshold ``min_iou``.
 
@@ -336,6 +337,10 @@ def rbox_match_quality(gt: Tensor, boxes: Tensor, min_iou: float, low_quality: b
     full matrix. Every entry ``> min_iou`` is exact. The pruning uses the cheap upper bound of
     ``_pair_iou``; the result equals ``rbox_iou`` after ``Matcher`` in labels and matched indices of
     the positives. Float32 (float64 for float64 input).
+
+    ``candidates``: index pairs ``(i, j)`` (into ``gt`` and ``boxes``) that contain every pair whose
+    interiors intersect, e.g. from a regular anchor grid (``RotatedAnchorGenerator.overlap_candidates``);
+    by default they are found by the circumscribed-circle test over x-sorted blocks.
     """
     g0, b0 = _as_boxes(gt), _as_boxes(boxes)
     dt = _compute_dtype(g0)
@@ -345,7 +350,10 @@ def rbox_match_quality(gt: Tensor, boxes: Tensor, min_iou: float, low_quality: b
         return out
     with serial_cpu(g.device):
         tables = (_box_table(g), _box_table(b))
-        pairs = list(_circle_pair_batches(g, b))
+        if candidates is None:
+            pairs = list(_circle_pair_batches(g, b))
+        else:
+            pairs = [(candidates[0].to(g.device), candidates[1].to(g.device))]
         for i, j in pairs:
             out[i, j] = _pair_iou(g, b, i, j, min_iou=float(min_iou), tables=tables)
         weak = out.amax(dim=1) <= min_iou
