@@ -101,3 +101,21 @@ def test_heatmap_peaks_at_endpoints():
     heat = endpoint_heatmap(t["endpoints"], size=(60, 80), sigma=2.0)
     assert heat.shape == (60, 80) and float(heat.max()) <= 1.0
     assert heat[13, 8] > 0.8 and heat[40, 20] < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool])
+def test_mask_boxes_and_areas_equal_the_plain_counts(dtype):
+    """The fast uint8 reductions give the plain nonzero counts and tight boxes (empty masks too)."""
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(7, 33, 50, generator=g) < 0.05)
+    masks[2] = False  # empty
+    masks[3] = True  # full
+    masks[4] = False
+    masks[4, 5:9, 40:44] = True
+    m = masks.to(dtype)
+    assert torch.equal(T._mask_areas(m), masks.flatten(1).sum(1).float())
+    ref = []
+    for k in masks:
+        ys, xs = torch.nonzero(k, as_tuple=True)
+        ref.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if ys.numel() else [0, 0, 0, 0])
+    assert torch.equal(T.masks_to_boxes(m), torch.tensor(ref, dtype=torch.float32))
