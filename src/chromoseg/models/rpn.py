@@ -197,23 +197,27 @@ class RotatedRPN(nn.Module):
             labels.append(lab)
         return labels, matched_gt
 
-    def filter_proposals(self, proposals, objectness, image_sizes, num_per_level):
+    def filter_proposals(self, deltas, anchors, objectness, image_sizes, num_per_level):
+        """Proposals per image: the top ``pre_nms_top_n`` anchors of each level by objectness, decoded
+        (only those: decoding is per anchor), size / score / centre filters, then rotated NMS per level.
+        ``deltas`` ``[N, A, 5]``, ``anchors`` one ``[A, 5]`` per image, ``objectness`` ``[N * A, 1]``."""
         from chromoseg.ops import batched_nms_rotated
 
-        n = proposals.shape[0]
+        n = deltas.shape[0]
         objectness = objectness.detach().reshape(n, -1)
         final_boxes, final_scores = [], []
         for i in range(n):
-            boxes_l, scores_l, lvl_l = [], [], []
+            top_l, lvl_l = [], []
             off = 0
             for lvl, k in enumerate(num_per_level):
                 ob = objectness[i, off:off + k]
                 top = ob.topk(min(self.pre_nms_top_n(), k)).indices + off
-                boxes_l.append(proposals[i, top])
-                scores_l.append(objectness[i, top])
+                top_l.append(top)
                 lvl_l.append(torch.full((top.numel(),), lvl, dtype=torch.int64, device=ob.device))
                 off += k
-            boxes, scores, lvls = torch.cat(boxes_l), torch.cat(scores_l).sigmoid(), torch.cat(lvl_l)
+            top, lvls = torch.cat(top_l), torch.cat(lvl_l)
+            boxes = self.box_coder.decode(deltas[i, top], anchors[i][top])
+            scores = objectness[i, top].sigmoid()
             h, w = image_sizes[i]
             keep = torch.where((boxes[:, 2] >= self.min_size) & (boxes[:, 3] >= self.min_size)
                                & (scores >= self.score_thresh)
@@ -240,8 +244,8 @@ class RotatedRPN(nn.Module):
 
     def _proposals_and_losses(self, images, anchors, all_anchors, objectness, pred, num_per_level, n, targets,
                               feats=None):
-        proposals = self.box_coder.decode(pred.detach(), all_anchors).view(n, -1, 5)
-        boxes, scores = self.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
+        boxes, scores = self.filter_proposals(pred.detach().view(n, -1, 5), anchors, objectness, images.image_sizes,
+                                              num_per_level)
         losses = {}
         if self.training:
             grid = None
