@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_markdown, commit, shown  # noqa: E402
 
 
-def run_once(tree: Path, variant: str, size: str, a, work: Path) -> float | None:
+def run_once(tree: Path, variant: str, size: str, a, work: Path, extra: tuple[str, ...] = ()) -> float | None:
     out = work / f"{tree.name}-{variant}-{size}-{time.time_ns()}"
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(a.threads))
     cmd = [sys.executable, "-m", "chromoseg.cli", "train", "--train", str(a.data), "--variant", variant,
            "--backbone", a.backbone, "--image-size", size, "--epochs", str(a.epochs), "--max-images", str(a.images),
            "--batch-size", "2", "--workers", "0", "--device", "cpu", "--warmup-iters", "1", "--out", str(out),
-           "--no-progress"] + (["--compact"] if a.compact else [])
+           "--no-progress"] + (["--compact"] if a.compact else []) + list(extra)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         print(f"{tree.name} {variant} {size}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
@@ -58,24 +58,34 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=REPO / "datasets" / "mfish" / "train.json")
     ap.add_argument("--out", type=Path, default=None, help="Markdown file to append the table to")
+    ap.add_argument("--also", default=None, metavar="ARGS",
+                    help="also run this tree with these extra train options (one string, e.g. "
+                         "'--trainable-layers 3'): an extra column")
     a = ap.parse_args(argv)
-    trees = [REPO] + ([a.base.resolve()] if a.base else [])
+    # configurations: (tree, extra train options); all alternate within each repeat
+    trees = [(REPO, ())] + ([(a.base.resolve(), ())] if a.base else [])
+    if a.also:
+        trees.append((REPO, tuple(a.also.split())))
     best: dict[tuple, float] = {}
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeats):
             for size in a.sizes:
                 for v in a.variants:
-                    for tree in trees:  # alternating: both trees see the same load
-                        ips = run_once(tree, v, size, a, Path(tmp))
-                        print(f"repeat {rep + 1}: {tree.name} {v} {size}: {ips}", flush=True)
+                    for tree in trees:  # alternating: all configurations see the same load
+                        ips = run_once(tree[0], v, size, a, Path(tmp), tree[1])
+                        print(f"repeat {rep + 1}: {tree[0].name} {' '.join(tree[1])} {v} {size}: {ips}", flush=True)
                         if ips is not None:
                             key = (tree, v, size)
                             best[key] = max(best.get(key, 0.0), ips)
-    names = {REPO: f"this tree ({commit(REPO)})"}
+    names = {trees[0]: f"this tree ({commit(REPO)})"}
     if a.base:
-        names[trees[1]] = f"base ({commit(trees[1])})"
-    head = ["variant", "size"] + [f"{names[t]} images/s" for t in trees] + (["speed-up"] if a.base else [])
+        names[trees[1]] = f"base ({commit(trees[1][0])})"
+    if a.also:
+        names[trees[-1]] = f"this tree `{a.also}`"
+    extra_cols = [t for t in trees[2:]] if a.base else []
+    head = (["variant", "size"] + [f"{names[t]} images/s" for t in trees] + (["speed-up"] if a.base else [])
+            + [f"{names[t]} speed-up" for t in extra_cols])
     lines = [f"## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: `chromoseg train` throughput", "",
              "```", f"OMP_NUM_THREADS={a.threads} .venv/bin/python benchmarks/bench_train.py "
              + " ".join(argv if argv is not None else sys.argv[1:]), "```", "",
@@ -89,10 +99,11 @@ def main(argv=None) -> int:
             vals = [best.get((t, v, size)) for t in trees]
             row = [v, size] + [f"{x:.3f}" if x else "failed" for x in vals]
             if a.base:
-                row.append(f"{vals[0] / vals[1]:.2f}x" if vals[0] and vals[1] else "-")
+                for x in [vals[0]] + vals[2:]:
+                    row.append(f"{x / vals[1]:.2f}x" if x and vals[1] else "-")
             lines.append("| " + " | ".join(row) + " |")
     for size in a.sizes:
-        m, e = best.get((REPO, "mr", size)), best.get((REPO, "ermr", size))
+        m, e = best.get((trees[0], "mr", size)), best.get((trees[0], "ermr", size))
         if m and e:
             lines.append(f"\nThis tree, {size}: ermr's step time is {m / e:.2f}x mr's.")
     text = "\n".join(lines) + "\n"
