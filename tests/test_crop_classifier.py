@@ -175,3 +175,32 @@ def test_train_classifier_refuses_a_missing_singles_folder(tmp_path, capsys):
     rc = main(["train-classifier", "--data", str(tmp_path), "--model", "mfish", "--pretrain-singles",
                str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")])
     assert rc == 2 and "--pretrain-singles" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_mask_windows_in_one_call_equal_one_call_per_instance(monkeypatch):
+    """The masks' windows sampled together (padded, per-RoI bounds, several calls when large) give
+    exactly what one rroi_align call per window gives, boxes over the image border included."""
+    import chromoseg.models.crop_classifier as cc
+    from chromoseg.ops import rbox_to_hbox, rroi_align
+
+    g = torch.Generator().manual_seed(1)
+    H, W = 60, 80
+    image = torch.rand(H, W, generator=g)
+    rboxes = torch.tensor([[20.0, 30.0, 30.0, 8.0, 30.0], [2.0, 3.0, 20.0, 6.0, -10.0], [78.0, 58.0, 25.0, 9.0, 80.0],
+                           [50.0, 10.0, 12.0, 5.0, 0.0], [40.0, 40.0, 40.0, 10.0, -45.0]])
+    masks = torch.rand(5, H, W, generator=g) > 0.5
+    monkeypatch.setattr(cc, "_WINDOW_BATCH", 3000)  # several batches
+    got = instance_crops(image, masks, rboxes)
+    r = rboxes.clone()
+    r[:, 2] *= cc.PAD[0]
+    r[:, 3] = torch.maximum(r[:, 3] * cc.PAD[1], r[:, 2] / CROP_SIZE[1] * CROP_SIZE[0] * 0.5)
+    hb = rbox_to_hbox(r)
+    for k in range(5):
+        x0, y0 = int(hb[k, 0].floor().clamp(0, W - 1)), int(hb[k, 1].floor().clamp(0, H - 1))
+        x1, y1 = int(hb[k, 2].ceil().clamp(x0 + 1, W)), int(hb[k, 3].ceil().clamp(y0 + 1, H))
+        rk = r[k:k + 1].clone()
+        rk[:, 0] -= x0
+        rk[:, 1] -= y0
+        one = rroi_align(masks[k, y0:y1, x0:x1].float()[None, None], torch.cat([torch.zeros(1, 1), rk], 1),
+                         CROP_SIZE, sampling_ratio=2)
+        assert torch.equal(got[k, 1], one[0, 0]), k

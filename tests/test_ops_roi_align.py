@@ -141,3 +141,27 @@ def test_chunking_empty_and_inputs_unchanged(monkeypatch):
     bad[0, 0] = 2
     with pytest.raises(ValueError, match="batch indices"):
         rroi_align(x, bad, 5)
+
+
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+def test_bounds_sample_padded_images_as_each_on_its_own(sampling_ratio):
+    """Images of different sizes zero-padded into one batch, each RoI with its image's bounds, give
+    exactly the per-image results, RoIs over the borders included; bad bounds are refused."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [(7, 19), (23, 11), (16, 16)]
+    imgs = [torch.rand(2, h, w, generator=g) for h, w in sizes]
+    rois = torch.tensor([[0, 3.0, 2.0, 12.0, 5.0, 20.0], [0, 18.5, 6.5, 9.0, 4.0, -70.0],
+                         [1, 1.0, 20.0, 15.0, 6.0, 45.0], [1, 10.0, 22.9, 8.0, 8.0, 0.0],
+                         [2, 8.0, 8.0, 30.0, 3.0, 10.0], [2, 15.9, 0.2, 6.0, 6.0, -30.0]])
+    batch = torch.zeros(3, 2, 23, 19)
+    for b, im in enumerate(imgs):
+        batch[b, :, :im.shape[1], :im.shape[2]] = im
+    bounds = torch.tensor([sizes[int(b)] for b in rois[:, 0]])
+    got = rroi_align(batch, rois, (5, 7), sampling_ratio=sampling_ratio, bounds=bounds)
+    for k, roi in enumerate(rois):
+        b = int(roi[0])
+        one = rroi_align(imgs[b][None], torch.cat([torch.zeros(1), roi[1:]])[None], (5, 7),
+                         sampling_ratio=sampling_ratio)
+        assert torch.equal(got[k:k + 1], one), k
+    with pytest.raises(ValueError, match="bounds"):
+        rroi_align(batch, rois, (5, 7), bounds=bounds + 30)

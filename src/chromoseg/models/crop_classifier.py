@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 CROP_SIZE = (24, 64)  # rows (across the chromosome), columns (along it)
 PAD = (1.15, 1.4)  # box widened along (w) and across (h)
+_WINDOW_BATCH = 1 << 21  # mask-window pixels per rroi_align call (windows padded to the largest)
 
 
 def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor,
@@ -41,28 +42,48 @@ def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tenso
     if n == 0:
         return image.new_zeros((0, 2) + tuple(size))
     img = image.float()
-    fg = img[masks.bool().any(0)] if masks.numel() else img.flatten()
+    mk = masks.view(torch.uint8) if masks.dtype == torch.bool else masks  # bool reductions are slow on CPU
+    fg = img[mk.any(0).bool()] if masks.numel() else img.flatten()
     mu, sd = (fg.mean(), fg.std()) if fg.numel() > 10 else (img.mean(), img.std())
     img = (img - mu) / sd.clamp(min=1e-3)
     r = rboxes.float().clone()
     r[:, 2] *= pad[0]
     r[:, 3] = torch.maximum(r[:, 3] * pad[1], r[:, 2] / size[1] * size[0] * 0.5)  # not thinner than the grid allows
     a = rroi_align(img[None, None], torch.cat([torch.zeros(n, 1), r], 1), size, sampling_ratio=2)
-    # each mask only in its box's window (a full-image stack of N masks would be sampled N times)
+    # each mask only in its box's window (a full-image stack of N masks would be sampled N times); the
+    # windows, zero-padded to a common size, go through one call, each with its own bounds
     from chromoseg.ops import rbox_to_hbox
 
     H, W = masks.shape[-2:]
     hb = rbox_to_hbox(r)
-    m = []
-    for k in range(n):
-        x0, y0 = int(hb[k, 0].floor().clamp(0, W - 1)), int(hb[k, 1].floor().clamp(0, H - 1))
-        x1, y1 = int(hb[k, 2].ceil().clamp(x0 + 1, W)), int(hb[k, 3].ceil().clamp(y0 + 1, H))
-        win = masks[k, y0:y1, x0:x1].float()[None, None]
-        rk = r[k:k + 1].clone()
-        rk[:, 0] -= x0
-        rk[:, 1] -= y0
-        m.append(rroi_align(win, torch.cat([torch.zeros(1, 1), rk], 1), size, sampling_ratio=2))
-    return torch.cat([a, torch.cat(m)], 1)
+    x0 = hb[:, 0].floor().clamp(0, W - 1).long()
+    y0 = hb[:, 1].floor().clamp(0, H - 1).long()
+    x1 = torch.maximum(hb[:, 2].ceil().clamp(max=W).long(), x0 + 1)
+    y1 = torch.maximum(hb[:, 3].ceil().clamp(max=H).long(), y0 + 1)
+    hw = torch.stack((y1 - y0, x1 - x0), 1)
+    rk = r.clone()
+    rk[:, 0] -= x0
+    rk[:, 1] -= y0
+    out = a.new_zeros((n, 1) + tuple(size))
+    order = (hw[:, 0] * hw[:, 1]).argsort().tolist()  # similar sizes together: little padding
+    sizes, box = hw.tolist(), torch.stack((x0, y0, x1, y1), 1).tolist()
+    batches, cur, bh, bw = [], [], 0, 0
+    for k in order:
+        h, w = max(bh, sizes[k][0]), max(bw, sizes[k][1])
+        if cur and (len(cur) + 1) * h * w > _WINDOW_BATCH:
+            batches.append((cur, bh, bw))
+            cur, h, w = [], sizes[k][0], sizes[k][1]
+        cur.append(k)
+        bh, bw = h, w
+    batches.append((cur, bh, bw))
+    for idx, bh, bw in batches:
+        win = masks.new_zeros((len(idx), 1, bh, bw), dtype=torch.float32)
+        for b, k in enumerate(idx):
+            xa, ya, xb, yb = box[k]
+            win[b, 0, :yb - ya, :xb - xa] = masks[k, ya:yb, xa:xb]
+        rois = torch.cat([torch.arange(len(idx), dtype=r.dtype)[:, None], rk[idx]], 1)
+        out[idx] = rroi_align(win, rois, size, sampling_ratio=2, bounds=hw[idx])
+    return torch.cat([a, out], 1)
 
 
 def relative_lengths(rboxes: torch.Tensor) -> torch.Tensor:

@@ -47,10 +47,12 @@ def _pair(s) -> tuple[int, int]:
 
 
 def _sampling_weights(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int, gh: int, gw: int,
-                      scale: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+                      scale: float, dtype: torch.dtype, bounds: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Flat indices into ``[B*H*W]`` and weights, both ``[K*oh*ow, 4*gh*gw]``: output bin r equals
-    ``sum(weights[r] * map_flat[indices[r]])`` (bilinear samples averaged, torchvision's rules)."""
+    ``sum(weights[r] * map_flat[indices[r]])`` (bilinear samples averaged, torchvision's rules).
+    ``bounds`` ``[K, 2]`` (int): each RoI's map is only its image's top-left ``h x w`` (see ``rroi_align``)."""
     B, H, W = shape
+    Hb, Wb = H, W  # the bounds the sampling rules see (the flat indices keep the map's row stride W)
     dev = rois.device
     k = rois.shape[0]
     f = dtype  # geometry in the feature dtype (float32 or float64), like torchvision
@@ -69,18 +71,20 @@ def _sampling_weights(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: in
     su = su[:, None, :, None, :]  # [K, 1, ow, 1, gw]
     sv = sv[:, :, None, :, None]  # [K, oh, 1, gh, 1]
     e = (slice(None),) + (None,) * 4
+    if bounds is not None:
+        Hb, Wb = bounds[:, 0].to(dev)[e], bounds[:, 1].to(dev)[e]
     # feature-map index coordinates: continuous position p sits at index p - 0.5
     x = cx[e] + su * c[e] + sv * s[e] - 0.5  # [K, oh, ow, gh, gw]
     y = cy[e] - su * s[e] + sv * c[e] - 0.5
-    valid = (y >= -1.0) & (y <= H) & (x >= -1.0) & (x <= W)
+    valid = (y >= -1.0) & (y <= Hb) & (x >= -1.0) & (x <= Wb)
     y = y.clamp(min=0)
     x = x.clamp(min=0)
     y0 = y.floor().long()
     x0 = x.floor().long()
-    ytop = y0 >= H - 1
-    xtop = x0 >= W - 1
-    y0 = torch.where(ytop, torch.full_like(y0, H - 1), y0)
-    x0 = torch.where(xtop, torch.full_like(x0, W - 1), x0)
+    ytop = y0 >= Hb - 1
+    xtop = x0 >= Wb - 1
+    y0 = torch.where(ytop, Hb - 1, y0)
+    x0 = torch.where(xtop, Wb - 1, x0)
     y1 = torch.where(ytop, y0, y0 + 1)
     x1 = torch.where(xtop, x0, x0 + 1)
     ly = torch.where(ytop, torch.zeros_like(y), y - y0)
@@ -96,9 +100,9 @@ def _sampling_weights(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: in
 
 
 def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int, gh: int, gw: int,
-                     scale: float, dtype: torch.dtype) -> Tensor:
+                     scale: float, dtype: torch.dtype, bounds: Tensor | None = None) -> Tensor:
     """CSR matrix ``[K*oh*ow, B*H*W]`` with the bilinear sampling weights for ``rois[K, 6]``."""
-    cols, vals = _sampling_weights(rois, shape, oh, ow, gh, gw, scale, dtype)
+    cols, vals = _sampling_weights(rois, shape, oh, ow, gh, gw, scale, dtype, bounds)
     nrows, per_row = cols.shape
     B, H, W = shape
     dev = rois.device
@@ -110,8 +114,12 @@ def _sampling_matrix(rois: Tensor, shape: tuple[int, int, int], oh: int, ow: int
 
 
 def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
-               spatial_scale: float = 1.0, sampling_ratio: int = 2) -> Tensor:
-    """Rotated RoIAlign: ``input[B, C, H, W]``, ``rois[K, 6]`` -> ``[K, C, oh, ow]`` (see module doc)."""
+               spatial_scale: float = 1.0, sampling_ratio: int = 2, bounds: Tensor | None = None) -> Tensor:
+    """Rotated RoIAlign: ``input[B, C, H, W]``, ``rois[K, 6]`` -> ``[K, C, oh, ow]`` (see module doc).
+
+    ``bounds`` (optional, ``[K, 2]`` int ``(h, w)``, at most ``(H, W)``): RoI k sees only the top-left
+    ``h x w`` of its batch image as the map (the rules above with H = h, W = w), so images of different
+    sizes zero-padded into one batch are sampled exactly as each on its own."""
     if input.dim() != 4:
         raise ValueError(f"rroi_align expects input [B, C, H, W], got shape {tuple(input.shape)}")
     rois = torch.as_tensor(rois, device=input.device)
@@ -129,6 +137,11 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
     if bool(((bidx < 0) | (bidx > B - 1)).any()):
         raise ValueError(f"rroi_align: roi batch indices must be in [0, {B - 1}], got "
                          f"{sorted(set(bidx.long().tolist()))[:10]}")
+    if bounds is not None:
+        bounds = torch.as_tensor(bounds, device=input.device).long()
+        if bounds.shape != (K, 2) or bool((bounds < 1).any() | (bounds[:, 0] > H).any() | (bounds[:, 1] > W).any()):
+            raise ValueError(f"rroi_align: bounds must be [K, 2] with 1 <= h <= {H}, 1 <= w <= {W}, "
+                             f"got shape {tuple(bounds.shape)}")
     scale = float(spatial_scale)
     if sampling_ratio > 0:
         groups = [((int(sampling_ratio), int(sampling_ratio)), None)]
@@ -143,12 +156,14 @@ def rroi_align(input: Tensor, rois: Tensor, output_size: int | Sequence[int],
     out = None
     for (gh, gw), sel in groups:
         rs = rois if sel is None else rois[sel]
+        bs = bounds if bounds is None or sel is None else bounds[sel]
         per_roi = oh * ow * gh * gw * 4
         step = max(1, _MAX_NNZ // per_roi)
         parts = []
         for s0 in range(0, rs.shape[0], step):
             with serial_cpu(feat.device):  # many small element-wise steps
-                S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype)
+                S = _sampling_matrix(rs[s0:s0 + step], (B, H, W), oh, ow, gh, gw, scale, cdtype,
+                                     None if bs is None else bs[s0:s0 + step])
             with torch.autocast(feat.device.type, enabled=False):  # sparse product in fp32/fp64
                 parts.append(S @ feat)  # [k*oh*ow, C], all threads
         res = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
