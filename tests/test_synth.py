@@ -185,3 +185,27 @@ def test_real_cell():
     assert len(inst) == len(crops)
     assert Counter(d["category_id"] for d in inst) == want
     assert max(img.shape) == 500 and all(d["mask"].any() for d in inst)
+
+
+def test_fluorescence_metaphase_is_bright_on_dark_with_the_same_instances():
+    """``stain="fluorescence"``: the same placement as G-band for the same drawn geometry, but bright
+    chromosomes on a dark background (overlaps brightest) at the set's peak grey; an unknown stain is refused."""
+    from chromoseg.data.io import light_background
+    from chromoseg.data.synth import SynthParams
+
+    crops = _crops()
+    p = SynthParams.fluorescence(length_frac=(0.15, 0.17), p_overlap=0.5, p_touch=0.0)
+    img, inst = synth_metaphase(crops, np.random.default_rng(3), size=(320, 260), params=p)
+    assert img.dtype == np.uint8 and img.shape == (260, 320) and len(inst) == len(crops)
+    assert not light_background(img)
+    union = np.zeros(img.shape, bool)
+    count = np.zeros(img.shape, int)
+    for d in inst:
+        union |= d["mask"]
+        count += d["mask"]
+    assert img[union].mean() > img[~union].mean() + 40
+    assert np.median(img[~union]) <= 20 and 80 <= np.percentile(img, 97) <= 180
+    if (count > 1).any():
+        assert img[count > 1].mean() > img[count == 1].mean()
+    with pytest.raises(ValueError, match="stain"):
+        synth_metaphase(crops, np.random.default_rng(3), size=(320, 260), stain="dapi")

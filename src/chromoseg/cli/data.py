@@ -121,7 +121,10 @@ and placed in a round spread with a share of touching and overlapping chromosome
 mask; overlaps come out darker, as in real G-band overlaps), on a light, unevenly lit background with
 blur, noise, sometimes an interphase nucleus and debris (neither is an instance). Scale, density,
 overlap rate, grey levels and blur follow measurements of the CIL G-band set (the numbers are in
-chromoseg.data.synth).
+chromoseg.data.synth). With --stain fluorescence the images are DAPI-like instead: the composed image
+inverted (chromosomes bright on a dark background, overlaps brighter), chromosomes at the ADIR M-FISH
+images' scale and width, bent up to twice as much (training data for the fluorescence model's long,
+bent chromosomes).
 
 Writes OUT/images/synth_00001.png ..., OUT/synth.json (chromoseg's format: RLE masks, classes 1-24, rotated
 boxes from the masks, endpoints = the two ends of each chromosome's axis; every image names its cell,
@@ -147,8 +150,11 @@ def _cmd_synth(args) -> int:
         overrides = {k: v for k, v in (("p_touch", args.p_touch), ("p_overlap", args.p_overlap)) if v is not None}
         if sum(overrides.values()) > 1.0:
             raise ValueError("--p-touch + --p-overlap must not exceed 1")
+        from chromoseg.data.synth import SynthParams
+
+        params = SynthParams.fluorescence() if args.stain == "fluorescence" else SynthParams()
         summary = synth_dataset(args.source, args.out, args.n, seed=args.seed, cells=args.cells, size=size,
-                                progress=not args.quiet, **overrides)
+                                params=params, progress=not args.quiet, **overrides)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {summary['images']} images with {summary['instances']} chromosomes ({summary['free']} free, "
@@ -227,6 +233,7 @@ def register(sub) -> None:
         description=SYNTH_HELP,
         epilog="examples:\n  chromoseg data synth --n 2000 --cells train --out datasets/synth-train --seed 0\n"
                "  chromoseg data synth --n 200 --cells val --out datasets/synth-val --seed 1 --size 640x512\n"
+               "  chromoseg data synth --n 300 --cells train --stain fluorescence --size 645x517 --out datasets/synth-dapi\n"
                "  chromoseg data show datasets/synth-val/synth.json --out datasets/synth-val/show --limit 5",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sy.add_argument("--source", default=None,
@@ -244,6 +251,9 @@ def register(sub) -> None:
                     help="share of chromosomes placed touching another [0.25]")
     sy.add_argument("--p-overlap", type=unit_float, default=None,
                     help="share of chromosomes placed overlapping another (up to 30%% of either's area) [0.25]")
+    sy.add_argument("--stain", choices=("gband", "fluorescence"), default="gband",
+                    help="gband: dark on light, CIL-like [default]; fluorescence: DAPI-like, bright on dark, "
+                         "chromosomes scaled and bent as in the ADIR M-FISH images (SynthParams.fluorescence)")
     sy.add_argument("--quiet", action="store_true", help="no progress bar")
     sy.set_defaults(func=_cmd_synth)
 

@@ -99,6 +99,8 @@ class SynthParams:
     scale_jitter: tuple = (0.9, 1.1)
     #: extra stretch along the long axis (CIL chromosomes are more slender than the straightened crops)
     elongation: float = 1.45
+    #: the per-cell stretch stays within these bounds
+    elongation_clip: tuple = (1.0, 1.8)
     #: mean length / mean width of the chromosome masks of a typical cell of the single-chromosome set
     #: (median over 60 cells: 4.7, 5-95 %: 3.5-6.0); see the scale rule in :func:`synth_metaphase`
     crop_aspect: float = 4.7
@@ -142,6 +144,25 @@ class SynthParams:
     debris: float = 15.0
     #: placement tries per chromosome
     tries: int = 80
+    #: "gband" (dark on light) or "fluorescence" (a DAPI-like image: see :func:`to_fluorescence`)
+    stain: str = "gband"
+    #: fluorescence only: the image's 97th grey percentile (chromosomes) and its background grey
+    fluor_peak: tuple = (95.0, 165.0)
+    fluor_background: tuple = (3.0, 12.0)
+
+    @classmethod
+    def fluorescence(cls, **overrides) -> "SynthParams":
+        """Settings for DAPI-like metaphases, from measurements of the ADIR M-FISH training images
+        (109 images, 2026-11-30): the mean chromosome length per image is 0.047-0.081 (p10-p90) of the
+        long side (CIL: about twice that), the chromosomes are wide (median rotated-box width / length
+        0.43: the crops, 4.7 times as long as wide, are squeezed along), grey 97th percentile 78-167
+        (p10-p90) and background 7-8; the spreads are more compact and the images blurrier. Bends are
+        drawn up to twice as strong as for G-band: long bent chromosomes are what the fluorescence
+        model misses most."""
+        base = dict(stain="fluorescence", length_frac=(0.047, 0.081), elongation=0.85, elongation_clip=(0.7, 1.3),
+                    bend=(0.0, 0.2), p_s_bend=0.3, cluster=(0.45, 0.85), blur=(1.0, 2.0))
+        base.update(overrides)
+        return cls(**base)
 
 
 @dataclass
@@ -384,7 +405,8 @@ def parse_size(text: str):
 # ------------------------------------------------------------------------------------- the composer
 def synth_metaphase(cell_chromosomes: Iterable, rng: np.random.Generator, size=800,
                     params: Optional[SynthParams] = None, **overrides):
-    """Compose one synthetic G-banded metaphase from the chromosomes of one cell.
+    """Compose one synthetic G-banded (or, with ``stain="fluorescence"``, DAPI-like) metaphase from the
+    chromosomes of one cell.
 
     Args:
         cell_chromosomes: :class:`Crop` objects or ``(category_id, crop)`` pairs (uint8, dark on light,
@@ -423,7 +445,7 @@ def synth_metaphase(cell_chromosomes: Iterable, rng: np.random.Generator, size=8
     # gets the drawn mean length; a more condensed cell is stretched more, a more slender one less
     # (by sqrt(crop_aspect / its aspect), within 1-1.8), and every cell keeps the typical cell's mean
     # sqrt(length x width), so a condensed cell still comes out somewhat shorter and wider
-    e_cell = float(np.clip(p.elongation * math.sqrt(p.crop_aspect * mean_wid / mean_len), 1.0, 1.8))
+    e_cell = float(np.clip(p.elongation * math.sqrt(p.crop_aspect * mean_wid / mean_len), *p.elongation_clip))
     s0 = rng.uniform(*p.length_frac) * L / math.sqrt(p.crop_aspect * p.elongation * e_cell * mean_len * mean_wid)
     k_ink = rng.uniform(*p.ink) / max(cell_ink, 1e-3)
 
@@ -512,7 +534,24 @@ def synth_metaphase(cell_chromosomes: Iterable, rng: np.random.Generator, size=8
     img = light * T
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*p.blur))
     img = img + rng.normal(0.0, rng.uniform(*p.noise), img.shape).astype(np.float32)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), placed
+    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if p.stain == "fluorescence":
+        img = to_fluorescence(img, rng, p)
+    elif p.stain != "gband":
+        raise ValueError(f"unknown stain {p.stain!r} (gband, fluorescence)")
+    return img, placed
+
+
+def to_fluorescence(img: np.ndarray, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    """A DAPI-like image from a composed G-band one: inverted (chromosomes bright, their overlaps brighter,
+    a nucleus a bright blob; DAPI-bright bands are the G-dark ones), scaled so that the 97th grey
+    percentile comes to ``fluor_peak`` over a ``fluor_background`` grey, plus fresh sensor noise."""
+    f = 255.0 - img.astype(np.float32)
+    peak = max(float(np.percentile(f, 97)), 1.0)
+    bg = rng.uniform(*p.fluor_background)
+    out = bg + f * ((rng.uniform(*p.fluor_peak) - bg) / peak)
+    out = out + rng.normal(0.0, rng.uniform(*p.noise), out.shape).astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _fits(kind, m, dil, X0, Y0, p: SynthParams, owner, count, blocked, areas, area) -> bool:
@@ -672,7 +711,8 @@ def synth_dataset(src_dir, out_dir, n_images: int, seed: int = 0, cells: Union[s
             problems.add(f"{fname} (cell {name})", f"only {len(inst)} of {len(crops)} chromosomes fitted on the canvas",
                          action="kept", kind="not-placed")
     counts["cells_used"] = len(used)
-    info = {"description": "synthetic G-banded metaphases (chromoseg data synth)", "source": str(src),
+    kind = "G-banded" if p.stain == "gband" else "DAPI-like fluorescence"
+    info = {"description": f"synthetic {kind} metaphases (chromoseg data synth)", "source": str(src),
             "seed": int(seed), "cells": cells if isinstance(cells, str) or cells is None else list(cells),
             "size": list(size) if isinstance(size, tuple) else size,
             "params": {f.name: getattr(p, f.name) for f in fields(p)}}
@@ -684,4 +724,4 @@ def synth_dataset(src_dir, out_dir, n_images: int, seed: int = 0, cells: Union[s
 
 
 __all__ = ["SynthParams", "Crop", "crop_mask", "read_cell", "select_cells", "synth_metaphase", "synth_dataset",
-           "parse_size", "CELL_SETS"]
+           "to_fluorescence", "parse_size", "CELL_SETS"]
