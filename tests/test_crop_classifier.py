@@ -204,3 +204,19 @@ def test_mask_windows_in_one_call_equal_one_call_per_instance(monkeypatch):
         one = rroi_align(masks[k, y0:y1, x0:x1].float()[None, None], torch.cat([torch.zeros(1, 1), rk], 1),
                          CROP_SIZE, sampling_ratio=2)
         assert torch.equal(got[k, 1], one[0, 0]), k
+
+
+def test_classify_sees_both_ends_and_both_mirror_images():
+    """A chromosome and its mirror image (across its long axis), or turned end for end, get the same
+    class probabilities: the classifier averages all four views of each crop."""
+    torch.manual_seed(0)
+    m = CropClassifier().eval()
+    g = torch.Generator().manual_seed(2)
+    img = torch.rand(40, 80, generator=g)
+    masks = torch.zeros(1, 40, 80, dtype=torch.bool)
+    masks[0, 16:24, 15:65] = True
+    rb = torch.tensor([[40.0, 20.0, 50.0, 8.0, 0.0]])  # centred: flips of the image keep the box
+    p = m.classify(img, masks, rb)
+    for dims in ((0,), (1,), (0, 1)):
+        q = m.classify(img.flip(dims), masks.flip([d + 1 for d in dims]), rb)
+        assert torch.allclose(p, q, atol=1e-6), dims
