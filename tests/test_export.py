@@ -71,6 +71,27 @@ def test_recommended_score_threshold_travels_with_the_file(tiny, tmp_path):
         main(["export", str(tiny), "--out", str(out), "--default-score-threshold", "1.5"])
     assert e.value.code == 2
 
+
+def test_recommended_proposals_travel_with_the_file(tiny, tmp_path):
+    """export --default-proposals N: the predictor's RPN keeps N proposals at test time (each level's
+    top max(600, N) before NMS) unless told otherwise; without it the model keeps its own."""
+    from chromoseg.engine.predict import InferenceConfig, Predictor
+
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(tiny), "--out", str(out), "--default-proposals", "1000"]) == 0
+    rpn = Predictor.from_checkpoint(out).model.rpn
+    assert (rpn.post_nms_top_n(), rpn.pre_nms_top_n()) == (1000, 1000)
+    rpn = Predictor.from_checkpoint(out, InferenceConfig(proposals=200)).model.rpn
+    assert (rpn.post_nms_top_n(), rpn.pre_nms_top_n()) == (200, 600)
+    from chromoseg.engine.checkpoint import load_model
+
+    own = load_model(tiny).eval().rpn
+    rpn = Predictor.from_checkpoint(tiny).model.rpn
+    assert (rpn.post_nms_top_n(), rpn.pre_nms_top_n()) == (own.post_nms_top_n(), own.pre_nms_top_n())
+    with pytest.raises(SystemExit) as e:  # argparse: not a positive count
+        main(["export", str(tiny), "--out", str(out), "--default-proposals", "0"])
+    assert e.value.code == 2
+
 def test_model_names_and_paths(tmp_path):
     from chromoseg.weights import DEFAULT, resolve_model, shipped_path
 

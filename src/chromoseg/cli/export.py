@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from chromoseg.cli import unit_float
+from chromoseg.cli import positive_int, unit_float
 
 
 def register(subparsers) -> None:
@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                         "(default: the paper's 0.5); choose it on a validation split (e.g. by count error)")
     e.add_argument("--default-classes", choices=["independent", "karyotype"], default=None,
                    help="record which class rule predict should use with this model by default")
+    e.add_argument("--default-proposals", type=positive_int, default=None, metavar="N",
+                   help="region proposals per image `predict` keeps after the RPN with this model unless "
+                        "--proposals is given (default: the model's own, 300); choose it on a validation split")
     e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
                    help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
                         "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
@@ -44,6 +47,8 @@ def cmd_export(args) -> int:
                                   ("default_classes", args.default_classes)) if v}
         if args.default_score_threshold is not None:
             meta["default_score_threshold"] = str(args.default_score_threshold)
+        if args.default_proposals is not None:
+            meta["default_proposals"] = str(args.default_proposals)
         info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None

@@ -53,7 +53,7 @@ def _cmd_predict(args) -> int:
         raise CliError(f"no images found in {' '.join(args.inputs)}")
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
-                          crop_classifier=not args.no_crop_classifier)
+                          crop_classifier=not args.no_crop_classifier, proposals=args.proposals)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -96,6 +96,9 @@ def register(sub) -> None:
     p.add_argument("--score-threshold", type=unit_float, default=None,
                    help="confidence threshold, applied last. Default: the model file's recommendation (chosen on a "
                         "validation split), else the paper's 0.5")
+    p.add_argument("--proposals", type=positive_int, default=None, metavar="N",
+                   help="region proposals per image kept after the RPN (more finds more crowded chromosomes, "
+                        "slower). Default: the model file's recommendation, else the model's own 300")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged); with object the heads "

@@ -42,6 +42,10 @@ class InferenceConfig:
     classes: str | None = "independent"
     #: use the model's second-stage crop classifier for the classes, when it has one
     crop_classifier: bool = True
+    #: region proposals kept after the RPN's NMS (the RoI heads' candidates; each FPN level's top
+    #: ``max(600, proposals)`` anchors go into that NMS); None (in ``Predictor.from_checkpoint``) = the
+    #: model file's ``default_proposals``, else the model's own (300, torchvision: 1000). Rotated variants.
+    proposals: int | None = None
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -176,8 +180,15 @@ class Predictor:
         # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS.
         # object scores: the heads give one candidate per RoI (its likeliest class, 1 - P(background)),
         # so a chromosome of unsure class is kept and top_k counts chromosomes, not runner-up classes
+        if cfg.proposals is None and "default_proposals" in meta:  # likewise (export --default-proposals)
+            cfg.proposals = int(meta["default_proposals"])
+        rpn = {}
+        if cfg.proposals is not None:
+            if cfg.proposals < 1:
+                raise ValueError(f"proposals must be at least 1, got {cfg.proposals}")
+            rpn = dict(rpn_post_nms_top_n_test=int(cfg.proposals), rpn_pre_nms_top_n_test=max(600, int(cfg.proposals)))
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05,
-                           box_score_mode="object" if cfg.score == "object" else "class")
+                           box_score_mode="object" if cfg.score == "object" else "class", **rpn)
         pred = cls(model, cfg, device)
         pred.recommended_score_threshold = recommended
         # an export records its stain; a checkpoint's config tells it by its input inversion
