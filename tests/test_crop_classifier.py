@@ -220,3 +220,23 @@ def test_classify_sees_both_ends_and_both_mirror_images():
     for dims in ((0,), (1,), (0, 1)):
         q = m.classify(img.flip(dims), masks.flip([d + 1 for d in dims]), rb)
         assert torch.allclose(p, q, atol=1e-6), dims
+
+
+def test_classify_in_one_batch_equals_the_four_views_one_by_one():
+    """classify runs the four views as one channels-last batch: the same probabilities as the mean of
+    four separate NCHW calls' logits (float rounding only)."""
+    import torch.nn.functional as F
+
+    from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+    torch.manual_seed(1)
+    img = torch.rand(60, 90)
+    masks = torch.zeros(3, 60, 90, dtype=torch.bool)
+    masks[0, 10:16, 10:50] = masks[1, 30:36, 20:70] = masks[2, 45:52, 40:60] = True
+    rb = torch.tensor([[30.0, 13, 40, 6, 0], [45.0, 33, 50, 6, 0], [50.0, 48.5, 20, 7, 0]])
+    for m in (CropClassifier().eval(), CropClassifierEnsemble([CropClassifier(), CropClassifier()]).eval()):
+        crops, rl = instance_crops(img, masks, rb), relative_lengths(rb)
+        with torch.no_grad():
+            views = (crops, crops.flip(-1), crops.flip(-2), crops.flip(-1).flip(-2))
+            want = F.softmax(sum(m(v, rl) for v in views) / 4, dim=1)
+        assert torch.allclose(m.classify(img, masks, rb), want, atol=1e-5)

@@ -140,3 +140,14 @@ def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoi
     for a, b in zip(fast, slow):
         assert (a["mask"] == b["mask"]).all() and a["category_id"] == b["category_id"]
         assert a["score"] == pytest.approx(b["score"]) and a["rbox"] == pytest.approx(b["rbox"])
+
+
+def test_a_bare_array_is_refused_with_one_line(tiny_checkpoint):
+    """A predictor takes a list of images: one 2-D array (which would be read row by row, each row an
+    image) or a 3-D one inside the list is refused before any work."""
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig())
+    image = np.zeros((40, 50), np.uint8)
+    with pytest.raises(TypeError, match=r"one array of shape \(40, 50\).*pass \[image\]"):
+        pred(image)
+    with pytest.raises(TypeError, match="image 0: .*2-D"):
+        pred([np.zeros((40, 50, 3), np.uint8)])

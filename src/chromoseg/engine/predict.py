@@ -76,19 +76,19 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     order = torch.argsort(rank, descending=True)[: cfg.top_k]
     if order.numel() == 0:
         return []
-    masks = det["masks"][order, 0].detach().cpu() > cfg.mask_threshold
-    area = mask_areas(masks)
-    ok = area >= cfg.min_area
-    order, masks = order[ok], masks[ok]
+    # thresholded once, in the model's order; the full-size stack is indexed only where a step drops
+    # some (a copy of N full-size masks per step cost more than the steps themselves)
+    binary = det["masks"][:, 0].detach().cpu() > cfg.mask_threshold
+    order = order[mask_areas(binary)[order] >= cfg.min_area]
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
-        keep = mask_nms(masks, rank[order], cfg.mask_nms_iou)
-        order, masks = order[keep], masks[keep]
-    sel = scores[order] >= (0.5 if cfg.score_threshold is None else cfg.score_threshold)
-    order, masks = order[sel], masks[sel]
+        sub = order.sort().values  # mask_nms ranks by the scores itself
+        masks = binary if sub.numel() == binary.shape[0] else binary[sub]
+        order = sub[mask_nms(masks, rank[sub], cfg.mask_nms_iou)]
+    order = order[scores[order] >= (0.5 if cfg.score_threshold is None else cfg.score_threshold)]
     out = []
-    for k, i in enumerate(order.tolist()):
-        m = masks[k].numpy()
-        rbox = det["rboxes"][i].tolist() if "rboxes" in det else mask_to_rbox(masks[k]).tolist()
+    for i in order.tolist():
+        m = binary[i].numpy().copy()  # not a view that keeps every candidate's mask alive
+        rbox = det["rboxes"][i].tolist() if "rboxes" in det else mask_to_rbox(binary[i]).tolist()
         if "endpoints" in det:
             ends = det["endpoints"][i].tolist()
         else:
@@ -143,6 +143,19 @@ def label_image(instances: list[dict], shape: tuple[int, int]) -> np.ndarray:
     for k in range(len(instances), 0, -1):  # lowest score first, so higher scores overwrite
         lab[instances[k - 1]["mask"]] = k
     return lab
+
+
+def check_image_list(images) -> None:
+    """Raise a one-line ``TypeError`` unless ``images`` is a list (or tuple) of 2-D arrays: one bare
+    array would be iterated row by row, each row taken for an image."""
+    if not isinstance(images, (list, tuple)):
+        shape = getattr(images, "shape", None)
+        what = f"one array of shape {tuple(shape)}" if shape is not None else type(images).__name__
+        raise TypeError(f"a predictor takes a list of 2-D grey images, got {what}: pass [image]")
+    for k, a in enumerate(images):
+        if getattr(a, "ndim", None) != 2:
+            raise TypeError(f"image {k}: a predictor takes 2-D grey images, got "
+                            f"{getattr(a, 'shape', type(a).__name__)}")
 
 
 class Predictor:
@@ -218,6 +231,7 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
+        check_image_list(images)
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         with self._masks_only_above_threshold():
             outputs = self.model(tensors)
@@ -270,6 +284,7 @@ class StainRouter:
         return "brightfield" if light_background(arr) else "fluorescence"
 
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
+        check_image_list(images)
         return [self.predictors[self.stain_of(a)]([a])[0] for a in images]
 
 

@@ -125,9 +125,10 @@ class CropClassifier(nn.Module):
         rl = relative_lengths(rboxes)
         # both ends first (the box does not orient it) and both mirror images (across the long axis):
         # on the M-FISH validation instances 76.5 % right with the first two, 77.2 % with all four
-        views = (crops, crops.flip(-1), crops.flip(-2), crops.flip(-1).flip(-2))
-        logits = sum(self(v, rl) for v in views)
-        return F.softmax(logits / len(views), dim=1)
+        # -- one batch of the four, channels-last (about half the CPU time of four NCHW calls)
+        views = torch.cat((crops, crops.flip(-1), crops.flip(-2), crops.flip(-1).flip(-2)))
+        logits = self(views.contiguous(memory_format=torch.channels_last), rl.repeat(4))
+        return F.softmax(logits.view(4, crops.shape[0], -1).mean(0), dim=1)
 
 
 class CropClassifierEnsemble(nn.Module):
