@@ -240,3 +240,97 @@ def test_classify_in_one_batch_equals_the_four_views_one_by_one():
             views = (crops, crops.flip(-1), crops.flip(-2), crops.flip(-1).flip(-2))
             want = F.softmax(sum(m(v, rl) for v in views) / 4, dim=1)
         assert torch.allclose(m.classify(img, masks, rb), want, atol=1e-5)
+
+
+def _two_chromosome_set(tmp_path, name="set.json"):
+    """One 60 x 90 image with two bright bars, classes 5 and 9; the set's path."""
+    from PIL import Image
+
+    from chromoseg.data.coco import CocoWriter
+
+    h, w = 60, 90
+    img = np.zeros((h, w), np.uint8)
+    wr = CocoWriter()
+    iid = wr.add_image("cell.png", h, w)
+    for cls, (y, x0, x1) in zip((5, 9), [(10, 5, 45), (40, 20, 80)]):
+        m = np.zeros((h, w), bool)
+        m[y:y + 6, x0:x1] = True
+        img[m] = 200
+        wr.add_annotation(iid, cls, mask=m)
+    Image.fromarray(img).save(tmp_path / "cell.png")
+    return wr.write(tmp_path / name)
+
+
+def _bar_instance(y, x0, x1, h=60, w=90):
+    m = np.zeros((h, w), bool)
+    m[y:y + 6, x0:x1] = True
+    return {"mask": m, "rbox": [(x0 + x1) / 2, y + 3.0, float(x1 - x0), 6.0, 0.0], "category_id": 1, "score": 0.9}
+
+
+def _fake_predictor(found):
+    class FakePredictor:
+        @classmethod
+        def from_checkpoint(cls, model, cfg):
+            assert cfg.crop_classifier is False
+            return cls()
+
+        def __call__(self, images):
+            assert images[0].shape == (60, 90)
+            return [list(found)]
+
+    return FakePredictor
+
+
+def test_detected_crops_take_their_matched_chromosome_class(tmp_path, monkeypatch):
+    """collect_detected_crops: the model's instances matched one-to-one to the ground truth (mask IoU),
+    crops cut from the detected masks and boxes, relative lengths among all the detections."""
+    from chromoseg.engine import predict as predict_mod
+    from chromoseg.engine.crop_classifier import collect_detected_crops
+
+    path = _two_chromosome_set(tmp_path)
+    # the second chromosome found first and a little short, the first whole, one detection on nothing
+    found = [_bar_instance(40, 22, 80), _bar_instance(10, 5, 45), _bar_instance(52, 60, 70)]
+    monkeypatch.setattr(predict_mod, "Predictor", _fake_predictor(found))
+    data = collect_detected_crops("any", path, progress=False)
+    assert data["labels"].tolist() == [8, 4]  # classes 9 and 5, in the detections' order
+    assert data["crops"].shape == (2, 2) + CROP_SIZE
+    lengths = torch.tensor([58.0, 40.0, 10.0])
+    assert data["rel"].tolist() == pytest.approx((lengths[:2] / lengths.mean()).tolist())
+    monkeypatch.setattr(predict_mod, "Predictor", _fake_predictor([_bar_instance(52, 60, 70)]))
+    with pytest.raises(ValueError, match="no chromosome that matches"):  # nothing matches: one clear error
+        collect_detected_crops("any", path, progress=False)
+
+
+def test_train_classifier_from_an_ensemble_on_detected_crops(tmp_path, monkeypatch, capsys):
+    """--init ENSEMBLE --detected-crops: each member trained on from its own weights, on ground-truth
+    and detected crops; the result is an ensemble of as many members, with the count in the report."""
+    import json
+
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.cli import main
+    from chromoseg.engine import predict as predict_mod
+    from chromoseg.engine.checkpoint import load_model
+    from chromoseg.engine.crop_classifier import attach
+    from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+    for name in ("train.json", "val.json"):
+        _two_chromosome_set(tmp_path, name)
+    ck = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    torch.manual_seed(0)
+    start = CropClassifierEnsemble([CropClassifier(), CropClassifier()]).eval()
+    attach(ck, start, tmp_path / "start.pt")
+    monkeypatch.setattr(predict_mod, "Predictor", _fake_predictor([_bar_instance(10, 6, 45)]))
+    args = ["train-classifier", "--data", str(tmp_path), "--model", str(ck), "--init", str(tmp_path / "start.pt"),
+            "--detected-crops", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "out.pt")]
+    assert main(args) == 0
+    assert "detected crops: 1 of the model's instances" in capsys.readouterr().out
+    clf = load_model(tmp_path / "out.pt").crop_classifier
+    assert isinstance(clf, CropClassifierEnsemble) and len(clf.members) == 2
+    moved = [any(not torch.equal(a, b) for a, b in zip(m.parameters(), s.parameters()))
+             for m, s in zip(clf.members, start.members)]
+    assert all(moved)
+    report = json.loads((tmp_path / "out.classifier.json").read_text())
+    assert report["detected_crops"] == 1 and [h["member"] for h in report["history"]] == [0, 1]
+    assert main(args[:-2] + ["--reuse", str(tmp_path / "start.pt"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "--init" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

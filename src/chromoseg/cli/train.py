@@ -147,7 +147,9 @@ def register(subparsers) -> None:
         epilog="examples:\n  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --out runs/ermr/with_classifier.pt\n"
                "  chromoseg train-classifier --data datasets/mfish --model mfish --pretrain-singles --out runs/clf/with_classifier.pt\n"
                "  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --reuse runs/clf/with_classifier.pt "
-               "runs/ermr/with_classifier.pt --out runs/ermr/with_ensemble.pt",
+               "runs/ermr/with_classifier.pt --out runs/ermr/with_ensemble.pt\n"
+               "  chromoseg train-classifier --data datasets/mfish --model runs/ermr/best.pt --init mfish --detected-crops "
+               "--epochs 8 --lr 1e-3 --out runs/ermr/with_tuned.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--data", required=True, metavar="DIR", help="folder with train.json, val.json (and test.json)")
     c.add_argument("--model", required=True, metavar="MODEL", help="the detector: checkpoint, export or shipped name")
@@ -163,6 +165,12 @@ def register(subparsers) -> None:
                    help="pretrain on the single G-banded chromosomes first (DIR: their folder; default "
                         "../shared/data/single-chromosomes-gband): their train cells, the best epoch on their val cells")
     c.add_argument("--pretrain-epochs", type=positive_int, default=8, help="epochs of --pretrain-singles (default 8)")
+    c.add_argument("--detected-crops", action="store_true",
+                   help="also train on MODEL's own instances on the train images (matched to the ground truth at mask "
+                        "IoU >= 0.5, labelled by their match): the masks and boxes the classifier is given at prediction")
+    c.add_argument("--init", metavar="FILE",
+                   help="start from the classifier of FILE (a model that has one) instead of from scratch; an ensemble's "
+                        "members are each trained on from their own weights")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_train_classifier)
 
@@ -289,6 +297,8 @@ def cmd_train(args) -> int:
 def cmd_train_classifier(args) -> int:
     import json
 
+    import torch
+
     from chromoseg.cli import CliError
     from chromoseg.engine.checkpoint import load_model
     from chromoseg.engine.crop_classifier import attach, collect_crops, fit_crop_classifier, joint_accuracy, predict_probs
@@ -296,6 +306,8 @@ def cmd_train_classifier(args) -> int:
 
     if args.reuse and args.pretrain_singles:
         raise CliError("--reuse takes a trained classifier; --pretrain-singles trains one: give one of them")
+    if args.init and (args.reuse or args.pretrain_singles):
+        raise CliError("--init starts training from a classifier: it goes with neither --reuse nor --pretrain-singles")
     if args.pretrain_singles and args.pretrain_singles != "default" and not Path(args.pretrain_singles).is_dir():
         raise CliError(f"--pretrain-singles {args.pretrain_singles}: no such folder")  # before minutes of cropping
     d = Path(args.data)
@@ -306,8 +318,30 @@ def cmd_train_classifier(args) -> int:
         model_path = resolve_model(args.model)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(f"--model: {err}") from None
+    starts = []
+    if args.init:
+        from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+        try:
+            start = load_model(args.init).crop_classifier
+        except (ValueError, FileNotFoundError) as err:
+            raise CliError(f"--init: {err}") from None
+        if start is None:
+            raise CliError(f"--init {args.init}: that model has no crop classifier")
+        starts = list(start.members) if isinstance(start, CropClassifierEnsemble) else [start]
     sets = {n: collect_crops(d / f"{n}.json", progress=not args.no_progress)
             for n in ("train", "val", "test") if (d / f"{n}.json").is_file()}
+    fit_on, detected = sets["train"], None
+    if args.detected_crops and not args.reuse:
+        from chromoseg.engine.crop_classifier import collect_detected_crops
+
+        try:
+            detected = collect_detected_crops(model_path, d / "train.json", progress=not args.no_progress)
+        except ValueError as err:
+            raise CliError(f"--detected-crops: {err}") from None
+        fit_on = {k: torch.cat([sets["train"][k], detected[k]]) for k in fit_on}
+        print(f"detected crops: {detected['labels'].numel()} of the model's instances on the train images match a "
+              f"chromosome; training on them and the {sets['train']['labels'].numel()} ground-truth crops")
     if args.reuse:
         from chromoseg.models.crop_classifier import CropClassifierEnsemble
 
@@ -344,11 +378,18 @@ def cmd_train_classifier(args) -> int:
             print(f"pretraining, single chromosomes {n}: {data['labels'].numel()} chromosomes, class accuracy "
                   f"{100 * pretrain['accuracy'][n]['independent']:.1f}%")
     if not args.reuse:
-        clf, hist = fit_crop_classifier(sets["train"], sets["val"], epochs=args.epochs, lr=args.lr, seed=args.seed,
-                                        width=args.width, progress=not args.no_progress,
-                                        init=init)
+        from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+        members, hist = [], []
+        for k, start in enumerate(starts or [init]):
+            m, h = fit_crop_classifier(fit_on, sets["val"], epochs=args.epochs, lr=args.lr, seed=args.seed + k,
+                                       width=args.width, progress=not args.no_progress, init=start)
+            members.append(m)
+            hist += [dict(e, member=k) for e in h] if len(starts) > 1 else h
+        clf = members[0] if len(members) == 1 else CropClassifierEnsemble(members).eval()
     report = {"data": str(d), "model": str(model_path), "epochs": args.epochs, "history": hist, "accuracy": {},
-              "pretrain": pretrain, "reuse": [str(f) for f in args.reuse or []]}
+              "pretrain": pretrain, "reuse": [str(f) for f in args.reuse or []], "init": args.init,
+              "detected_crops": None if detected is None else int(detected["labels"].numel())}
     for n, data in sets.items():
         probs = predict_probs(clf, data)
         report["accuracy"][n] = {"instances": int(data["labels"].numel()),

@@ -45,6 +45,54 @@ def collect_crops(dataset_json, max_images: int | None = None, progress: bool = 
     return {"crops": torch.cat(crops), "rel": torch.cat(rel), "labels": torch.cat(labels), "image": torch.cat(image)}
 
 
+def collect_detected_crops(model, dataset_json, max_images: int | None = None, min_iou: float = 0.5,
+                           progress: bool = True) -> dict:
+    """The crops a classifier is given at prediction: ``model``'s own final instances on a set's images
+    (its recommended settings, classes not used), each matched one-to-one to a ground-truth chromosome
+    (``linear_sum_assignment`` on mask IoU, kept at ``>= min_iou``) whose class it takes. Each crop is
+    cut from the detected mask and rotated box, its relative length taken among all the image's
+    detections (as ``Predictor`` does). Same keys as :func:`collect_crops`."""
+    from scipy.optimize import linear_sum_assignment
+    from tqdm import tqdm
+
+    from chromoseg.data.dataset import ChromosomeDataset
+    from chromoseg.data.io import read_image
+    from chromoseg.engine.predict import InferenceConfig, Predictor
+    from chromoseg.models.crop_classifier import instance_crops, relative_lengths
+    from chromoseg.ops import mask_iou
+
+    pred = Predictor.from_checkpoint(model, InferenceConfig(score=None, score_threshold=None, classes="independent",
+                                                            crop_classifier=False))
+    ds = ChromosomeDataset(dataset_json, max_images=max_images)
+    crops, rel, labels, image = [], [], [], []
+    for i in tqdm(range(len(ds)), desc=f"detected crops {Path(dataset_json).name}", disable=not progress, leave=False):
+        img, t = ds.load(i)
+        if t["labels"].numel() == 0:  # (crowd regions are left out of the targets)
+            continue
+        insts = pred([read_image(ds.image_path(i))])[0]
+        if not insts:
+            continue
+        masks = torch.from_numpy(np.stack([d["mask"] for d in insts]))
+        rboxes = torch.tensor([d["rbox"] for d in insts], dtype=torch.float32)
+        iou = mask_iou(masks, t["masks"].bool()).numpy()
+        rows, cols = linear_sum_assignment(-iou)
+        ok = iou[rows, cols] >= min_iou
+        if "class_known" in t:  # a chromosome of unknown class teaches no class
+            ok &= t["class_known"].bool().numpy()[cols]
+        rows, cols = rows[ok], cols[ok]
+        if not len(rows):
+            continue
+        rl = relative_lengths(rboxes)
+        sel = torch.as_tensor(rows, dtype=torch.long)
+        crops.append(instance_crops(img[0], masks[sel], rboxes[sel]))
+        rel.append(rl[sel])
+        labels.append(t["labels"][torch.as_tensor(cols, dtype=torch.long)] - 1)
+        image.append(torch.full((len(rows),), i))
+    if not crops:
+        raise ValueError(f"{dataset_json}: the model found no chromosome that matches the ground truth")
+    return {"crops": torch.cat(crops), "rel": torch.cat(rel), "labels": torch.cat(labels), "image": torch.cat(image)}
+
+
 def collect_single_crops(src_dir=None, cells="train", dark_on_light: bool = False, max_cells: int | None = None,
                          progress: bool = True) -> dict:
     """The single-chromosome set's crops as :func:`collect_crops` gives a metaphase set's: each cell's
