@@ -334,3 +334,22 @@ def test_train_classifier_from_an_ensemble_on_detected_crops(tmp_path, monkeypat
     assert report["detected_crops"] == 1 and [h["member"] for h in report["history"]] == [0, 1]
     assert main(args[:-2] + ["--reuse", str(tmp_path / "start.pt"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "--init" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_train_classifier_init_takes_a_shipped_models_name(tmp_path, monkeypatch):
+    """--init mfish (the --help example) starts from the shipped model's classifier ensemble."""
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.cli import main
+    from chromoseg.engine.checkpoint import load_model
+    from chromoseg.models.crop_classifier import CropClassifierEnsemble
+    from chromoseg.weights import resolve_model
+
+    for name in ("train.json", "val.json"):
+        _two_chromosome_set(tmp_path, name)
+    ck = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    shipped = load_model(resolve_model("mfish")).crop_classifier
+    assert main(["train-classifier", "--data", str(tmp_path), "--model", str(ck), "--init", "mfish",
+                 "--epochs", "1", "--no-progress", "--out", str(tmp_path / "out.pt")]) == 0
+    clf = load_model(tmp_path / "out.pt").crop_classifier
+    assert isinstance(clf, CropClassifierEnsemble) and len(clf.members) == len(shipped.members)

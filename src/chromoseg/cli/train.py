@@ -323,7 +323,7 @@ def cmd_train_classifier(args) -> int:
         from chromoseg.models.crop_classifier import CropClassifierEnsemble
 
         try:
-            start = load_model(args.init).crop_classifier
+            start = load_model(resolve_model(args.init)).crop_classifier
         except (ValueError, FileNotFoundError) as err:
             raise CliError(f"--init: {err}") from None
         if start is None:
@@ -348,7 +348,7 @@ def cmd_train_classifier(args) -> int:
         members = []
         for f in args.reuse:
             try:
-                clf = load_model(f).crop_classifier
+                clf = load_model(resolve_model(f)).crop_classifier
             except (ValueError, FileNotFoundError) as err:
                 raise CliError(f"--reuse: {err}") from None
             if clf is None:
