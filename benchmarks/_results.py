@@ -11,8 +11,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shown(path) -> str:
-    """``path`` relative to the repository root (``..`` where it lies beside it)."""
-    return os.path.relpath(Path(path).resolve(), REPO)
+    """``path`` relative to the repository root (``..`` where it lies beside it); one under the home
+    folder but outside the repository as ``~/...``; a name that is no file (a shipped model's) as it is."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        return str(path)
+    rel = os.path.relpath(p.resolve(), REPO)
+    home = Path.home().resolve()
+    if rel.startswith(os.pardir + os.sep + os.pardir) and p.resolve().is_relative_to(home):
+        return "~/" + str(p.resolve().relative_to(home))
+    return rel
 
 
 def commit(tree=REPO) -> str:

@@ -167,6 +167,25 @@ def test_an_ensemble_averages_probabilities_and_survives_export(tmp_path):
     assert isinstance(one.crop_classifier, CropClassifier) and "crop_classifier_members" not in one.config
 
 
+def test_an_ensemble_of_members_of_different_widths_survives_export(tmp_path):
+    """--reuse of a width-16 and a width-24 classifier: the file records one width per member and loads."""
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.engine.checkpoint import export_model, load_model
+    from chromoseg.engine.crop_classifier import attach
+    from chromoseg.models.crop_classifier import CropClassifierEnsemble
+
+    torch.manual_seed(2)
+    ens = CropClassifierEnsemble([CropClassifier(width=16), CropClassifier(width=24)]).eval()
+    out = attach(make_tiny_checkpoint(tmp_path / "tiny.pt"), ens, tmp_path / "with.pt")
+    export_model(out, tmp_path / "with.safetensors")
+    model = load_model(tmp_path / "with.safetensors")
+    assert [m.width for m in model.crop_classifier.members] == [16, 24]
+    assert model.config["crop_classifier_width"] == [16, 24]
+    x, rl = torch.randn(3, 2, *CROP_SIZE), torch.rand(3) + 0.5
+    assert torch.allclose(torch.softmax(model.crop_classifier(x, rl), 1), torch.softmax(ens(x, rl), 1), atol=1e-2)
+
+
 def test_train_classifier_refuses_a_missing_singles_folder(tmp_path, capsys):
     from chromoseg.cli import main
 

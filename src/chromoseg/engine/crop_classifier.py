@@ -242,8 +242,9 @@ def attach(checkpoint, classifier, out) -> Path:
     state.update({f"crop_classifier.{k}": v for k, v in classifier.state_dict().items()})
     cfg = dict(ck["model_config"])
     cfg["crop_classifier"] = True
-    cfg["crop_classifier_width"] = classifier.width
-    members = len(getattr(classifier, "members", ()))
+    widths = [m.width for m in getattr(classifier, "members", [classifier])]
+    cfg["crop_classifier_width"] = widths[0] if len(set(widths)) == 1 else widths  # a list: one per member
+    members = len(widths)
     if members > 1:
         cfg["crop_classifier_members"] = members
     else:

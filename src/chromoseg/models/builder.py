@@ -64,7 +64,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 box_score_mode: str = "class",
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
-                image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int = 16,
+                image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int | list[int] = 16,
                 crop_classifier_members: int = 1,
                 weights_backbone=None, snake_points: int = 128, snake_iters: int = 3, snake_channels: int = 128,
                 center_head_channels: int = 64, snake_box_jitter: float = 0.05, invert: bool = False):
@@ -82,7 +82,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     it); an inference setting, not saved in the model's config.
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
     (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``);
-    ``crop_classifier_members`` > 1: an ensemble of that many.
+    ``crop_classifier_members`` > 1: an ensemble of that many; ``crop_classifier_width`` a list: an
+    ensemble of one member per width.
     ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
     ``1 - x`` first, so the network sees fluorescence-like images (``ChromoTransform``)."""
     from torch import nn
@@ -192,7 +193,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     return model
 
 
-def _add_crop_classifier(model, config: dict, num_classes: int, width: int, members: int) -> None:
+def _add_crop_classifier(model, config: dict, num_classes: int, width: int | list[int], members: int) -> None:
     from .crop_classifier import build_crop_classifier
 
     model.crop_classifier = build_crop_classifier(num_classes, width, members)

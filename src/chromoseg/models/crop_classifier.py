@@ -150,8 +150,13 @@ class CropClassifierEnsemble(nn.Module):
     classify = CropClassifier.classify
 
 
-def build_crop_classifier(num_classes: int = 24, width: int = 16, members: int = 1) -> nn.Module:
-    """One :class:`CropClassifier`, or an ensemble of ``members`` of them (``members > 1``)."""
+def build_crop_classifier(num_classes: int = 24, width: int | list[int] = 16, members: int = 1) -> nn.Module:
+    """One :class:`CropClassifier`, or an ensemble of ``members`` of them (``members > 1``); ``width`` a
+    list: an ensemble of one member per width (members of different widths)."""
+    if isinstance(width, (list, tuple)):
+        if len(width) < 2:
+            raise ValueError(f"crop classifier widths {width}: a list names an ensemble's members, at least two")
+        return CropClassifierEnsemble([CropClassifier(num_classes, int(w)) for w in width])
     if members > 1:
         return CropClassifierEnsemble([CropClassifier(num_classes, width) for _ in range(members)])
     return CropClassifier(num_classes, width)
