@@ -151,3 +151,27 @@ def test_a_bare_array_is_refused_with_one_line(tiny_checkpoint):
         pred(image)
     with pytest.raises(TypeError, match="image 0: .*2-D"):
         pred([np.zeros((40, 50, 3), np.uint8)])
+
+
+def test_amp_runs_the_model_in_bf16_only_when_asked_or_native(tiny_checkpoint, monkeypatch):
+    """InferenceConfig.amp: "bf16" runs the network's convolutions in bf16 and still returns float32
+    instances; "off" keeps fp32; "auto" follows the CPU's bf16 instructions; anything else is refused."""
+    from chromoseg.data.io import read_image
+    from chromoseg.engine import amp
+
+    image = read_image(EXAMPLE)
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0, score="object"))
+    dtypes = []
+    conv = next(m for m in pred.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    for mode, native, want in [("bf16", False, torch.bfloat16), ("off", True, torch.float32),
+                               ("auto", True, torch.bfloat16), ("auto", False, torch.float32)]:
+        monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda native=native: native)
+        pred.cfg.amp = mode
+        out = pred([image])[0]
+        assert dtypes[-1] == want, mode
+        assert out and all(isinstance(d["score"], float) and d["mask"].dtype == bool for d in out)
+    hook.remove()
+    pred.cfg.amp = "fp8"
+    with pytest.raises(ValueError, match="amp 'fp8'"):
+        pred([image])

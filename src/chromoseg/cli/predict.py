@@ -53,7 +53,7 @@ def _cmd_predict(args) -> int:
         raise CliError(f"no images found in {' '.join(args.inputs)}")
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
-                          crop_classifier=not args.no_crop_classifier, proposals=args.proposals)
+                          crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -99,6 +99,10 @@ def register(sub) -> None:
     p.add_argument("--proposals", type=positive_int, default=None, metavar="N",
                    help="region proposals per image kept after the RPN (more finds more crowded chromosomes, "
                         "slower). Default: the model file's recommendation, else the model's own 300")
+    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+                   help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
+                        "AMX; about 1.4x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "
+                        "off = always fp32")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged); with object the heads "

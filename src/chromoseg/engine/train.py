@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .amp import cpu_has_native_bf16
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -177,12 +178,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 / AMX), where bf16 autocast speeds training."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def amp_dtype(cfg_amp: str, device: torch.device):
