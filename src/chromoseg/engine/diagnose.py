@@ -80,6 +80,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
     from dataclasses import replace
 
     from chromoseg.data.io import to_float01
+    from chromoseg.engine.amp import autocast_context
     from chromoseg.engine.predict import select_instances
 
     model, cfg = predictor.model, predictor.cfg
@@ -90,10 +91,11 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
     hook = model.rpn.register_forward_hook(lambda mod, inp, out: seen.__setitem__("proposals", out[0]))
     try:
         t = torch.from_numpy(to_float01(image))[None].to(predictor.device)
-        out = model([t])[0]
+        with autocast_context(cfg.amp, predictor.device):  # as the predictor's own call
+            out = model([t])[0]
     finally:
         hook.remove()
-    out = {k: v for k, v in out.items()}
+    out = {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
     h, w = image.shape[:2]
     mh, mw = model.transform.image_size or (h, w)
     sx, sy = mw / w, mh / h
