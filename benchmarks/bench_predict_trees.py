@@ -30,6 +30,8 @@ torch.set_num_threads(int(sys.argv[3]))
 from chromoseg.data.io import read_image
 from chromoseg.engine.predict import InferenceConfig, Predictor
 pred = Predictor.from_checkpoint(sys.argv[1], InferenceConfig(score=None, score_threshold=None, classes=None))
+if sys.argv[4] != "default":  # --amp: a tree from before InferenceConfig.amp has fp32 only
+    pred.cfg.amp = sys.argv[4]
 img = read_image(sys.argv[2])
 out = pred([img])[0]
 t0 = time.perf_counter(); out = pred([img])[0]
@@ -37,9 +39,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "instances": len(out)}))
 """
 
 
-def run(tree: Path, model: str, threads: int) -> dict:
+def run(tree: Path, model: str, threads: int, amp: str = "default") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", _ONE, model, str(EXAMPLE), str(threads)], env=env,
+    res = subprocess.run([sys.executable, "-c", _ONE, model, str(EXAMPLE), str(threads), amp], env=env,
                          capture_output=True, text=True, cwd=tree)
     if res.returncode:
         raise SystemExit(f"{tree}: {res.stderr[-1500:]}")
@@ -53,13 +55,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--md", default=None)
+    ap.add_argument("--amp", default="default", choices=["default", "auto", "off", "bf16"],
+                    help="this tree's InferenceConfig.amp (default: its own default); the base keeps its own")
     a = ap.parse_args(argv)
     model = str(Path(a.model).resolve())
     trees = {"this tree": REPO, "base": Path(a.base).resolve()}
     got = {k: [] for k in trees}
     for _ in range(a.reps):
         for k, t in trees.items():
-            got[k].append(run(t, model, a.threads))
+            got[k].append(run(t, model, a.threads, a.amp if k == "this tree" else "default"))
             print(k, got[k][-1], flush=True)
     best = {k: min(r["seconds"] for r in v) for k, v in got.items()}
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -74,7 +78,8 @@ def main(argv=None) -> int:
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu}, {a.threads} threads, no GPU; "
         f"WORKTREE: a git worktree of {commit(trees['base'])}",
         f"- model file: `{Path(a.model).name}` (the same file in both trees, its recommended settings); input: "
-        f"{shown(EXAMPLE)}; fastest of {a.reps} runs per tree after a warm-up call, trees alternating", "",
+        f"{shown(EXAMPLE)}; fastest of {a.reps} runs per tree after a warm-up call, trees alternating; this tree's "
+        f"`amp`: {a.amp} (its default is `auto`: bf16 autocast on a CPU with bf16 instructions, as this one has)", "",
         "| tree | s / image | images / s | instances |", "|---|---|---|---|",
         *[f"| {k} ({commit(trees[k])}) | {best[k]:.3f} | {1 / best[k]:.2f} | {got[k][-1]['instances']} |" for k in trees],
         "", f"Speed-up {best['base'] / best['this tree']:.2f}x.", ""])
