@@ -35,6 +35,11 @@ def test_demo_and_show(tmp_path):
     assert model_row["image"] == "V1701XYD.tif" and model_row["truth"] == "46,XY"
     assert model_row["total"] == str(n_found) and model_row["summary"].split(",")[0] == str(n_found)
     assert (d / "gband" / "103203.karyogram.png").stat().st_size > 0  # the G-band example with the G-band model
+    # the demo is `chromoseg predict` with its defaults (the model file's recommended score threshold too)
+    from chromoseg.cli.demo import EXAMPLE
+
+    assert main(["predict", str(EXAMPLE / "V17__XY" / "V1701XYD.tif"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert len(json.loads((tmp_path / "p" / "results.json").read_text())) == n_found
     gt = d / "expert" / "dataset" / "all.json"
     assert main(["data", "show", str(gt), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     assert (tmp_path / "s" / "V1701XYD.png").stat().st_size > 10_000

@@ -30,7 +30,7 @@ def _cmd_demo(args) -> int:
     if not images:
         raise CliError(f"{src}: no DAPI image (*D.tif) in the example folder")
     try:
-        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None, classes=None), device="cpu")
+        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None, score_threshold=None, classes=None), device="cpu")
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     pred = predict_paths(predictor, images, out, progress=not args.quiet)
@@ -52,7 +52,7 @@ def _cmd_demo(args) -> int:
     print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
     gband = list_images([str(GBAND_EXAMPLE)]) if args.model is None and GBAND_EXAMPLE.is_dir() else []
     if gband:  # the G-band example with the G-band model
-        gp = Predictor.from_checkpoint("gband", InferenceConfig(score=None, classes=None), device="cpu")
+        gp = Predictor.from_checkpoint("gband", InferenceConfig(score=None, score_threshold=None, classes=None), device="cpu")
         predict_paths(gp, gband, out / "gband", progress=not args.quiet)
         for img in json.loads((out / "gband" / "images.json").read_text())["images"]:
             stem = Path(img["file_name"]).stem
