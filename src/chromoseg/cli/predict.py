@@ -101,7 +101,7 @@ def register(sub) -> None:
                         "slower). Default: the model file's recommendation, else the model's own 300")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
                    help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
-                        "AMX; about 1.4x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "
+                        "AMX; about 1.5x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "
                         "off = always fp32")
     p.add_argument("--score", default=None, choices=["class", "object"],
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "

@@ -49,7 +49,7 @@ class InferenceConfig:
     proposals: int | None = None
     #: autocast of the model and crop classifier: "off" (fp32), "bf16", or "auto" = bf16 on a CPU with
     #: bf16 instructions (AVX512-BF16 / AMX), else fp32. On the M-FISH validation split bf16 gives mask AP
-    #: within half a point of fp32's, about 1.4x faster on such a CPU (``benchmarks/results/predict_speed.md``)
+    #: within half a point of fp32's, about 1.5x faster on such a CPU (``benchmarks/results/predict_speed.md``)
     amp: str = "auto"
 
 
