@@ -16,11 +16,11 @@ def shown(path) -> str:
     p = Path(path).expanduser()
     if not p.exists():
         return str(path)
-    rel = os.path.relpath(p.resolve(), REPO)
-    home = Path.home().resolve()
-    if rel.startswith(os.pardir + os.sep + os.pardir) and p.resolve().is_relative_to(home):
-        return "~/" + str(p.resolve().relative_to(home))
-    return rel
+    p, home = p.resolve(), Path.home().resolve()
+    beside = p.is_relative_to(REPO) or p.is_relative_to(REPO.parent / "shared")
+    if not beside and p.is_relative_to(home):
+        return "~/" + str(p.relative_to(home))
+    return os.path.relpath(p, REPO)
 
 
 def commit(tree=REPO) -> str:

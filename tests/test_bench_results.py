@@ -15,4 +15,6 @@ def test_shown_paths_name_no_machine_path(tmp_path, monkeypatch):
     run.write_bytes(b"")
     assert shown(run) == "~/chromoseg-runs/x/best.pt"
     assert shown(REPO / "README.md") == "README.md"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: REPO.parent))  # a checkout inside the home folder
+    assert shown(REPO / "README.md") == "README.md"
     assert shown("mfish") == "mfish"  # a shipped model's name stays a name
