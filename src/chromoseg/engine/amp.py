@@ -24,3 +24,8 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def float32_outputs(out: dict) -> dict:
+    """A model output dict with its floating tensors back in float32 (after an autocast call)."""
+    return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}

@@ -80,7 +80,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
     from dataclasses import replace
 
     from chromoseg.data.io import to_float01
-    from chromoseg.engine.amp import autocast_context
+    from chromoseg.engine.amp import autocast_context, float32_outputs
     from chromoseg.engine.predict import select_instances
 
     model, cfg = predictor.model, predictor.cfg
@@ -95,7 +95,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
             out = model([t])[0]
     finally:
         hook.remove()
-    out = {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
+    out = float32_outputs(out)
     h, w = image.shape[:2]
     mh, mw = model.transform.image_size or (h, w)
     sx, sy = mw / w, mh / h

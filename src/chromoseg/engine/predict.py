@@ -18,7 +18,7 @@ import torch
 
 from chromoseg.data.io import ImageReadError, read_image, to_float01
 from chromoseg.data.report import ProblemLog
-from chromoseg.engine.amp import autocast_context
+from chromoseg.engine.amp import autocast_context, float32_outputs
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,6 @@ class InferenceConfig:
     #: bf16 instructions (AVX512-BF16 / AMX), else fp32. On the M-FISH validation split bf16 gives mask AP
     #: within half a point of fp32's, about 1.5x faster on such a CPU (``benchmarks/results/predict_speed.md``)
     amp: str = "auto"
-
-
-def _float32(out: dict) -> dict:
-    return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -243,7 +239,7 @@ class Predictor:
         check_image_list(images)
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         with self._masks_only_above_threshold(), autocast_context(self.cfg.amp, self.device):
-            outputs = [_float32(o) for o in self.model(tensors)]
+            outputs = [float32_outputs(o) for o in self.model(tensors)]
         return [self.classes_of(t[0].cpu(), select_instances(o, self.cfg)) for t, o in zip(tensors, outputs)]
 
     def classes_of(self, image: torch.Tensor, instances: list[dict]) -> list[dict]:
