@@ -145,7 +145,7 @@ def test_overfits_two_images(variant, steps):
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
-        hist.append(float(total))
+        hist.append(float(total.detach()))
     first, last = sum(hist[:2]) / 2, sum(hist[-3:]) / 3
     assert last < 0.5 * first, hist
 
@@ -310,7 +310,7 @@ def test_endpoint_loss_weight():
     ims, ts = batch()
     a = small_model("erm2").train()(ims, ts)["loss_endpoint"]
     b = small_model("erm2", endpoint_loss_weight=100.0).train()(ims, ts)["loss_endpoint"]
-    assert math.isclose(float(b), 100.0 * float(a), rel_tol=1e-4)
+    assert math.isclose(float(b.detach()), 100.0 * float(a.detach()), rel_tol=1e-4)
 
 
 def test_compact_widths_and_size():
@@ -483,5 +483,5 @@ def test_unknown_class_instances_train_without_a_class():
     torch.manual_seed(1)
     out = model(ims, ts)
     assert all(torch.isfinite(v) for v in out.values())
-    assert float(out["loss_classifier"]) < float(ref["loss_classifier"])  # no class to get wrong
+    assert float(out["loss_classifier"].detach()) < float(ref["loss_classifier"].detach())  # no class to get wrong
     sum(out.values()).backward()
