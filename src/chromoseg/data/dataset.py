@@ -22,7 +22,8 @@ class ChromosomeDataset(torch.utils.data.Dataset):
 
     ``target``: ``boxes`` [N,4] xyxy, ``rboxes`` [N,5], ``labels`` [N] (1-24), ``masks`` uint8 [N,H,W],
     ``endpoints`` [N,2,2], ``endpoint_heatmap`` [1,H,W], ``has_masks``, ``has_endpoints``, ``image_id``,
-    ``iscrowd``, ``area``, ``class_known`` [N] bool (False: a chromosome of unknown class, e.g. from
+    ``hboxes`` [N,4] xyxy only where the annotations keep the annotator's own box beside a mask made from
+    it (``source_bbox``, from ``data pseudo-masks``: the truth for the axis-aligned box branch), ``iscrowd``, ``area``, ``class_known`` [N] bool (False: a chromosome of unknown class, e.g. from
     LabelMe polygons; the rotated variants then train no class for it) (see ``docs/architecture.md``).
 
     Args:
@@ -128,6 +129,9 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             "has_endpoints": torch.tensor(has_ends and n > 0 and not box_only),
             "image_id": torch.tensor(info["id"], dtype=torch.int64),
         }
+        if not box_only and any("source_bbox" in a for a in anns):  # the annotator's boxes behind pseudo-masks
+            src = [a.get("source_bbox", a["bbox"]) for a in anns]
+            target["hboxes"] = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in src], dtype=torch.float32)
         return image, target
 
     def _prepared(self, index: int):
@@ -159,13 +163,13 @@ class ChromosomeDataset(torch.utils.data.Dataset):
 
 def _split_transforms(transforms) -> tuple[list, list]:
     """(deterministic leading transforms, the rest) of a ``Compose`` (or a single callable)."""
-    from chromoseg.data.transforms import Compose, Resize
+    from chromoseg.data.transforms import Compose, FrameToContent, Resize
 
     if transforms is None:
         return [], []
     ts = list(transforms.transforms) if isinstance(transforms, Compose) else [transforms]
     k = 0
-    while k < len(ts) and isinstance(ts[k], Resize):
+    while k < len(ts) and isinstance(ts[k], (FrameToContent, Resize)):
         k += 1
     return ts[:k], ts[k:]
 

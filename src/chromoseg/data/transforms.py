@@ -7,6 +7,10 @@ to everything:
 
 - masks are resampled with nearest-neighbour, axis-aligned ``boxes`` are re-measured from the masks
   (or, for box-only targets, the transformed corners' enclosing box),
+- ``hboxes`` (optional: the annotator's axis-aligned boxes where they are not the masks' bounds, e.g. the
+  VOC boxes behind pseudo-masks) keep their margin around the mask's bounds: each side's margin is
+  mapped exactly by flips, 90-degree turns and scaling, and becomes the mean margin times the scale
+  under other turns,
 - ``rboxes`` are mapped exactly for similarity maps (flips, rotations, uniform scale) and to first
   order otherwise; an instance that loses part of its mask at the image border gets its rbox re-measured,
 - ``endpoints`` are mapped exactly,
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-INSTANCE_KEYS = ("boxes", "rboxes", "labels", "masks", "endpoints", "iscrowd", "area", "class_known")
+INSTANCE_KEYS = ("boxes", "hboxes", "rboxes", "labels", "masks", "endpoints", "iscrowd", "area", "class_known")
 
 
 class Compose:
@@ -83,6 +87,42 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def _map_margins(A: np.ndarray, m: torch.Tensor) -> torch.Tensor:
+    """Margins ``[N, 4]`` (left, top, right, bottom; pixels outward from a mask's bounds) under the
+    linear part of ``A``: exact for axis-preserving maps (scales, flips) and 90-degree turns, else the
+    mean margin times the map's scale on every side."""
+    L = A[:2, :2]
+    eps = 1e-9
+    if abs(L[0, 1]) < eps and abs(L[1, 0]) < eps:  # x from x, y from y
+        mx, my, fx, fy, sx, sy = m[:, [0, 2]], m[:, [1, 3]], L[0, 0] < 0, L[1, 1] < 0, abs(L[0, 0]), abs(L[1, 1])
+    elif abs(L[0, 0]) < eps and abs(L[1, 1]) < eps:  # x from y, y from x (a 90-degree turn)
+        mx, my, fx, fy, sx, sy = m[:, [1, 3]], m[:, [0, 2]], L[0, 1] < 0, L[1, 0] < 0, abs(L[0, 1]), abs(L[1, 0])
+    else:
+        mean = m.mean(1, keepdim=True) * math.sqrt(abs(np.linalg.det(L)))
+        return mean.expand(-1, 4).clone()
+    mx, my = mx * sx, my * sy
+    if fx:
+        mx = mx.flip(1)
+    if fy:
+        my = my.flip(1)
+    return torch.stack([mx[:, 0], my[:, 0], mx[:, 1], my[:, 1]], 1)
+
+
+def box_margins(hboxes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Margins ``[N, 4]`` (left, top, right, bottom) of ``hboxes`` around ``boxes`` (both xyxy)."""
+    return torch.stack([boxes[:, 0] - hboxes[:, 0], boxes[:, 1] - hboxes[:, 1],
+                        hboxes[:, 2] - boxes[:, 2], hboxes[:, 3] - boxes[:, 3]], 1)
+
+
+def add_margins(boxes: torch.Tensor, margins: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``boxes`` (xyxy) grown by ``margins`` (left, top, right, bottom), clipped to an image of ``hw``."""
+    H, W = hw
+    out = boxes + margins * torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=boxes.dtype)
+    out[:, 0::2] = out[:, 0::2].clamp(0, W)
+    out[:, 1::2] = out[:, 1::2].clamp(0, H)
+    return out
+
+
 def _keep(target: dict, keep: torch.Tensor) -> dict:
     out = dict(target)
     if bool(keep.all()):
@@ -103,20 +143,46 @@ def _sampling_grid(A: np.ndarray, in_hw, out_hw) -> torch.Tensor:
     return torch.stack([src_x / Win * 2 - 1, src_y / Hin * 2 - 1], -1)[None].float()
 
 
+def _integer_shift(A: np.ndarray) -> tuple[int, int] | None:
+    """``(dx, dy)`` when ``A`` is a pure translation by whole pixels, else None."""
+    if np.allclose(A[:2, :2], np.eye(2)) and np.allclose(A[:2, 2], np.round(A[:2, 2])):
+        return int(round(A[0, 2])), int(round(A[1, 2]))
+    return None
+
+
+def _shift(x: torch.Tensor, dx: int, dy: int, out_hw, fill=0) -> torch.Tensor:
+    """``x [..., H, W]`` moved by whole pixels into an ``out_hw`` canvas filled with ``fill``."""
+    H, W = out_hw
+    h, w = x.shape[-2:]
+    out = torch.full((*x.shape[:-2], H, W), fill, dtype=x.dtype)
+    sx0, sy0, sx1, sy1 = max(0, -dx), max(0, -dy), min(w, W - dx), min(h, H - dy)
+    if sx1 > sx0 and sy1 > sy0:
+        out[..., sy0 + dy:sy1 + dy, sx0 + dx:sx1 + dx] = x[..., sy0:sy1, sx0:sx1]
+    return out
+
+
 def affine(image: torch.Tensor, target: dict, A: np.ndarray, out_hw: tuple[int, int], *, exact_grid: bool = False,
-           flip_dims: tuple[int, ...] | None = None):
+           flip_dims: tuple[int, ...] | None = None, fill: float | None = None):
     """Apply the affine map ``A`` (3x3, continuous coordinates, old -> new) and crop to ``out_hw``.
 
     ``exact_grid``: ``A`` maps pixel centres onto pixel centres (flips, 90-degree turns), so the image
     is moved without interpolation. ``flip_dims``: ``A`` is exactly a mirror of these dims (-1 = x,
     -2 = y) of an image of size ``out_hw``; image and masks are then flipped in memory (the same
-    result as resampling, far cheaper).
+    result as resampling, far cheaper). A whole-pixel translation (a crop or pad) is moved in memory.
+    ``fill``: the grey level of output pixels from outside the image (default: the nearest border pixel).
     """
     if flip_dims:
         return image.flip(flip_dims), affine_target(target, A, image.shape[-2:], out_hw, flip_dims=flip_dims)
+    shift = _integer_shift(A)
+    if shift is not None:  # a crop or pad: moved in memory, exactly
+        new_image = _shift(image, *shift, out_hw, fill=float(fill) if fill is not None else 0.0)
+        return new_image, affine_target(target, A, image.shape[-2:], out_hw)
     grid = _sampling_grid(A, image.shape[-2:], out_hw)
     mode = "nearest" if exact_grid else "bilinear"
-    new_image = F.grid_sample(image[None], grid, mode=mode, padding_mode="border", align_corners=False)[0]
+    if fill is None:
+        new_image = F.grid_sample(image[None], grid, mode=mode, padding_mode="border", align_corners=False)[0]
+    else:
+        new_image = F.grid_sample(image[None] - fill, grid, mode=mode, padding_mode="zeros", align_corners=False)[0] + fill
     return new_image, affine_target(target, A, image.shape[-2:], out_hw, grid=grid)
 
 
@@ -132,7 +198,8 @@ def affine_target(target: dict, A: np.ndarray, in_hw, out_hw, grid: torch.Tensor
                   flip_dims: tuple[int, ...] | None = None) -> dict:
     """The target half of :func:`affine`."""
     H, W = out_hw
-    if grid is None and not flip_dims:
+    shift = None if flip_dims else _integer_shift(A)
+    if grid is None and not flip_dims and shift is None:
         grid = _sampling_grid(A, in_hw, out_hw)
     t = dict(target)
     has_masks = bool(t.get("has_masks", torch.tensor(True)))
@@ -142,11 +209,16 @@ def affine_target(target: dict, A: np.ndarray, in_hw, out_hw, grid: torch.Tensor
         area_before = _mask_areas(masks) * abs(np.linalg.det(A[:2, :2]))
         if flip_dims:
             new_masks = masks.flip(flip_dims)
+        elif shift is not None:
+            new_masks = _shift(masks, *shift, out_hw)
         else:
             new_masks = F.grid_sample(masks[:, None].float(), grid.expand(n, -1, -1, -1), mode="nearest",
                                       padding_mode="zeros", align_corners=False)[:, 0].to(torch.uint8)
         t["masks"] = new_masks
+        margins = box_margins(t["hboxes"].float(), t["boxes"].float()) if "hboxes" in t else None
         t["boxes"] = masks_to_boxes(new_masks)
+        if margins is not None:
+            t["hboxes"] = add_margins(t["boxes"], _map_margins(A, margins), (H, W))
         t["area"] = _mask_areas(new_masks)
         t["rboxes"] = _map_rboxes(A, t["rboxes"])
         cut = t["area"] < 0.95 * area_before  # lost pixels at the border: measure the rbox again
@@ -301,6 +373,52 @@ class RandomRotation:
         return f"RandomRotation(degrees={self.degrees}, p={self.p})"
 
 
+class FrameToContent:
+    """Crop (or pad, with the background grey) to the metaphase's extent plus a margin, at the aspect
+    ratio of ``size = (H, W)``: :func:`chromoseg.ops.frame_box`, the same framing ``predict`` uses, so
+    that a chromosome's size at the input does not depend on how the camera framed the cell.
+    Deterministic (placed before ``Resize`` and cached with it)."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, image, target):
+        from chromoseg.ops import background_level, frame_box
+
+        arr = image[0].numpy()
+        x0, y0, x1, y1 = frame_box(arr, self.size)
+        if (x0, y0, x1, y1) == (0, 0, arr.shape[1], arr.shape[0]):
+            return image, target
+        A = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]])
+        return affine(image, target, A, (y1 - y0, x1 - x0), fill=background_level(arr))
+
+    def __repr__(self) -> str:
+        return f"FrameToContent(size={self.size})"
+
+
+class RandomZoom:
+    """Scale by a factor drawn log-uniformly from ``scale`` and move to a random place that keeps as
+    much of the image in view as the scale allows, with probability ``p``; the image keeps its size and
+    what comes in from outside is the background grey (the median). Teaches the network chromosomes
+    of other sizes and places than its training framing gives."""
+
+    def __init__(self, scale: tuple[float, float] = (0.7, 1.4), p: float = 0.5):
+        self.scale, self.p = (float(scale[0]), float(scale[1])), p
+
+    def __call__(self, image, target):
+        if random.random() >= self.p:
+            return image, target
+        H, W = image.shape[-2:]
+        s = math.exp(random.uniform(math.log(self.scale[0]), math.log(self.scale[1])))
+        tx = random.uniform(min(0.0, W - s * W), max(0.0, W - s * W))
+        ty = random.uniform(min(0.0, H - s * H), max(0.0, H - s * H))
+        A = np.array([[s, 0, tx], [0, s, ty], [0, 0, 1]])
+        return affine(image, target, A, (H, W), fill=float(image.median()))
+
+    def __repr__(self) -> str:
+        return f"RandomZoom(scale={self.scale}, p={self.p})"
+
+
 class RandomIntensity:
     """Photometric jitter of the image only: gamma, contrast, brightness and Gaussian noise."""
 
@@ -321,9 +439,16 @@ class RandomIntensity:
         return f"RandomIntensity(gamma={self.gamma}, contrast={self.contrast}, brightness={self.brightness}, noise={self.noise})"
 
 
-def default_transforms(train: bool, size: tuple[int, int] | None = (512, 640)) -> Compose:
-    """The paper's input size, plus flips, rotations and intensity jitter for training."""
-    ts = [Resize(size)] if size else []
+def default_transforms(train: bool, size: tuple[int, int] | None = (512, 640), frame: bool = False,
+                       zoom: tuple[float, float] | None = None) -> Compose:
+    """The paper's input size, plus flips, rotations and intensity jitter for training.
+
+    ``frame``: first crop to the metaphase (:class:`FrameToContent`), as ``predict`` does for a model
+    trained so; ``zoom``: with ``train``, also :class:`RandomZoom` over that scale range."""
+    ts = ([FrameToContent(size)] if frame and size else []) + ([Resize(size)] if size else [])
     if train:
-        ts += [RandomHorizontalFlip(0.5), RandomVerticalFlip(0.5), RandomRotation(180.0, 0.5), RandomIntensity()]
+        ts += [RandomHorizontalFlip(0.5), RandomVerticalFlip(0.5), RandomRotation(180.0, 0.5)]
+        if zoom:
+            ts.append(RandomZoom(zoom, 0.5))
+        ts.append(RandomIntensity())
     return Compose(ts)

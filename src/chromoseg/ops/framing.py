@@ -1,0 +1,85 @@
+"""Framing: where a metaphase lies in its image, so every image reaches the network at one scale.
+
+A camera frames a cell however it likes: the metaphase may fill the field or sit small in a large
+empty one. Resizing the whole image to the network's input makes chromosome size depend on that
+framing. :func:`frame_box` finds the metaphase's extent from the image alone (the pixels that differ
+from the background, whichever the polarity: dark G-band chromosomes on light, bright DAPI ones on
+dark) and returns the crop -- the extent plus a margin, widened to the input's aspect ratio, possibly
+reaching past the image (that part is filled with the background) -- that training and inference both
+resize to the input. Coordinates are continuous pixels, ``(x0, y0, x1, y1)`` integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: margin around the metaphase's extent, as a fraction of its longer side, plus a few pixels
+FRAME_MARGIN = 0.02
+FRAME_MARGIN_PX = 8
+
+
+def background_level(image: np.ndarray) -> float:
+    """The image's background grey level: its median (a metaphase image is mostly background)."""
+    return float(np.median(np.asarray(image, dtype=np.float32)))
+
+
+def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounds ``(x0, y0, x1, y1)`` of the pixels that stand out from the background of a grey image
+    (values in [0, 1]), or None when nothing does. A pixel stands out when its 5 x 5 mean differs from
+    the median by more than Otsu's threshold of those differences (and at least 0.04); specks smaller
+    than 3 x 3 are opened away and the extreme 0.1 % of the remaining pixels on each side ignored."""
+    import cv2
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or img.size == 0:
+        raise ValueError(f"content_box needs a 2-D image, got shape {img.shape}")
+    step = max(1, int(max(img.shape) // 1024))  # large images: measured on every step-th pixel
+    small = img[::step, ::step]
+    d = np.abs(cv2.blur(small, (5, 5)) - np.median(small))
+    d8 = np.clip(d * 255.0, 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = (d8 > max(t, 0.04 * 255)).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(fg)
+    if xs.size < 16:
+        return None
+    x0, x1 = np.quantile(xs, [0.001, 0.999])
+    y0, y1 = np.quantile(ys, [0.001, 0.999])
+    return (int(x0 * step), int(y0 * step), int(np.ceil((x1 + 1) * step)), int(np.ceil((y1 + 1) * step)))
+
+
+def frame_box(image: np.ndarray, size: tuple[int, int] | None = None, margin: float = FRAME_MARGIN,
+              margin_px: int = FRAME_MARGIN_PX) -> tuple[int, int, int, int]:
+    """The crop ``(x0, y0, x1, y1)`` that frames the metaphase in ``image``: its :func:`content_box`
+    grown by ``margin`` of its longer side plus ``margin_px`` on every side, then widened about its
+    centre to the aspect ratio of ``size = (H, W)`` (the network's input) so that the resize to it is
+    the same in x and y. May reach past the image (fill that part with :func:`background_level`).
+    Without content the whole image is framed (at the aspect ratio)."""
+    H, W = np.asarray(image).shape[-2:]
+    box = content_box(image)
+    if box is None:
+        x0, y0, x1, y1 = 0.0, 0.0, float(W), float(H)
+    else:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        m = margin * max(x1 - x0, y1 - y0) + margin_px
+        x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    if size is not None:
+        aspect = float(size[1]) / float(size[0])  # W / H of the input
+        w, h = x1 - x0, y1 - y0
+        if w / h < aspect:
+            w = h * aspect
+        else:
+            h = w / aspect
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        x0, x1, y0, y1 = cx - w / 2.0, cx + w / 2.0, cy - h / 2.0, cy + h / 2.0
+    return (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
+
+
+def crop_padded(image: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` of a 2-D array, the part outside the image filled with ``fill``."""
+    x0, y0, x1, y1 = box
+    H, W = image.shape[-2:]
+    out = np.full((y1 - y0, x1 - x0), fill, dtype=image.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
