@@ -7,6 +7,7 @@
     result.karyotype                          # e.g. "46,XY" (ISCN-style summary of the counts)
     result.flags                              # what the evidence does not support
     result.karyogram                          # RGB uint8 array, the karyogram image
+    result.framing                            # the crop around the metaphase and the scale it ran at
 
 Each instance is a dict: ``mask`` (bool ``[H, W]``), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h,
 angle in degrees, w the long side), ``endpoints`` ([[x, y], [x, y]]), ``category_id`` (1-22, 23 = X,
@@ -27,6 +28,9 @@ class Result:
     flags: list[str] = field(default_factory=list)
     counts: dict[int, int] = field(default_factory=dict)
     karyogram: np.ndarray | None = None
+    #: how the image reached the network: ``frame`` (x0, y0, x1, y1, the crop around the metaphase in
+    #: image pixels) and ``scale`` (network input pixels per image pixel)
+    framing: dict = field(default_factory=dict)
 
 
 class Model:
@@ -56,7 +60,8 @@ class Model:
             from chromoseg.karyotype.layout import render_karyogram
 
             kg = render_karyogram(arr, insts, title=counts.summary)
-        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg)
+        framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
+        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing))
 
     __call__ = predict
 

@@ -53,7 +53,8 @@ def _cmd_predict(args) -> int:
         raise CliError(f"no images found in {' '.join(args.inputs)}")
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
-                          crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp)
+                          crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp,
+                          frame={"auto": None, "on": True, "off": False}[args.frame])
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -99,6 +100,10 @@ def register(sub) -> None:
     p.add_argument("--proposals", type=positive_int, default=None, metavar="N",
                    help="region proposals per image kept after the RPN (more finds more crowded chromosomes, "
                         "slower). Default: the model file's recommendation, else the model's own 300")
+    p.add_argument("--frame", default="auto", choices=["auto", "on", "off"],
+                   help="crop each image to its metaphase (plus a margin) before resizing it to the network's input, "
+                        "so chromosome size does not depend on how the camera framed the cell; auto (default) = as the "
+                        "model was trained (on for models trained with `chromoseg train --frame`)")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
                    help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
                         "AMX; about 1.5x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "

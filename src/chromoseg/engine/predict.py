@@ -6,11 +6,12 @@ NMS to remove redundant results, then the confidence threshold 0.5. Each step is
 """
 from __future__ import annotations
 
+
 import contextlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +52,19 @@ class InferenceConfig:
     #: bf16 instructions (AVX512-BF16 / AMX), else fp32. On the M-FISH validation split bf16 gives mask AP
     #: within half a point of fp32's, about 1.5x faster on such a CPU (``benchmarks/results/predict_speed.md``)
     amp: str = "auto"
+    #: crop each image to its metaphase (plus a margin) before the network's resize, so chromosome size
+    #: does not depend on how the camera framed the cell (``chromoseg.ops.frame_box``); None (in
+    #: ``Predictor.from_checkpoint``) = the model's own setting (on for models trained with ``--frame``)
+    frame: bool | None = None
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     """Turn one image's raw model output into instances by the paper's rule.
 
     ``det``: ``boxes`` [N,4], ``labels``, ``scores``, ``masks`` [N,1,H,W] probabilities, optional ``rboxes``
-    and ``endpoints``, ``class_scores`` [N,24]. Returns dicts with ``mask`` (bool numpy), ``bbox`` (xywh),
+    and ``endpoints``, ``class_scores`` [N,24], ``hboxes`` [N,4] (the H branch's boxes). Returns dicts with
+    ``mask`` (bool numpy), ``bbox`` (xywh: the H branch's box where the model has one -- the convention of
+    the boxes it was trained on, e.g. an annotator's margin -- else the mask's bounds),
     ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by decreasing score.
     """
     from chromoseg.data.coco import mask_bbox
@@ -98,7 +105,12 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
             ends = det["endpoints"][i].tolist()
         else:
             ends = np.asarray(mask_endpoints(m)).tolist()
-        inst = {"mask": m, "bbox": mask_bbox(m), "rbox": [float(v) for v in rbox],
+        if "hboxes" in det:  # the box branch's own box, in the convention of the training data's boxes
+            x0, y0, x1, y1 = (float(v) for v in det["hboxes"][i])
+            bbox = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
+        else:
+            bbox = mask_bbox(m)
+        inst = {"mask": m, "bbox": bbox, "rbox": [float(v) for v in rbox],
                 "endpoints": [[float(x), float(y)] for x, y in ends],
                 "category_id": int(labels[i]), "score": float(scores[i])}
         if "class_scores" in det:  # the detection's RoI's 24 class probabilities (flags unsure classes)
@@ -175,6 +187,8 @@ class Predictor:
         self.stain: str | None = None
         #: the score threshold the model file recommends (export --default-score-threshold), else the paper's 0.5
         self.recommended_score_threshold: float = 0.5
+        #: per image of the last call: how it reached the network (:func:`framing_of`)
+        self.last_framing: list[dict] = []
 
     @classmethod
     def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
@@ -183,7 +197,7 @@ class Predictor:
         from chromoseg.engine.checkpoint import load_model, read_metadata
         from chromoseg.weights import resolve_model
 
-        cfg = cfg or InferenceConfig()
+        cfg = replace(cfg) if cfg is not None else InferenceConfig()  # resolved on a copy
         path = resolve_model(path)
         meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
         if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
@@ -207,6 +221,13 @@ class Predictor:
             rpn = dict(rpn_post_nms_top_n_test=int(cfg.proposals), rpn_pre_nms_top_n_test=max(600, int(cfg.proposals)))
         model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05,
                            box_score_mode="object" if cfg.score == "object" else "class", **rpn)
+        transform = getattr(model, "transform", None)
+        if cfg.frame is None:
+            cfg.frame = bool(getattr(transform, "frame", False))
+        elif transform is not None and hasattr(transform, "frame"):
+            transform.frame = bool(cfg.frame)
+        elif cfg.frame:
+            raise ValueError(f"{path}: this model cannot frame its images (frame=True is for the R-CNN variants)")
         pred = cls(model, cfg, device)
         pred.recommended_score_threshold = recommended
         # an export records its stain; a checkpoint's config tells it by its input inversion
@@ -240,6 +261,8 @@ class Predictor:
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
         with self._masks_only_above_threshold(), autocast_context(self.cfg.amp, self.device):
             outputs = [float32_outputs(o) for o in self.model(tensors)]
+        size = getattr(getattr(self.model, "transform", None), "image_size", None)
+        self.last_framing = [framing_of(o.get("frame"), a.shape[-2:], size) for o, a in zip(outputs, images)]
         return [self.classes_of(t[0].cpu(), select_instances(o, self.cfg)) for t, o in zip(tensors, outputs)]
 
     def classes_of(self, image: torch.Tensor, instances: list[dict]) -> list[dict]:
@@ -258,6 +281,15 @@ class Predictor:
         return instances
 
 
+def framing_of(frame, image_hw, input_hw) -> dict:
+    """How an image reached the network: ``frame`` (x0, y0, x1, y1: the crop around the metaphase, image
+    pixels; the whole image when not framed) and ``scale`` (network input pixels per image pixel, along x)."""
+    H, W = (int(v) for v in image_hw)
+    box = [int(v) for v in frame.tolist()] if frame is not None else [0, 0, W, H]
+    scale = (float(input_hw[1]) / max(box[2] - box[0], 1)) if input_hw else 1.0
+    return {"frame": box, "scale": round(scale, 5)}
+
+
 class StainRouter:
     """``--model auto``: one predictor per stain, chosen per image by its polarity
     (:func:`chromoseg.data.io.light_background`: dark on light -> ``"brightfield"``, else
@@ -268,6 +300,7 @@ class StainRouter:
 
     def __init__(self, predictors: dict):
         self.predictors = dict(predictors)
+        self._last_framing: list[dict] = []
 
     @classmethod
     def shipped(cls, cfg: InferenceConfig | None = None, device="cpu") -> "StainRouter":
@@ -288,9 +321,18 @@ class StainRouter:
 
         return "brightfield" if light_background(arr) else "fluorescence"
 
+    @property
+    def last_framing(self) -> list[dict]:
+        return self._last_framing
+
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         check_image_list(images)
-        return [self.predictors[self.stain_of(a)]([a])[0] for a in images]
+        out, self._last_framing = [], []
+        for a in images:
+            p = self.predictors[self.stain_of(a)]
+            out.append(p([a])[0])
+            self._last_framing += p.last_framing
+        return out
 
 
 #: seconds between rewrites of a predict run's collected files (results.json, images.json, report)
@@ -336,7 +378,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
       index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score;
-    - ``images.json``: the images (id, file name, size);
+    - ``images.json``: the images (id, file name, size, and how each reached the network: ``frame``, the
+      crop around its metaphase in image pixels, and ``scale``, network input pixels per image pixel);
     - per image ``<stem>.labels.tif`` (16-bit instance labels) and ``<stem>.overlay.png``;
     - with ``karyotype``: per image ``<stem>.karyogram.png``, and for the run ``report.html`` (one
       self-contained page, flagged metaphases first) and ``report.csv`` with counts, ISCN-style summary
@@ -426,8 +469,11 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 problems.add(path, f"the model failed on this image ({type(err).__name__}: {str(err)[:200]})",
                              kind="model-error")
             preds = None
-        for (path, arr), insts in zip(batch, preds or []):
+        framing = getattr(predictor, "last_framing", None) or [None] * len(batch)
+        for (path, arr), insts, how in zip(batch, preds or [], framing):
             finish(path, arr, insts)
+            if how is not None:
+                images_meta[-1].update(how)
         if time.monotonic() - last_save[0] >= SAVE_EVERY_S:  # the run's files, at most every few seconds
             save_run()
             last_save[0] = time.monotonic()

@@ -67,7 +67,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int | list[int] = 16,
                 crop_classifier_members: int = 1,
                 weights_backbone=None, snake_points: int = 128, snake_iters: int = 3, snake_channels: int = 128,
-                center_head_channels: int = 64, snake_box_jitter: float = 0.05, invert: bool = False):
+                center_head_channels: int = 64, snake_box_jitter: float = 0.05, invert: bool = False,
+                frame: bool = False):
     """Build a model (see the table above). ``num_classes`` excludes the background (24 human
     chromosome classes; 1 for class-agnostic). ``backbone`` is resnet18/34/50/101; no weights are
     downloaded (``weights_backbone`` must stay None); ``backbone_weights`` is a path to a ResNet state
@@ -84,6 +85,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``);
     ``crop_classifier_members`` > 1: an ensemble of that many; ``crop_classifier_width`` a list: an
     ensemble of one member per width.
+    ``frame``: at inference the transform first crops each image to its metaphase
+    (``ChromoTransform``; a model trained on framed images, ``chromoseg train --frame``; R-CNN variants).
     ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
     ``1 - x`` first, so the network sees fluorescence-like images (``ChromoTransform``)."""
     from torch import nn
@@ -103,6 +106,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     if v == "snake":
         if hr or ed:
             raise ValueError("the snake variant has no H&R or ED switch")
+        if frame:
+            raise ValueError("framing (frame=True) is for the R-CNN variants, not snake")
         from .snake import build_deep_snake
 
         config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size,
@@ -134,12 +139,15 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                   class_agnostic_box=class_agnostic_box, anchor_sizes=list(anchor_sizes),
                   endpoint_loss_weight=float(endpoint_loss_weight), ed_layers=int(ed_layers), fpn_channels=fpn_channels,
                   mask_channels=mask_channels, representation_size=representation_size, invert=bool(invert))
+    if frame:
+        config["frame"] = True
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
                      backbone_weights=backbone_weights, out_channels=fpn_channels)
     branch = EndpointBranch(fpn.out_channels, ed_channels, ed_layers) if sw["ed"] else None
     body = BackboneWithEndpoints(fpn, branch)
-    transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels, invert=invert)
+    transform = ChromoTransform(image_size, image_mean, image_std, in_channels=in_channels, invert=invert,
+                                frame=frame)
     c = fpn.out_channels
     nc = num_classes + 1
     box_head = TwoMLPHead(c * 7 * 7, representation_size)

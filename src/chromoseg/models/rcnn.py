@@ -88,4 +88,5 @@ class ChromoRCNN(nn.Module):
                 d["endpoints"] = detection_endpoints(heat[i], rb)
                 d["endpoint_heatmap"] = heat[i]
         with torch.autocast(device_type=images.tensors.device.type, enabled=False):
-            return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+            return self.transform.postprocess(detections, images.image_sizes, original_sizes,
+                                              getattr(images, "frames", None))

@@ -10,9 +10,11 @@
   (``chromoseg.ops.RBoxCoder``) with the smooth-L1 of eq. (3), mask targets cut in the RoI's
   rotated frame (``crop_masks_rotated``), rotated NMS per class at inference.
   With ``hr=True`` (H&R) the box predictor has a second, axis-aligned regression output (torchvision
-  deltas against the RoI's enclosing hbox, loss ``loss_box_reg_h`` vs. the ground-truth enclosing
-  boxes ``target["boxes"]``) next to the rotated one (``loss_box_reg_r``); at inference the two
-  detection sets are synthesised by :func:`fuse_hr_detections`.
+  deltas against the RoI's enclosing hbox, loss ``loss_box_reg_h`` vs. the ground-truth axis-aligned
+  boxes: ``target["hboxes"]`` (the annotator's boxes) where the data has them, else ``target["boxes"]``)
+  next to the rotated one (``loss_box_reg_r``); at inference the two detection sets are synthesised by
+  :func:`fuse_hr_detections`, and each detection also carries its own H-branch box (``hboxes``: the
+  box in the training data's convention).
 """
 from __future__ import annotations
 
@@ -283,7 +285,8 @@ class RotatedRoIHeads(nn.Module):
                 labels = gt_l[matched].to(torch.int64)
                 labels[m == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0
                 labels[m == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1
-                gt_h = t["boxes"].to(props.dtype) if "boxes" in t else rbox_to_hbox(gt_r)
+                gt_h = t.get("hboxes", t.get("boxes"))  # the annotator's box where the data has one
+                gt_h = gt_h.to(props.dtype) if gt_h is not None else rbox_to_hbox(gt_r)
             known_gt = t.get("class_known")
             known = (known_gt.to(torch.bool)[matched] if known_gt is not None and gt_l.numel()
                      else torch.ones_like(labels, dtype=torch.bool))
@@ -423,8 +426,11 @@ class RotatedRoIHeads(nn.Module):
                 box = rbox_to_hbox(rbox)
             box[:, 0::2] = box[:, 0::2].clamp(0, w)
             box[:, 1::2] = box[:, 1::2].clamp(0, h)
-            results.append({"boxes": box, "rboxes": rbox, "scores": s[idx], "labels": lab[idx],
-                            "class_scores": sc[roi[idx], 1:]})  # the RoI's 24 class probabilities
+            res = {"boxes": box, "rboxes": rbox, "scores": s[idx], "labels": lab[idx],
+                   "class_scores": sc[roi[idx], 1:]}  # the RoI's 24 class probabilities
+            if self.hr:
+                res["hboxes"] = hb[idx]
+            results.append(res)
         return results
 
     def postprocess_masks(self, features, results, image_shapes):

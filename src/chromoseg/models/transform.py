@@ -6,8 +6,14 @@
   model: dark chromosomes on a light background, G-band) it becomes ``1 - x``, so that the network
   always sees bright chromosomes on a dark background and fluorescence weights carry over; then
   ``(x - image_mean) / image_std``;
+* framing (``frame=True``, at inference only; training data is framed by
+  ``chromoseg.data.transforms.FrameToContent``): each image is first cropped to its metaphase with a
+  margin at the input's aspect ratio (``chromoseg.ops.frame_box``; padded with the background grey
+  where that reaches past the image), so chromosome size at the input no longer depends on how the
+  camera framed the cell; detections are mapped back to the whole image and carry ``frame``
+  (x0, y0, x1, y1 of the crop, image pixels);
 * resize: to a fixed ``image_size=(H, W)`` (the paper: 512 x 640) or, with ``image_size=None``, the
-  image keeps its size; targets follow (boxes, rboxes, endpoints, masks, endpoint_heatmap);
+  image keeps its size; targets follow (boxes, hboxes, rboxes, endpoints, masks, endpoint_heatmap);
 * batch: zero-padded to a multiple of ``size_divisible`` (torchvision's ``ImageList``);
 * ``postprocess`` maps the detections back to the original image size and pastes the mask
   probabilities (rotated RoIs with ``paste_masks_rotated``, axis-aligned ones with torchvision's
@@ -56,9 +62,10 @@ def scale_boxes(b: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
 
 class ChromoTransform(nn.Module):
     def __init__(self, image_size=(512, 640), image_mean: float = 0.5, image_std: float = 0.25,
-                 size_divisible: int = 32, in_channels: int = 1, invert: bool = False):
+                 size_divisible: int = 32, in_channels: int = 1, invert: bool = False, frame: bool = False):
         super().__init__()
         self.invert = bool(invert)
+        self.frame = bool(frame)
         self.image_size = tuple(int(s) for s in image_size) if image_size else None
         self.image_mean = float(image_mean)
         self.image_std = float(image_std)
@@ -80,8 +87,9 @@ class ChromoTransform(nn.Module):
         (h, w), (nh, nw) = old_hw, new_hw
         sx, sy = nw / w, nh / h
         t = dict(target)
-        if "boxes" in t:
-            t["boxes"] = scale_boxes(t["boxes"].float(), sx, sy)
+        for key in ("boxes", "hboxes"):
+            if key in t:
+                t[key] = scale_boxes(t[key].float(), sx, sy)
         if "rboxes" in t:
             t["rboxes"] = scale_rboxes(t["rboxes"].float(), sx, sy)
         if "endpoints" in t:
@@ -105,9 +113,12 @@ class ChromoTransform(nn.Module):
     def forward(self, images, targets=None):
         from torchvision.models.detection.image_list import ImageList
 
-        out_imgs, out_tgts = [], []
+        out_imgs, out_tgts, frames = [], [], []
         for i, img in enumerate(images):
             img = self._channels(img).float()
+            if self.frame and targets is None and not self.training:
+                img, box = self._framed(img)
+                frames.append(box)
             h, w = img.shape[-2:]
             if self.invert:
                 img = 1.0 - img
@@ -121,7 +132,22 @@ class ChromoTransform(nn.Module):
             out_imgs.append(img)
         image_sizes = [tuple(im.shape[-2:]) for im in out_imgs]
         batched = self.batch_images(out_imgs)
-        return ImageList(batched, image_sizes), (out_tgts if targets is not None else None)
+        image_list = ImageList(batched, image_sizes)
+        image_list.frames = frames or None  # read by postprocess
+        return image_list, (out_tgts if targets is not None else None)
+
+    def _framed(self, img: torch.Tensor):
+        """``img [C, H, W]`` cropped to its metaphase (:func:`chromoseg.ops.frame_box`) and the crop box."""
+        from chromoseg.ops import background_level, crop_padded, frame_box
+
+        grey = img.mean(0).cpu().numpy()
+        box = frame_box(grey, self.image_size)
+        H, W = grey.shape
+        if box == (0, 0, W, H):
+            return img, box
+        fill = background_level(grey)
+        crops = [torch.from_numpy(crop_padded(c.cpu().numpy(), box, fill)) for c in img]
+        return torch.stack(crops).to(img.device), box
 
     def batch_images(self, images):
         d = self.size_divisible
@@ -134,13 +160,16 @@ class ChromoTransform(nn.Module):
             o[:, : im.shape[-2], : im.shape[-1]].copy_(im)
         return out
 
-    def postprocess(self, results, image_sizes, original_sizes):
+    def postprocess(self, results, image_sizes, original_sizes, frames=None):
         from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-        for res, (h, w), (oh, ow) in zip(results, image_sizes, original_sizes):
+        frames = frames or [None] * len(results)
+        for res, (h, w), full_hw, frame in zip(results, image_sizes, original_sizes, frames):
+            oh, ow = full_hw if frame is None else (frame[3] - frame[1], frame[2] - frame[0])
             sx, sy = ow / w, oh / h
-            if "boxes" in res:
-                res["boxes"] = scale_boxes(res["boxes"], sx, sy)
+            for key in ("boxes", "hboxes"):
+                if key in res:
+                    res[key] = scale_boxes(res[key], sx, sy)
             if "rboxes" in res:
                 res["rboxes"] = scale_rboxes(res["rboxes"], sx, sy)
             if "endpoints" in res:
@@ -161,4 +190,43 @@ class ChromoTransform(nn.Module):
             if "endpoint_heatmap" in res:
                 hm = res["endpoint_heatmap"][None, :, :h, :w]
                 res["endpoint_heatmap"] = F.interpolate(hm, size=(oh, ow), mode="bilinear", align_corners=False)[0]
+            if frame is not None:
+                self._unframe(res, frame, full_hw)
         return results
+
+    @staticmethod
+    def _unframe(res: dict, frame, full_hw) -> None:
+        """Move one image's detections from its crop ``frame`` into the whole image of ``full_hw``."""
+        x0, y0 = float(frame[0]), float(frame[1])
+        H, W = full_hw
+        for key in ("boxes", "hboxes"):
+            if key in res:
+                b = res[key] + torch.tensor([x0, y0, x0, y0], dtype=res[key].dtype, device=res[key].device)
+                b[:, 0::2] = b[:, 0::2].clamp(0, W)
+                b[:, 1::2] = b[:, 1::2].clamp(0, H)
+                res[key] = b
+        if "rboxes" in res:
+            r = res["rboxes"].clone()
+            r[:, 0] += x0
+            r[:, 1] += y0
+            res["rboxes"] = r
+        if "endpoints" in res:
+            e = res["endpoints"].clone()
+            e[..., 0] += x0
+            e[..., 1] += y0
+            res["endpoints"] = e
+        for key in ("masks", "endpoint_heatmap"):
+            if key in res:
+                res[key] = _move_into(res[key], int(frame[0]), int(frame[1]), (H, W))
+        res["frame"] = torch.tensor([float(v) for v in frame])
+
+
+def _move_into(x: torch.Tensor, x0: int, y0: int, hw) -> torch.Tensor:
+    """``x [..., h, w]`` placed with its top-left at ``(x0, y0)`` on a zero canvas ``[..., H, W]``."""
+    H, W = hw
+    h, w = x.shape[-2:]
+    out = x.new_zeros((*x.shape[:-2], H, W))
+    sx0, sy0, sx1, sy1 = max(0, -x0), max(0, -y0), min(w, W - x0), min(h, H - y0)
+    if sx1 > sx0 and sy1 > sy0:
+        out[..., sy0 + y0:sy1 + y0, sx0 + x0:sx1 + x0] = x[..., sy0:sy1, sx0:sx1]
+    return out
