@@ -110,6 +110,29 @@ def test_fit_resume_matches_uninterrupted(tmp_path):
     assert not model.training and model.variant == "mr"
 
 
+def test_start_epoch_continues_a_schedule_from_a_model(tmp_path):
+    """The run folder is gone: a model of epoch 2 plus --start-epoch 2 trains epoch 3 at the lost run's
+    learning rate (cosine schedule) and numbers its epochs as that run would have."""
+    from chromoseg.engine.checkpoint import load_checkpoint
+    from chromoseg.engine.train import TrainingError, fit
+
+    fit(tiny_cfg(tmp_path / "a", epochs=4, lr_schedule="cosine", patience=0), show_progress=False, stop_after=3)
+    recs = [json.loads(l) for l in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["epoch"]: r["lr"] for r in recs if "lr" in r}
+    assert lr[3] > 0 and lr[2] > lr[3]  # mid-schedule
+    model_of_epoch_2 = tmp_path / "a" / "epoch2.pt"
+    fit(tiny_cfg(tmp_path / "b", epochs=4, lr_schedule="cosine", patience=0), show_progress=False, stop_after=2)
+    (tmp_path / "b" / "run" / "last.pt").rename(model_of_epoch_2)
+    cont = tiny_cfg(tmp_path / "c", epochs=4, lr_schedule="cosine", patience=0, init_weights=str(model_of_epoch_2),
+                    start_epoch=2)
+    s = fit(cont, show_progress=False, stop_after=1)
+    assert s["epochs_run"] == 1
+    ck = load_checkpoint(tmp_path / "c" / "run" / "last.pt")
+    assert ck["epoch"] == 3 and math.isclose(ck["metrics"]["lr"], lr[3], rel_tol=1e-6)
+    with pytest.raises(TrainingError, match="init_weights"):
+        fit(tiny_cfg(tmp_path / "d", epochs=3, start_epoch=2), show_progress=False)
+
+
 def test_early_stop_in_fit(tmp_path, monkeypatch):
     import chromoseg.engine.train as tr
     from chromoseg.engine.checkpoint import load_checkpoint

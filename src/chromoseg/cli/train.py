@@ -86,6 +86,13 @@ def register(subparsers) -> None:
     g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
                    help="input size, WxH (default 640x512, the paper's); 'keep' keeps each image's size")
     g.add_argument("--no-augment", action="store_true", help="no flips / rotations / intensity jitter")
+    g.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="also zoom each training image by a random factor in [LO, HI] (half the images) and "
+                        "move it, filling with the background: chromosomes at other sizes and places (e.g. 0.7 1.4)")
+    g.add_argument("--frame", action="store_true",
+                   help="crop every image to its metaphase (plus a margin) before resizing, in training and -- "
+                        "recorded in the model -- at inference, so chromosome size no longer depends on the "
+                        "camera's framing")
     g.add_argument("--stain", choices=["fluorescence", "brightfield"], default="fluorescence",
                    help="the images' polarity: fluorescence (bright chromosomes on dark: DAPI, Q-band; default) or "
                         "brightfield (dark on light: G-band; the model inverts each image first, so --init-weights "
@@ -131,6 +138,9 @@ def register(subparsers) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (default runs/train)")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT", help="continue from CKPT (default OUT/last.pt)")
+    g.add_argument("--start-epoch", type=nonneg_int, default=0, metavar="N",
+                   help="with --init-weights: continue a run whose folder is gone (another machine) from a model "
+                        "of its epoch N -- the same --epochs, --lr and schedule; trains epochs N+1..--epochs")
     g.add_argument("--config", metavar="FILE", help="YAML/JSON file with any of the options above (command-line options override it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train, _defaults={a.dest: a.default for a in p._actions})
@@ -241,9 +251,11 @@ def cmd_train(args) -> int:
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
                 out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
                 init_weights=args.init_weights, time_limit=args.time_limit,
+                zoom=tuple(args.zoom) if args.zoom else None, start_epoch=args.start_epoch,
                 model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
                                                 ("trainable_layers", args.trainable_layers),
-                                                ("invert", args.stain == "brightfield"))
+                                                ("invert", args.stain == "brightfield"),
+                                                ("frame", args.frame))
                               if v != defaults.get(k) and v is not False})
     if base:  # the file gives the values; options typed on the command line win
         opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}

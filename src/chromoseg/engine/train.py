@@ -77,11 +77,14 @@ class TrainConfig:
     compact: bool = False
     lr_schedule: str = "constant"  # constant (the paper) or cosine (to 0 at the last epoch)
     time_limit: Optional[float] = None  # minutes of training in this call; the epoch running then ends early
+    zoom: Optional[tuple] = None  # (lo, hi): RandomZoom's scale range in training (None: no zoom)
+    start_epoch: int = 0  # with init_weights: continue the schedule of a run whose folder is gone at this epoch
     model_kwargs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["image_size"] = list(self.image_size) if self.image_size else None
+        d["zoom"] = list(self.zoom) if self.zoom else None
         return d
 
     @classmethod
@@ -93,6 +96,8 @@ class TrainConfig:
         d = dict(d)
         if d.get("image_size"):
             d["image_size"] = tuple(int(x) for x in d["image_size"])
+        if d.get("zoom"):
+            d["zoom"] = tuple(float(x) for x in d["zoom"])
         return cls(**d)
 
     def model_config(self) -> dict:
@@ -222,18 +227,19 @@ def build_datasets(cfg: TrainConfig):
     from chromoseg.data.transforms import default_transforms
 
     size = tuple(cfg.image_size) if cfg.image_size else None
+    frame = bool(cfg.model_kwargs.get("frame", False))  # the model frames at inference: so must its data
     for p in (cfg.train, cfg.val, *cfg.extra_train):
         if p and not Path(p).is_file():
             raise TrainingError(f"dataset file not found: {p}")
-    train = ChromosomeDataset(cfg.train, transforms=default_transforms(cfg.augment, size=size),
-                              max_images=cfg.max_images, cache=cfg.cache_data)
+    train_tf = default_transforms(cfg.augment, size=size, frame=frame, zoom=cfg.zoom)
+    train = ChromosomeDataset(cfg.train, transforms=train_tf, max_images=cfg.max_images, cache=cfg.cache_data)
     if cfg.extra_train:
         train = torch.utils.data.ConcatDataset(
-            [train] + [ChromosomeDataset(p, transforms=default_transforms(cfg.augment, size=size),
-                                         max_images=cfg.max_images, cache=cfg.cache_data) for p in cfg.extra_train])
+            [train] + [ChromosomeDataset(p, transforms=train_tf, max_images=cfg.max_images, cache=cfg.cache_data)
+                       for p in cfg.extra_train])
     val = None
     if cfg.val:
-        val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size),
+        val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size, frame=frame),
                                 max_images=cfg.max_val_images or cfg.max_images, cache=cfg.cache_data)
     if len(train) == 0:
         raise TrainingError(f"{cfg.train}: no images")
@@ -372,7 +378,12 @@ class MetricsLog:
 
 def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = True, stop_after: Optional[int] = None):
     """Train; returns a summary dict. ``resume``: a checkpoint path (``last.pt``). ``stop_after``:
-    stop after this many epochs in this call (used to simulate a kill in tests)."""
+    stop after this many epochs in this call (used to simulate a kill in tests).
+
+    When the run folder is gone (another machine), ``cfg.init_weights`` (a checkpoint, export or
+    shipped model) with ``cfg.start_epoch = N`` continues the run's schedule: epochs N+1 .. ``epochs``
+    at the learning rate, seeds and data order the lost run would have used (the optimizer's momentum
+    starts afresh)."""
     import yaml
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
@@ -417,14 +428,22 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise TrainingError(f"lr_schedule {cfg.lr_schedule!r}: use constant or cosine")
-    total = cfg.epochs * math.ceil(len(train_ds) / (cfg.batch_size * world)) if cfg.lr_schedule == "cosine" else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.warmup_iters, cfg.warmup_factor, total))
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world))
+    total = cfg.epochs * steps_per_epoch if cfg.lr_schedule == "cosine" else None
+    if cfg.start_epoch:
+        if not cfg.init_weights:
+            raise TrainingError("start_epoch continues a schedule from a model's weights: give init_weights too")
+        if not 0 < cfg.start_epoch < cfg.epochs:
+            raise TrainingError(f"start_epoch {cfg.start_epoch} must lie between 0 and epochs ({cfg.epochs})")
+    schedule = warmup_lambda(cfg.warmup_iters, cfg.warmup_factor, total)
+    offset = cfg.start_epoch * steps_per_epoch  # steps the lost run had taken: the schedule goes on from there
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda it: schedule(it + offset)) if offset else schedule)
     dtype = amp_dtype(cfg.amp, device)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("--amp bf16 on a CPU without bf16 instructions: emulated, likely slower than fp32")
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     stopper = EarlyStopping(cfg.patience)
-    start_epoch = 0
+    start_epoch = cfg.start_epoch
     if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
