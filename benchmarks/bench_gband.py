@@ -12,6 +12,14 @@
         [--gt datasets/gband/test.json] [--kp datasets/kp/annotations.json] [--limit N] [--md FILE]
 
 Predictions are kept in ``--work`` (default ``out/bench_gband``).
+
+A set whose annotations keep the annotator's box beside a pseudo-mask (``source_bbox``: the validation
+split ``datasets/gband/val.json``) is scored against those boxes, as the test split is.
+
+``--framing twice`` pastes every image, at its own size, into the middle of a field twice as wide and
+high filled with its background grey (the median); ``--framing shrunk`` resizes every image to 60 %;
+the boxes follow. Together with ``--framing as-is`` (the default) they show how much a model depends on
+how the camera framed the cell.
 """
 from __future__ import annotations
 
@@ -42,15 +50,72 @@ def cil_totals(cil: Path) -> dict[str, int]:
     return out
 
 
-def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False):
+FRAMINGS = ("as-is", "twice", "shrunk")
+SHRUNK = 0.6
+
+
+def annotator_boxes(gt: dict) -> dict:
+    """``gt`` scored by its annotators' boxes: where an annotation keeps ``source_bbox`` (the VOC box
+    behind a pseudo-mask) that becomes its ``bbox`` and the set is box-only, like the test split."""
+    if not any("source_bbox" in a for a in gt["annotations"]):
+        return gt
+    anns = []
+    for a in gt["annotations"]:
+        a = {k: v for k, v in a.items() if k not in ("segmentation", "rbox", "endpoints")}
+        if "source_bbox" in a:
+            a["bbox"] = a.pop("source_bbox")
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+        anns.append(a)
+    images = [{**im, "has_masks": False} for im in gt["images"]]
+    return {**gt, "images": images, "annotations": anns, "chromoseg": {**gt.get("chromoseg", {}), "box_only": True}}
+
+
+def reframe(gt: dict, root: Path, framing: str, out: Path) -> dict:
+    """The set with every image re-framed (``twice``: in the middle of a field twice as wide and high,
+    filled with the image's median grey; ``shrunk``: resized to 60 %), written as PNG under ``out``."""
+    import cv2
+    import numpy as np
+
+    from chromoseg.data.coco import resolve_image_path
+    from chromoseg.data.io import read_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    images, shift = [], {}
+    for im in gt["images"]:
+        arr = read_image(resolve_image_path(im["file_name"], root))
+        h, w = arr.shape
+        if framing == "twice":
+            big = np.full((2 * h, 2 * w), np.median(arr), dtype=arr.dtype)
+            dx, dy = w // 2, h // 2
+            big[dy:dy + h, dx:dx + w] = arr
+            arr2, f = big, 1.0
+        else:
+            nw, nh = round(w * SHRUNK), round(h * SHRUNK)
+            arr2, f, dx, dy = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA), SHRUNK, 0, 0
+        dest = out / (Path(im["file_name"]).stem + ".png")
+        if not dest.is_file():
+            cv2.imwrite(str(dest), arr2)
+        images.append({**im, "file_name": str(dest.resolve()), "height": arr2.shape[0], "width": arr2.shape[1]})
+        shift[im["id"]] = (f, dx, dy)
+    anns = []
+    for a in gt["annotations"]:
+        f, dx, dy = shift[a["image_id"]]
+        x, y, bw, bh = a["bbox"]
+        anns.append({**a, "bbox": [x * f + dx, y * f + dy, bw * f, bh * f], "area": a.get("area", bw * bh) * f * f})
+    return {**gt, "images": images, "annotations": anns}
+
+
+def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False, framing: str = "as-is"):
     from chromoseg.data.coco import load_coco, resolve_image_path
     from chromoseg.engine.predict import predict_paths
 
-    gt = load_coco(gt_path)
+    gt = annotator_boxes(load_coco(gt_path))
     if limit:
         gt["images"] = gt["images"][:limit]
         keep = {im["id"] for im in gt["images"]}
         gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
+    if framing != "as-is":
+        gt = reframe(gt, gt_path.parent, framing, work / "images")
     paths = [resolve_image_path(im["file_name"], gt_path.parent) for im in gt["images"]]
     t = time.perf_counter()
     summary = predict_paths(predictor, paths, work, overlays=False, label_images=False, karyotype=False,
@@ -115,6 +180,10 @@ def main(argv=None) -> int:
                     help="keep the predictions already in --work (same model!) and predict only the missing images; "
                          "the speed is then that of the new images")
     ap.add_argument("--md", type=Path, default=None, help="append the results as Markdown here")
+    ap.add_argument("--framing", choices=FRAMINGS, default="as-is",
+                    help="score the images as they are, pasted into a field twice as large (twice) or at 60 %% (shrunk)")
+    ap.add_argument("--frame", choices=["auto", "on", "off"], default="auto",
+                    help="predict's --frame: crop to the metaphase first (auto: as the model was trained)")
     ap.add_argument("--count-thresholds", type=float, nargs="+", default=[],
                     help="also count at these score thresholds (besides 0.5 and the model file's recommended one); "
                          "run on a validation split (--gt datasets/gband/val.json) to choose the recommendation")
@@ -122,10 +191,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     # the model file's own recommendations (score, classes), as predict uses it
-    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=None, classes=None))
+    frame = {"auto": None, "on": True, "off": False}[args.frame]
+    predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=None, classes=None,
+                                                                      frame=frame))
     mcfg = predictor.model.config
-    gt, results, summary, seconds = run_model(predictor, args.gt, args.work / "cil", args.limit, args.reuse)
-    gt_json = args.work / "cil_gt.json"
+    gt, results, summary, seconds = run_model(predictor, args.gt, args.work / f"cil-{args.framing}", args.limit,
+                                              args.reuse, args.framing)
+    gt_json = args.work / f"cil-{args.framing}_gt.json"
     gt_json.write_text(json.dumps(gt))
     reports = {thr: evaluate(gt_json, results, score_threshold=thr) for thr in (0.5, 0.0)}
 
@@ -156,12 +228,15 @@ def main(argv=None) -> int:
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_gband.py --model {args.model}"
         + (f" --gt {shown(args.gt)}" if args.gt.resolve() != (REPO / "datasets" / "gband" / "test.json").resolve() else "")
         + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "") + (" --reuse" if args.reuse else "")
+        + (f" --framing {args.framing}" if args.framing != "as-is" else "") + (f" --frame {args.frame}" if args.frame != "auto" else "")
         + (" --count-thresholds " + " ".join(f"{t:g}" for t in args.count_thresholds) if args.count_thresholds else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- hardware: {platform.processor() or platform.machine()}, torch threads {args.threads}",
         f"- model: variant {mcfg.get('variant')}, backbone {mcfg.get('backbone')}, input {mcfg.get('image_size')} (H, W), "
-        f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`",
-        f"- CIL {'test' if args.gt.stem == 'test' else args.gt.stem}: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} boxes (24 classes); "
+        f"stain {predictor.stain}; scores `{predictor.cfg.score}`, classes `{predictor.cfg.classes}`, "
+        f"framed to the metaphase: {'yes' if predictor.cfg.frame else 'no'}",
+        f"- CIL {'test' if args.gt.stem == 'test' else args.gt.stem}: `{shown(args.gt)}`, {len(gt['images'])} images, {len(gt['annotations'])} "
+        f"annotated boxes (24 classes), framing `{args.framing}`; "
         + (f"{summary['images']} predicted in {seconds:.0f} s ({summary['images'] / max(seconds, 1e-9):.2f} images/s, whole "
            f"`predict` without overlays)" if summary["images"] else "none predicted in this run (speed: the run that made them)")
         + f"; {summary['skipped']} skipped"
