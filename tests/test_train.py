@@ -211,13 +211,17 @@ def test_cosine_schedule_after_warmup():
     assert warmup_lambda(10, 0.001)(500) == 1.0  # constant: the paper
 
 
-def test_amp_choice_per_device():
+def test_amp_choice_per_device(monkeypatch):
     import torch
 
+    import chromoseg.engine.train as tr
     from chromoseg.engine.train import TrainingError, amp_dtype
 
     cpu = torch.device("cpu")
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
     assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: True)  # bf16 instructions: auto trains in bf16
+    assert amp_dtype("auto", cpu) == torch.bfloat16 and amp_dtype("off", cpu) is None
     assert amp_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(TrainingError, match="GPU"):
         amp_dtype("fp16", cpu)
