@@ -184,6 +184,9 @@ def main(argv=None) -> int:
                     help="score the images as they are, pasted into a field twice as large (twice) or at 60 %% (shrunk)")
     ap.add_argument("--frame", choices=["auto", "on", "off"], default="auto",
                     help="predict's --frame: crop to the metaphase first (auto: as the model was trained)")
+    ap.add_argument("--bbox", choices=["model", "mask"], default="model",
+                    help="score the results' bbox as predict writes it (model: the H&R head's box) or each mask's "
+                         "tight bounds (mask: what bbox was before 2026-12-07)")
     ap.add_argument("--count-thresholds", type=float, nargs="+", default=[],
                     help="also count at these score thresholds (besides 0.5 and the model file's recommended one); "
                          "run on a validation split (--gt datasets/gband/val.json) to choose the recommendation")
@@ -197,6 +200,11 @@ def main(argv=None) -> int:
     mcfg = predictor.model.config
     gt, results, summary, seconds = run_model(predictor, args.gt, args.work / f"cil-{args.framing}", args.limit,
                                               args.reuse, args.framing)
+    if args.bbox == "mask":
+        from pycocotools import mask as mask_utils
+
+        for r in results:
+            r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
     gt_json = args.work / f"cil-{args.framing}_gt.json"
     gt_json.write_text(json.dumps(gt))
     reports = {thr: evaluate(gt_json, results, score_threshold=thr) for thr in (0.5, 0.0)}
@@ -228,7 +236,7 @@ def main(argv=None) -> int:
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_gband.py --model {args.model}"
         + (f" --gt {shown(args.gt)}" if args.gt.resolve() != (REPO / "datasets" / "gband" / "test.json").resolve() else "")
         + (f" --kp {shown(args.kp)}" if args.kp else "") + (f" --limit {args.limit}" if args.limit else "") + (" --reuse" if args.reuse else "")
-        + (f" --framing {args.framing}" if args.framing != "as-is" else "") + (f" --frame {args.frame}" if args.frame != "auto" else "")
+        + (f" --framing {args.framing}" if args.framing != "as-is" else "") + (" --bbox mask" if args.bbox == "mask" else "") + (f" --frame {args.frame}" if args.frame != "auto" else "")
         + (" --count-thresholds " + " ".join(f"{t:g}" for t in args.count_thresholds) if args.count_thresholds else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
         f"- hardware: {platform.processor() or platform.machine()}, torch threads {args.threads}",
