@@ -142,7 +142,7 @@ def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0
     per_image: dict[int, list] = {}
     for a in gt["annotations"]:
         per_image.setdefault(a["image_id"], []).append(a)
-    hit, side, cls = [], [], []
+    hit, side, cls, crossing = [], [], [], []
     for im in gt["images"]:
         anns = per_image.get(im["id"], [])
         d = dets.get(Path(im["file_name"]).stem)
@@ -151,7 +151,8 @@ def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0
         hit += found
         side += [max(a["bbox"][2], a["bbox"][3]) for a in anns]
         cls += [a["category_id"] for a in anns]
-    hit, side, cls = np.array(hit, bool), np.array(side), np.array(cls)
+        crossing += crossing_members(xyxy([a["bbox"] for a in anns])).tolist() if anns else []
+    hit, side, cls, crossing = np.array(hit, bool), np.array(side), np.array(cls), np.array(crossing, bool)
     edges = [0, 40, 60, 80, 100, 130, 10 ** 6]
     by_size = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -159,7 +160,78 @@ def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0
         by_size.append((f"{lo}-{hi}" if hi < 10 ** 6 else f">= {lo}", int(sel.sum()),
                         float(hit[sel].mean()) if sel.any() else None))
     by_class = {int(c): float(hit[cls == c].mean()) for c in np.unique(cls)}
-    return float(hit.mean()) if len(hit) else None, by_size, by_class
+    by_overlap = [(name, int(sel.sum()), float(hit[sel].mean()) if sel.any() else None)
+                  for name, sel in (("in a crossing or overlapping cluster", crossing), ("apart", ~crossing))]
+    return float(hit.mean()) if len(hit) else None, by_size, by_class, by_overlap
+
+
+#: an annotated box belongs to a crossing / overlapping cluster when another box covers at least this
+#: share of the smaller of the two
+CROSSING_SHARE = 0.25
+
+
+def crossing_members(boxes):
+    """Per xyxy box: does another box cover >= CROSSING_SHARE of the smaller one's area?"""
+    import torch
+
+    n = boxes.shape[0]
+    if n < 2:
+        return torch.zeros(n, dtype=torch.bool)
+    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    share = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-9)
+    share.fill_diagonal_(0)
+    return (share >= CROSSING_SHARE).any(1)
+
+
+def nucleus_mask(arr):
+    """Interphase nuclei (and other large compact blobs) of a dark-on-light image: the dark pixels
+    (Otsu) that survive an opening by a disk of radius R = max(12, 2.5 % of the long side) px -- wider
+    than any chromosome -- in pieces of at least pi (2R)^2 px. A heuristic, for counting detections on
+    nuclei; not used by predict."""
+    import cv2
+    import numpy as np
+
+    g = arr.astype(np.float32)
+    g = (g - g.min()) / max(float(g.max() - g.min()), 1e-9)
+    g8 = (g * 255).astype(np.uint8)
+    _, dark = cv2.threshold(g8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    r = max(12, int(0.025 * max(arr.shape)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    opened = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(opened)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= np.pi * (2 * r) ** 2]
+    return np.isin(lab, keep)
+
+
+def nucleus_detections(gt: dict, results: list[dict], root: Path, min_score: float):
+    """Detections (score >= ``min_score``) whose mask lies at least half on a nucleus
+    (:func:`nucleus_mask`): (metaphases with a nucleus, detections on nuclei, metaphases with any)."""
+    from pycocotools import mask as mask_utils
+
+    from chromoseg.data.coco import resolve_image_path
+    from chromoseg.data.io import read_image
+
+    by_image: dict[str, list] = {}
+    for r in results:
+        if r["score"] >= min_score:
+            by_image.setdefault(Path(r["file_name"]).stem, []).append(r)
+    with_nucleus = on_nucleus = images_hit = 0
+    for im in gt["images"]:
+        nm = nucleus_mask(read_image(resolve_image_path(im["file_name"], root)))
+        if not nm.any():
+            continue
+        with_nucleus += 1
+        hits = 0
+        for r in by_image.get(Path(im["file_name"]).stem, []):
+            m = mask_utils.decode(r["segmentation"]).astype(bool)
+            if m.sum() and (m & nm).sum() >= 0.5 * m.sum():
+                hits += 1
+        on_nucleus += hits
+        images_hit += hits > 0
+    return with_nucleus, on_nucleus, images_hit
 
 
 def main(argv=None) -> int:
@@ -264,7 +336,7 @@ def main(argv=None) -> int:
         mark = " (recommended)" if thr == recommended else ""
         lines.append(f"| {thr:g}{mark} | {ex} ({100 * ex / max(len(with_total), 1):.1f}%) | {ma:.2f} | "
                      f"{100 * cr / max(len(pairs), 1):.1f}% |")
-    overall, by_size, by_class = recall_by_size_and_class(gt, results)
+    overall, by_size, by_class, by_overlap = recall_by_size_and_class(gt, results)
     from chromoseg.data.classes import class_name
 
     lines += ["", f"Where chromosomes are lost: {100 * overall:.1f}% of the annotated boxes have a detection "
@@ -272,12 +344,21 @@ def main(argv=None) -> int:
               "| longer side | boxes | found |", "|---|---|---|"]
     lines += [f"| {name} | {n} | {pct(r)} |" for name, n, r in by_size]
     lines += ["", "By class (found, %): " + ", ".join(f"{class_name(c)} {100 * r:.0f}" for c, r in by_class.items())]
+    lines += ["", f"Crossing and overlapping chromosomes (another annotated box covers >= {CROSSING_SHARE:.0%} of "
+                  "the smaller box), found at box IoU >= 0.5 and score >= 0.5: "
+              + "; ".join(f"{name}: {pct(r)} % of {n}" for name, n, r in by_overlap)]
+    nuc = nucleus_detections(gt, results, args.gt.parent, recommended)
+    lines += ["", f"Nuclei (large compact dark blobs, `nucleus_mask`): {nuc[0]} metaphases have one; "
+                  f"{nuc[1]} detections (score >= {recommended:g}) lie at least half on a nucleus, in {nuc[2]} "
+                  "metaphases."]
     out = {"cil": {str(k): v["metrics"] for k, v in reports.items()}, "counts_exact": exact,
            "counts_images": len(with_total), "count_mae": mae, "class_count_right": class_right / max(len(pairs), 1),
            "count_threshold": recommended,
            "counts_by_threshold": {str(t): {"exact": ex, "mae": ma, "class_count_right": cr / max(len(pairs), 1)}
                                    for t, (ex, ma, cr) in counts.items()}}
     out["found"] = {"overall": overall, "by_longer_side": by_size, "by_class": by_class}
+    out["crossing"] = by_overlap
+    out["nuclei"] = {"metaphases_with_nucleus": nuc[0], "detections_on_nuclei": nuc[1], "metaphases_hit": nuc[2]}
     if args.kp:
         gt_kp, res_kp, s_kp, sec_kp = run_model(predictor, args.kp, args.work / "kp", None)
         rep = {thr: evaluate(args.kp, res_kp, score_threshold=thr) for thr in (0.5, 0.0)}
