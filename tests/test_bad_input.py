@@ -249,3 +249,75 @@ def test_shipped_model_knows_its_stain():
     from chromoseg.weights import resolve_model
 
     assert Predictor.from_checkpoint("mfish").stain == "fluorescence" and resolve_model("auto") == resolve_model(None)
+
+
+def _label_map(dst: Path, name: str) -> Path:
+    """A class map like the M-FISH expert's *K.tif: 0 background, classes 1-24, 255 where two overlap."""
+    from PIL import Image
+
+    lab = np.zeros((128, 160), np.uint8)
+    for c in range(1, 25):
+        lab[4 + 5 * (c % 12): 7 + 5 * (c % 12), 6 * c: 6 * c + 4] = c
+    lab[60:64, 60:70] = 255
+    Image.fromarray(lab).save(dst / name)
+    return dst / name
+
+
+def test_a_slide_folder_predicts_only_its_metaphases(predictor, tmp_path, capsys, tiny_checkpoint):
+    """A folder like ``adir-mfish/A03__13`` holds the metaphases (*D.tif) beside the expert's label maps
+    (*K.tif): the label maps, and predict's own outputs, are left out with a note, not predicted."""
+    from chromoseg.engine.predict import not_a_metaphase
+
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    good = _small_copy(folder, "A0101D.png")
+    lab = _label_map(folder, "A0101K.png")
+    shutil.copy(good, folder / "A0101D.overlay.png")  # an earlier run's output in the same folder
+    assert not_a_metaphase(good, read_image(good)) is None
+    assert "label map" in not_a_metaphase(lab, read_image(lab))
+    s = predict_paths(predictor, list_images([folder]), tmp_path / "out", progress=False)
+    assert s["images"] == 1 and s["skipped"] == 0
+    assert sorted(Path(n["file"]).name for n in s["not_metaphases"]) == ["A0101D.overlay.png", "A0101K.png"]
+    meta = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert [im["file_name"] for im in meta["images"]] == [str(good)] and len(meta["not_metaphases"]) == 2
+    # the CLI: the folder gives exit 0 and a note; a label map named on the command line is a problem
+    common = ["--model", str(tiny_checkpoint), "--score-threshold", "0", "--quiet", "--no-karyogram"]
+    assert main(["predict", str(folder), "--out", str(tmp_path / "o1")] + common) == EXIT_OK
+    assert "left out 2 file(s) that are not metaphase images" in capsys.readouterr().out
+    assert main(["predict", str(good), str(lab), "--out", str(tmp_path / "o2")] + common) == EXIT_PARTIAL
+    assert f"skipped: {lab}" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_label_maps_are_not_metaphases():
+    from conftest import require_data
+
+    from chromoseg.engine.predict import not_a_metaphase
+
+    slide = require_data("adir-mfish", "A03__13")
+    found = list_images([slide])
+    kept = [p for p in found if not_a_metaphase(p, read_image(p)) is None]
+    assert kept and all(p.name.endswith("D.tif") for p in kept) and len(kept) * 2 == len(found)
+    root = require_data()
+    for pattern in ("cil-gband/images/*.jpg", "karyogram-pairs/a/*.TIF"):
+        some = sorted(root.glob(pattern))[:3]
+        assert some and all(not_a_metaphase(p, read_image(p)) is None for p in some)
+
+
+def test_unusable_inputs_exit_2_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """A missing file, an empty folder, a glob matching nothing: exit 2 with one line, before the model
+    loads and before the output folder is made (README: 2 = a bad command line or unusable input)."""
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", no_model)
+    good = _small_copy(tmp_path, "good.png")
+    (tmp_path / "empty").mkdir()
+    for inputs, says in [([str(tmp_path / "missing.tif")], "no such file"),
+                         ([str(good), str(tmp_path / "missing.tif")], "no such file"),
+                         ([str(tmp_path / "empty")], "no image files"),
+                         ([str(tmp_path / "*.bmp")], "matches")]:
+        assert main(["predict", *inputs, "--out", str(tmp_path / "o")]) == EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0]
+        assert not (tmp_path / "o").exists()

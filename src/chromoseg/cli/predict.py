@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from chromoseg.cli import nonneg_int, positive_int, unit_float
 
@@ -30,7 +31,12 @@ Every file is written atomically; results.json, images.json and the report are b
 every few seconds and when the run ends, fails or is interrupted (Ctrl-C), so a run that is stopped
 leaves valid files for the images it finished (a hard kill: all but its last few seconds);
 --skip-existing continues it. Exit status: 0 all images done, 3 some skipped (listed on stderr and
-in problems.json), 1 none could be done, 2 bad command line.
+in problems.json), 1 none could be done, 2 bad command line or unusable input (a file that does not
+exist, a folder without images: said before the model loads).
+
+In a folder (or a glob) only metaphase images are predicted: label maps, class maps and masks (an
+image of at most 64 grey values, mostly 0, like the M-FISH expert's *K.tif beside each *D.tif) and
+predict's own outputs are left out with a note.
 
 examples:
   chromoseg predict metaphase.tif                       # the shipped model, writes out/predict
@@ -39,18 +45,46 @@ examples:
 """
 
 
+def expand_inputs(inputs: list[str]) -> tuple[list, set]:
+    """The image paths of predict's inputs and the set of those named as files. Every input must name
+    something: a file that does not exist, a folder without images or a glob that matches none is an
+    unusable input (``CliError``, exit 2), found before the model loads or the output folder is made."""
+    from chromoseg.cli import CliError
+    from chromoseg.data.io import list_images
+
+    paths, seen, named, bad = [], set(), set(), []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images([item])
+            if not found:
+                bad.append(f"{item}: a folder with no image files (TIFF, PNG, JPEG, BMP)")
+        elif p.exists() or p.is_symlink():  # a file named as it is (a broken link is reported when read)
+            found = [p]
+            named.add(str(p))
+        elif any(ch in item for ch in "*?["):
+            found = list_images([item])
+            if not found:
+                bad.append(f"{item}: no image file matches this pattern")
+        else:
+            found = []
+            bad.append(f"{item}: no such file or folder")
+        paths.extend(q for q in found if q not in seen)
+        seen.update(found)
+    if bad:
+        raise CliError("; ".join(bad))
+    return paths, named
+
+
 def _cmd_predict(args) -> int:
     import torch
 
     from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, CliError
-    from chromoseg.data.io import list_images
     from chromoseg.engine.predict import InferenceConfig, Predictor, StainRouter, predict_paths
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = list_images(args.inputs)
-    if not paths:
-        raise CliError(f"no images found in {' '.join(args.inputs)}")
+    paths, named = expand_inputs(args.inputs)
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
                           crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp,
@@ -68,7 +102,12 @@ def _cmd_predict(args) -> int:
         raise CliError(str(err)) from err
     summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size, overlays=not args.no_overlays,
                             label_images=not args.no_labels, karyotype=not args.no_karyogram, progress=not args.quiet,
-                            skip_existing=args.skip_existing)
+                            skip_existing=args.skip_existing, named=named)
+    if summary["not_metaphases"]:
+        notes = summary["not_metaphases"]
+        shown = ", ".join(Path(n["file"]).name for n in notes[:5]) + (", ..." if len(notes) > 5 else "")
+        print(f"left out {len(notes)} file(s) that are not metaphase images ({shown}): label maps, masks or predict's "
+              f"own outputs; listed in {Path(summary['out']) / 'images.json'}")
     done_before = f", {summary['already_done']} already done" if summary["already_done"] else ""
     print(f"{summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
           f"{done_before}; results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))

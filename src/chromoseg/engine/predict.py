@@ -360,6 +360,39 @@ def polarity_problem(stain: str | None, arr: np.ndarray) -> str | None:
     return None
 
 
+#: file names chromoseg predict gives its own outputs: never taken for inputs in a folder or glob
+OUTPUT_SUFFIXES = (".labels.tif", ".overlay.png", ".karyogram.png")
+#: an image whose pixels take at most this many values, mostly 0, is a label map or a mask
+LABEL_MAP_MAX_VALUES = 64
+
+
+def not_a_metaphase(path, arr: np.ndarray | None = None) -> str | None:
+    """Why an image file is not a metaphase image, else None. The rule (README, *Inputs*):
+
+    - a file named as chromoseg predict names its outputs (``*.labels.tif``, ``*.overlay.png``,
+      ``*.karyogram.png``) is one of its outputs;
+    - an image whose pixels take at most ``LABEL_MAP_MAX_VALUES`` (64) distinct values, the most
+      common of them 0, is a label map, class map or mask (e.g. the M-FISH expert's ``*K.tif``: values
+      0-24 and 255, 0 on over 90 % of the pixels). A metaphase photograph has far more grey levels
+      (every M-FISH DAPI, CIL G-band and BioImLab image has over 100)."""
+    name = Path(path).name.lower()
+    for suffix in OUTPUT_SUFFIXES:
+        if name.endswith(suffix):
+            return f"an output of chromoseg predict ({suffix}), not a metaphase image"
+    if arr is None or arr.dtype.kind not in "ui" or arr.size == 0:
+        return None
+    flat = np.asarray(arr).ravel()
+    if flat.min() < 0 or flat.max() > 65535:
+        return None
+    counts = np.bincount(flat.astype(np.int64, copy=False))
+    values = np.flatnonzero(counts)
+    if values.size > LABEL_MAP_MAX_VALUES or int(np.argmax(counts)) != 0:
+        return None
+    shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
+    return (f"a label map or mask, not a metaphase image: its pixels take only {values.size} value(s) ({shown}), "
+            f"0 on {100 * counts[0] / flat.size:.0f} % of them")
+
+
 def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
     """(results, images) of an earlier run into ``out_dir`` and the file names it finished."""
     try:
@@ -373,7 +406,7 @@ def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
                   label_images: bool = True, karyotype: bool = True, progress: bool = True,
-                  skip_existing: bool = False) -> dict:
+                  skip_existing: bool = False, named=None) -> dict:
     """Predict every image in ``paths`` and write into ``out_dir``:
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
@@ -390,8 +423,14 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     are rewritten at most every ``SAVE_EVERY_S`` seconds and when the run ends or fails (Ctrl-C
     included): a killed run leaves valid files that cover all but its last few seconds (a long batch
     no longer rewrites them after every image). ``skip_existing``: images already in ``out_dir``'s ``images.json`` are not
-    predicted again (their results are kept). Returns counts: ``images`` finished in this call,
-    ``skipped`` (problems), ``already_done``.
+    predicted again (their results are kept).
+
+    Only metaphase images are predicted (:func:`not_a_metaphase`): a label map or one of predict's own
+    outputs found in a folder or by a glob is left out with a note (``not_metaphases`` in the summary
+    and in ``images.json``); one that the caller named (``named``: the paths given as files, e.g. on
+    the command line; None = every path was found in a folder) is a problem, skipped like an
+    unreadable file. Returns counts: ``images`` finished in this call, ``skipped`` (problems),
+    ``already_done``, ``not_metaphases`` ([{file, why}]).
     """
     import tifffile
     from tqdm import tqdm
@@ -406,6 +445,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems = ProblemLog()
+    named = {str(p) for p in named} if named else set()
+    not_metaphases: list[dict] = []
     results, images_meta, done = _read_done(out_dir) if skip_existing else ([], [], set())
     rows: list[dict] = []
     n_before = len(images_meta)
@@ -432,7 +473,9 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     def save_run() -> None:
         write_text(out_dir / "results.json", json.dumps(results))
         write_text(out_dir / "images.json", json.dumps({"images": images_meta, "categories": coco_categories(),
-                                                        "inference": asdict(predictor.cfg)}, indent=1))
+                                                        "inference": asdict(predictor.cfg),
+                                                        **({"not_metaphases": not_metaphases} if not_metaphases else {})},
+                                                       indent=1))
         problems.write(out_dir / "problems.json")
         if karyotype and rows:
             write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
@@ -487,20 +530,32 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 already += 1
                 bar.update(1)
                 continue
-            try:
-                arr = read_image(path)
-            except ImageReadError as err:
-                problems.add(err.path, err.problem, kind="unreadable")
+            why = not_a_metaphase(path)
+            arr = None
+            if not why:
+                try:
+                    arr = read_image(path)
+                except ImageReadError as err:
+                    problems.add(err.path, err.problem, kind="unreadable")
+                    bar.update(1)
+                    continue
+                if arr.size > MAX_IMAGE_PIXELS:
+                    problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; "
+                                       f"the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it",
+                                 kind="too-large")
+                    bar.update(1)
+                    continue
+                why = not_a_metaphase(path, arr)
+            if why:  # named: the user asked for it, a problem; found in a folder: a note
+                if str(path) in named:
+                    problems.add(path, why, kind="not-a-metaphase")
+                else:
+                    not_metaphases.append({"file": str(path), "why": why})
                 bar.update(1)
                 continue
             why = polarity_problem(getattr(predictor, "stain", None), arr)
             if why:
                 problems.add(path, why, kind="wrong-stain")
-                bar.update(1)
-                continue
-            if arr.size > MAX_IMAGE_PIXELS:
-                problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the "
-                                   f"limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it", kind="too-large")
                 bar.update(1)
                 continue
             batch.append((Path(path), arr))
@@ -512,4 +567,4 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         save_run()
     return {"images": len(images_meta) - n_before, "skipped": len(problems), "already_done": already,
             "instances": len(results), "problems": problems.summary(), "out": str(out_dir),
-            "skipped_files": [p.file for p in problems.problems]}
+            "skipped_files": [p.file for p in problems.problems], "not_metaphases": not_metaphases}
