@@ -321,3 +321,30 @@ def test_unusable_inputs_exit_2_before_the_model_loads(tmp_path, capsys, monkeyp
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0]
         assert not (tmp_path / "o").exists()
+
+
+def test_a_continued_run_keeps_each_images_model_and_settings(tiny_checkpoint, tmp_path, capsys):
+    """--skip-existing with another --score-threshold: the earlier images keep the settings they were
+    made with (images.json records the model and the settings per image), and the summary counts this
+    run's chromosomes apart from the folder's total."""
+    a = _small_copy(tmp_path, "a.png")
+    b = _small_copy(tmp_path, "b.png")
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_checkpoint), "--score", "object", "--quiet", "--no-karyogram", "--out", str(out)]
+    assert main(["predict", str(a), "--score-threshold", "0"] + common) == EXIT_OK
+    first = json.loads((out / "images.json").read_text())
+    assert first["inference"]["score_threshold"] == 0.0 and first["model"]["file"] == str(tiny_checkpoint)
+    n_a = len(json.loads((out / "results.json").read_text()))
+    capsys.readouterr()
+    assert main(["predict", str(a), str(b), "--skip-existing", "--score-threshold", "0.6"] + common) == EXIT_OK
+    meta = json.loads((out / "images.json").read_text())
+    by_name = {Path(im["file_name"]).name: im for im in meta["images"]}
+    assert by_name["a.png"]["inference"]["score_threshold"] == 0.0
+    assert by_name["b.png"]["inference"]["score_threshold"] == 0.6
+    for im in meta["images"]:
+        assert im["model"]["file"] == str(tiny_checkpoint) and len(im["model"]["sha256"]) == 16
+    assert "inference" not in meta and "different" in meta["settings_differ"]
+    n_b = len(json.loads((out / "results.json").read_text())) - n_a
+    said = capsys.readouterr().out
+    assert f"this run: 1 image(s), {n_b} chromosomes" in said and f"{n_a + n_b} chromosomes in all" in said
+    assert "different models or settings" in said and "score >= 0.6" in said and "score >= 0" in said

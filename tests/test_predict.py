@@ -96,6 +96,8 @@ def test_predict_writes_outputs(tiny_checkpoint, tmp_path):
     assert (out / "V1701XYD.karyogram.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "V1701XYD" in html and "http://" not in html and "https://" not in html
+    # the header says the settings in words, not as a Python dict
+    assert "object score &gt;= 0; masks of the top 100" in html and "top_k" not in html
     meta = json.loads((out / "images.json").read_text())["images"][0]
     assert meta["summary"] and meta["instances"] == len(results)
     assert "broken.tif" in (out / "problems.json").read_text()

@@ -19,7 +19,8 @@ Each step can be changed below.
 Writes into --out:
   results.json          COCO results for all images (RLE masks, bbox, rbox, endpoints, class, score);
                         `chromoseg evaluate GT.json OUT/results.json` scores it against annotations
-  images.json           the images (id, file name, size) and the inference settings used
+  images.json           the images (id, file name, size) and, per image, the model (name, file,
+                        SHA-256 prefix, stain) and the inference settings that made it
   NAME.labels.tif       16-bit instance label image (0 background, k = k-th instance by score)
   NAME.overlay.png      the image with each chromosome's mask, rotated box, endpoints and class
   NAME.karyogram.png    the chromosomes cut out, turned upright and laid out in the standard rows
@@ -108,9 +109,17 @@ def _cmd_predict(args) -> int:
         shown = ", ".join(Path(n["file"]).name for n in notes[:5]) + (", ..." if len(notes) > 5 else "")
         print(f"left out {len(notes)} file(s) that are not metaphase images ({shown}): label maps, masks or predict's "
               f"own outputs; listed in {Path(summary['out']) / 'images.json'}")
-    done_before = f", {summary['already_done']} already done" if summary["already_done"] else ""
-    print(f"{summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
+    done_before = (f"; with the {summary['already_done']} done before, {summary['total_images']} image(s) and "
+                   f"{summary['total_instances']} chromosomes in all" if summary["already_done"] else "")
+    print(f"this run: {summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
           f"{done_before}; results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))
+    if len(summary["settings"]) > 1:
+        from chromoseg.engine.predict import describe_inference
+
+        print("note: the images in this folder were predicted with different models or settings (each image's "
+              "own are in images.json):")
+        for model, inference, n in summary["settings"]:
+            print(f"  {n} image(s): {describe_inference(inference, model)}")
     for f in summary["skipped_files"]:
         print(f"skipped: {f}", file=sys.stderr)
     if not summary["images"] and not summary["already_done"]:

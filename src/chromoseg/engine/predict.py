@@ -189,6 +189,33 @@ class Predictor:
         self.recommended_score_threshold: float = 0.5
         #: per image of the last call: how it reached the network (:func:`framing_of`)
         self.last_framing: list[dict] = []
+        #: the model as asked for (a shipped name or a path) and the file it was read from; None when
+        #: the predictor was built around a model object
+        self.model_name: str | None = None
+        self.model_file: str | None = None
+        self._model_record: dict | None = None
+
+    @property
+    def last_predictors(self) -> list["Predictor"]:
+        """The predictor of each image of the last call (here always this one; see :class:`StainRouter`)."""
+        return [self] * len(self.last_framing)
+
+    def model_record(self) -> dict:
+        """Which model this is, as ``images.json`` records it per image: ``name`` (as asked for),
+        ``file``, ``sha256`` (the file's first 16 hex digits: tells two versions of one file apart) and
+        ``stain``."""
+        if self._model_record is None:
+            import hashlib
+
+            digest = None
+            if self.model_file and Path(self.model_file).is_file():
+                h = hashlib.sha256()
+                with open(self.model_file, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+                digest = h.hexdigest()[:16]
+            self._model_record = {"name": self.model_name, "file": self.model_file, "sha256": digest}
+        return {**self._model_record, "stain": self.stain}
 
     @classmethod
     def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
@@ -198,6 +225,7 @@ class Predictor:
         from chromoseg.weights import resolve_model
 
         cfg = replace(cfg) if cfg is not None else InferenceConfig()  # resolved on a copy
+        name = str(path) if path is not None else None
         path = resolve_model(path)
         meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
         if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
@@ -232,6 +260,9 @@ class Predictor:
         pred.recommended_score_threshold = recommended
         # an export records its stain; a checkpoint's config tells it by its input inversion
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
+        from chromoseg.weights import DEFAULT
+
+        pred.model_name, pred.model_file = name or DEFAULT, str(path)
         return pred
 
     @contextlib.contextmanager
@@ -301,6 +332,7 @@ class StainRouter:
     def __init__(self, predictors: dict):
         self.predictors = dict(predictors)
         self._last_framing: list[dict] = []
+        self._last_predictors: list[Predictor] = []
 
     @classmethod
     def shipped(cls, cfg: InferenceConfig | None = None, device="cpu") -> "StainRouter":
@@ -325,13 +357,19 @@ class StainRouter:
     def last_framing(self) -> list[dict]:
         return self._last_framing
 
+    @property
+    def last_predictors(self) -> list[Predictor]:
+        """The predictor each image of the last call went to."""
+        return self._last_predictors
+
     def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
         check_image_list(images)
-        out, self._last_framing = [], []
+        out, self._last_framing, self._last_predictors = [], [], []
         for a in images:
             p = self.predictors[self.stain_of(a)]
             out.append(p([a])[0])
             self._last_framing += p.last_framing
+            self._last_predictors.append(p)
         return out
 
 
@@ -394,14 +432,52 @@ def not_a_metaphase(path, arr: np.ndarray | None = None) -> str | None:
 
 
 def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
-    """(results, images) of an earlier run into ``out_dir`` and the file names it finished."""
+    """(results, images) of an earlier run into ``out_dir`` and the file names it finished. An image
+    entry of a file written before images recorded their own model and settings gets the file's."""
     try:
         meta = json.loads((out_dir / "images.json").read_text())
         results = json.loads((out_dir / "results.json").read_text())
     except (OSError, ValueError):
         return [], [], set()
     images = [im for im in meta.get("images", []) if isinstance(im, dict) and "file_name" in im]
+    for im in images:
+        for key in ("model", "inference"):
+            if key not in im and isinstance(meta.get(key), dict):
+                im[key] = meta[key]
     return results, images, {im["file_name"] for im in images}
+
+
+def describe_inference(inference: dict | None, model: dict | None = None) -> str:
+    """One readable line of the settings an image was predicted with (``images.json``'s per-image
+    ``inference`` and ``model``), for the report's header and predict's notes."""
+    if not isinstance(inference, dict):
+        return "settings not recorded"
+    i = inference
+    parts = []
+    if isinstance(model, dict) and model.get("name"):
+        parts.append(f"model {model['name']}" + (f" ({model['stain']})" if model.get("stain") else ""))
+    thr = i.get("score_threshold")
+    parts.append(f"{i.get('score', 'class')} score >= {thr:g}" if isinstance(thr, (int, float))
+                 else f"{i.get('score', 'class')} score")
+    nms = i.get("mask_nms_iou")
+    parts.append(f"masks of the top {i.get('top_k')} at probability {i.get('mask_threshold')}, "
+                 + (f"mask NMS at IoU {nms}" if nms else "no mask NMS"))
+    parts.append(f"classes {i.get('classes')}" + (" (crop classifier where the model has one)"
+                                                    if i.get("crop_classifier") else " (RoI head)"))
+    if i.get("proposals"):
+        parts.append(f"{i['proposals']} proposals")
+    if i.get("frame"):
+        parts.append("framed to the metaphase")
+    return "; ".join(parts)
+
+
+def run_settings(images_meta: list[dict]) -> list[tuple[dict | None, dict | None, int]]:
+    """The distinct (model, inference) pairs of a run's images, with how many images each made."""
+    seen: dict[str, list] = {}
+    for im in images_meta:
+        key = json.dumps([im.get("model"), im.get("inference")], sort_keys=True, default=str)
+        seen.setdefault(key, [im.get("model"), im.get("inference"), 0])[2] += 1
+    return [tuple(v) for v in seen.values()]
 
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
@@ -449,7 +525,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     not_metaphases: list[dict] = []
     results, images_meta, done = _read_done(out_dir) if skip_existing else ([], [], set())
     rows: list[dict] = []
-    n_before = len(images_meta)
+    n_before, n_results_before = len(images_meta), len(results)
     stems: dict[str, int] = {}
     for im in images_meta:
         stem = Path(im["file_name"]).stem
@@ -472,14 +548,24 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
 
     def save_run() -> None:
         write_text(out_dir / "results.json", json.dumps(results))
-        write_text(out_dir / "images.json", json.dumps({"images": images_meta, "categories": coco_categories(),
-                                                        "inference": asdict(predictor.cfg),
+        # each image records the model and settings that made it; the file's own "model" and "inference"
+        # only where every image shares them (a run continued with --skip-existing and other settings,
+        # or --model auto over both stains, has several)
+        settings = run_settings(images_meta)
+        if not images_meta and isinstance(predictor, Predictor):
+            settings = [(predictor.model_record(), asdict(predictor.cfg), 0)]
+        top = {"model": settings[0][0], "inference": settings[0][1]} if len(settings) == 1 else {
+            "settings_differ": "the images were predicted with different models or settings: see each image's "
+                               "'model' and 'inference'"}
+        write_text(out_dir / "images.json", json.dumps({"images": images_meta, "categories": coco_categories(), **top,
                                                         **({"not_metaphases": not_metaphases} if not_metaphases else {})},
                                                        indent=1))
         problems.write(out_dir / "problems.json")
         if karyotype and rows:
+            how = ("; ".join(f"{n} image(s): {describe_inference(inf, mod)}" for mod, inf, n in settings)
+                   if len(settings) > 1 else describe_inference(settings[0][1], settings[0][0]))
             write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
-                         note=f"model predictions; inference: {asdict(predictor.cfg)}")
+                         note=f"model predictions; {how}")
 
     def finish(path: Path, arr: np.ndarray, insts: list[dict]) -> None:
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
@@ -513,10 +599,13 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                              kind="model-error")
             preds = None
         framing = getattr(predictor, "last_framing", None) or [None] * len(batch)
-        for (path, arr), insts, how in zip(batch, preds or [], framing):
+        used = getattr(predictor, "last_predictors", None) or [predictor] * len(batch)
+        for (path, arr), insts, how, by in zip(batch, preds or [], framing, used):
             finish(path, arr, insts)
             if how is not None:
                 images_meta[-1].update(how)
+            if isinstance(by, Predictor):  # provenance: which model, with which settings
+                images_meta[-1].update(model=by.model_record(), inference=asdict(by.cfg))
         if time.monotonic() - last_save[0] >= SAVE_EVERY_S:  # the run's files, at most every few seconds
             save_run()
             last_save[0] = time.monotonic()
@@ -566,5 +655,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         bar.close()
         save_run()
     return {"images": len(images_meta) - n_before, "skipped": len(problems), "already_done": already,
-            "instances": len(results), "problems": problems.summary(), "out": str(out_dir),
+            "instances": len(results) - n_results_before, "total_images": len(images_meta),
+            "total_instances": len(results), "settings": run_settings(images_meta),
+            "problems": problems.summary(), "out": str(out_dir),
             "skipped_files": [p.file for p in problems.problems], "not_metaphases": not_metaphases}
