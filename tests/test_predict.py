@@ -177,3 +177,18 @@ def test_amp_runs_the_model_in_bf16_only_when_asked_or_native(tiny_checkpoint, m
     pred.cfg.amp = "fp8"
     with pytest.raises(ValueError, match="amp 'fp8'"):
         pred([image])
+
+
+def test_help_states_the_threshold_the_shipped_models_use(capsys):
+    """predict --help said detections under 0.5 are dropped while both shipped models recommend 0.2:
+    it now reads each shipped file's recommendation."""
+    from chromoseg.cli import main
+    from chromoseg.engine.checkpoint import read_metadata
+    from chromoseg.weights import SHIPPED, shipped_path
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "under the confidence score 0.5 are dropped" not in said
+    for name in SHIPPED:
+        assert f"{name} {read_metadata(shipped_path(name))['default_score_threshold']}" in said

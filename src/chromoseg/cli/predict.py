@@ -13,8 +13,10 @@ model that ships with chromoseg (`mfish`: see its card, chromoseg/weights/mfish_
 or --model PATH, any checkpoint of `chromoseg train` or file of `chromoseg export`.
 
 Inference follows the paper (section III): masks are computed for the top 100 detections, redundant
-results are removed by NMS at mask level, and detections under the confidence score 0.5 are dropped.
-Each step can be changed below.
+results are removed by NMS at mask level, and detections under a confidence score threshold are dropped:
+the threshold the model file recommends ({shipped_thresholds}), else the paper's 0.5.
+Each step can be changed below; images.json records what each image was made with, and
+`chromoseg evaluate` scores at that threshold by default.
 
 Writes into --out:
   results.json          COCO results for all images (RLE masks, bbox, rbox, endpoints, class, score);
@@ -44,6 +46,31 @@ examples:
   chromoseg predict metaphase.tif --model runs/ermr/best.pt --out out/pred
   chromoseg predict 'scans/*.tif' --model runs/ermr/best.pt --out out/pred --device cuda --batch-size 4
 """
+
+
+def shipped_recommendations() -> dict[str, dict]:
+    """Each shipped model's recommendations (the metadata in its safetensors header), read without
+    torch so that --help stays fast: ``{name: {"default_score_threshold": "0.2", ...}}``."""
+    import json
+    import struct
+
+    from chromoseg.weights import HERE, SHIPPED
+
+    out = {}
+    for name, (file_name, *_rest) in SHIPPED.items():
+        try:
+            with open(HERE / file_name, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                out[name] = dict(json.loads(fh.read(n)).get("__metadata__") or {})
+        except (OSError, ValueError, struct.error):
+            continue
+    return out
+
+
+def _shipped_thresholds() -> str:
+    parts = [f"{name} {meta['default_score_threshold']}" for name, meta in shipped_recommendations().items()
+             if meta.get("default_score_threshold")]
+    return "the shipped models: " + ", ".join(parts) if parts else "none for the shipped models"
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list, set]:
@@ -128,7 +155,7 @@ def _cmd_predict(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="segment chromosomes in images with a trained model", description=PREDICT_HELP,
+    p = sub.add_parser("predict", help="segment chromosomes in images with a trained model", description=PREDICT_HELP.format(shipped_thresholds=_shipped_thresholds()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
@@ -144,7 +171,7 @@ def register(sub) -> None:
     p.add_argument("--mask-nms-iou", type=unit_float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
     p.add_argument("--score-threshold", type=unit_float, default=None,
                    help="confidence threshold, applied last. Default: the model file's recommendation (chosen on a "
-                        "validation split), else the paper's 0.5")
+                        f"validation split; {_shipped_thresholds()}), else the paper's 0.5")
     p.add_argument("--proposals", type=positive_int, default=None, metavar="N",
                    help="region proposals per image kept after the RPN (more finds more crowded chromosomes, "
                         "slower). Default: the model file's recommendation, else the model's own 300")
