@@ -454,3 +454,67 @@ def test_error_breakdown_stages(tmp_path):
     assert stages == ["right_class", "rpn"] and set(stages) <= set(STAGES)
     gt[0]["category_id"] = 4
     assert diagnose_image(pred, np.zeros((40, 60), np.uint8), gt)[0][0] == "wrong_class"
+
+
+def _cli(argv):
+    import argparse
+
+    from chromoseg.cli import evaluate as evaluate_cli
+
+    parser = argparse.ArgumentParser(prog="chromoseg")
+    evaluate_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", *map(str, argv)])
+    return args.func(args)
+
+
+def test_only_the_predicted_images_are_scored_unless_asked(tmp_path, capsys):
+    """Images of the set that were never predicted are not scored as misses by default (the output says
+    how many images were scored and names the others); --all-images / images="all" counts them, with a
+    warning naming them. A results entry of an image not in the set is named by its file."""
+    gt = make_gt()
+    res = [dict(r, file_name=f"img{r['image_id']}.png") for r in perfect_results(gt) if r["image_id"] != 3]
+    res.append(dict(res[0], file_name="elsewhere/other.png"))
+    rep = evaluate(gt, res, images="predicted")
+    assert ap(rep, "binary", "segm") == pytest.approx(1.0) and rep["counts"]["images"] == 2
+    assert rep["counts"]["unpredicted_images"] == ["img3.png"] and "2 of 3" in rep["images_note"]
+    assert any("file elsewhere/other.png" in w for w in rep["warnings"])
+    every = evaluate(gt, res)  # the library's default: every image, as COCO does
+    assert ap(every, "binary", "segm") < 1.0 and every["confusion"]["missed"] == 2
+    assert any("img3.png" in w and "not predicted" in w for w in every["warnings"])
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(res))
+    assert _cli([gt_path, res_path, "--mode", "binary", "--iou-type", "segm"]) == 0
+    said = capsys.readouterr().out
+    assert "100.00" in said and "scored the 2 of 3" in said and "img3.png" in said and "--all-images" in said
+    assert _cli([gt_path, res_path, "--mode", "binary", "--iou-type", "segm", "--all-images"]) == 0
+    assert "100.00" not in capsys.readouterr().out
+    # predict's images.json beside the results lists what was predicted, with or without detections
+    (tmp_path / "images.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "/data/img1.png"},
+                                                                 {"id": 2, "file_name": "/data/img3.png"}]}))
+    rep = evaluate(gt_path, res_path, images="predicted")
+    assert rep["counts"]["images"] == 2 and rep["counts"]["unpredicted_images"] == ["img2.png"]
+    assert rep["confusion"]["missed"] == 2  # img3 was predicted and nothing found: its chromosomes are missed
+    with pytest.raises(EvaluationError, match="none of the 3 images"):
+        evaluate(gt, [dict(res[0], file_name="x.png")], images="predicted")
+
+
+def test_the_threshold_defaults_to_the_one_the_results_were_made_at(tmp_path, capsys):
+    """`chromoseg predict` keeps detections down to the model's recommended threshold (0.2 for the
+    shipped models) and records it in images.json: evaluate scores all of them by default, and says so;
+    without images.json it is the paper's 0.5."""
+    gt = make_gt()
+    res = [dict(r, score=0.3, file_name=f"img{r['image_id']}.png") for r in perfect_results(gt)]
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(res))
+    assert evaluate(gt_path, res_path, score_threshold=None)["score_threshold"] == 0.5
+    images = [{"id": i, "file_name": f"img{i}.png", "inference": {"score_threshold": 0.2}} for i in (1, 2, 3)]
+    (tmp_path / "images.json").write_text(json.dumps({"images": images}))
+    rep = evaluate(gt_path, res_path, score_threshold=None)
+    assert rep["score_threshold"] == 0.2 and rep["counts"]["detections_below_threshold"] == 0
+    assert "made at" in rep["threshold_note"] and ap(rep, "multi", "segm") == pytest.approx(1.0)
+    assert _cli([gt_path, res_path, "--out", tmp_path / "e"]) == 0
+    assert "score threshold 0.2: detections with score < 0.2 removed" in capsys.readouterr().out
+    assert _cli([gt_path, res_path, "--score-threshold", "0.5"]) == 0  # the paper's protocol on request
+    assert "score threshold 0.5" in capsys.readouterr().out

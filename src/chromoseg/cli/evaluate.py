@@ -21,9 +21,16 @@ What the numbers mean
   multi     24 classes: a detection only counts if its class is right.
   binary    class-agnostic: every class is mapped to one "chromosome" class, so AP measures
             segmentation alone (the paper's binary-class rows).
-  threshold The paper reports AP "under the confidence score threshold of 0.5": detections
-            with score < 0.5 are dropped before AP (default). --score-threshold 0 gives the
-            standard COCO protocol. The output always states which was used.
+  threshold Detections with score < the threshold are dropped before AP. Default: the threshold
+            the predictions were made at, as `chromoseg predict` records it in the images.json
+            beside RESULTS.json (for the shipped models, the threshold their files recommend),
+            so all of predict's output is scored; without that file the paper's 0.5. The paper's tables are "under the
+            confidence score threshold of 0.5": --score-threshold 0.5. --score-threshold 0
+            gives the standard COCO protocol. The output always states which was used.
+  images    Only the ground-truth images that were predicted are scored (default): those the
+            images.json beside RESULTS.json lists, else those the results name. The output
+            says how many of the set's images that is and names the others; --all-images
+            scores every image, an unpredicted one with all its chromosomes missed.
   maxDets   100 (the paper's top 100 detections), per image and category as in COCOeval.
   confusion Detections are matched to ground truth ignoring class (greedy by score, mask IoU
             >= 0.5); the matrix counts (true class, predicted class), plus "missed" ground truth
@@ -31,14 +38,15 @@ What the numbers mean
 Box-only sets (G-band VOC import: "chromoseg": {"box_only": true} or images with
 "has_masks": false) get box AP only; the output says so.
 
-Entries of RESULTS.json that name unknown images or categories outside 1-24 are skipped,
-counted and reported.
+Entries of RESULTS.json that name unknown images (reported by file name) or categories outside
+1-24 are skipped, counted and reported.
 """
 
 EPILOG = """\
 examples:
   chromoseg evaluate datasets/mfish/test.json out/pred/results.json
   chromoseg evaluate datasets/mfish/test.json out/pred/results.json --score-threshold 0 --out out/eval
+  chromoseg evaluate datasets/mfish/test.json out/pred/results.json --score-threshold 0.5 --all-images  # the paper's
   chromoseg evaluate datasets/gband/test.json results.json --mode binary
 
 --out DIR writes report.json (all numbers), summary.md and confusion_matrix.csv.
@@ -55,8 +63,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("gt", metavar="GT.json", help="annotated set (chromoseg COCO instances JSON)")
     p.add_argument("results", metavar="RESULTS.json", help="COCO results list (chromoseg predict output)")
-    p.add_argument("--score-threshold", type=unit_float, default=0.5, metavar="S",
-                   help="drop detections with score < S before AP (default 0.5, the paper's; 0 = standard COCO)")
+    p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
+                   help="drop detections with score < S before AP (default: the threshold the predictions were made "
+                        "at, from predict's images.json beside RESULTS.json, else the paper's 0.5; 0 = standard COCO)")
+    p.add_argument("--all-images", action="store_true",
+                   help="score every image of GT.json, counting the chromosomes of images that were not predicted as "
+                        "misses (default: only the predicted images are scored, and the others are named)")
     p.add_argument("--mode", choices=("multi", "binary", "both"), default="both",
                    help="multi-class (24 classes), binary (class-agnostic) or both (default)")
     p.add_argument("--iou-type", choices=("segm", "bbox", "both"), default="both",
@@ -75,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     iou_types = ("segm", "bbox") if args.iou_type == "both" else (args.iou_type,)
     try:
         report = evaluate(args.gt, args.results, score_threshold=args.score_threshold,
-                          modes=modes, iou_types=iou_types, max_dets=args.max_dets)
+                          modes=modes, iou_types=iou_types, max_dets=args.max_dets,
+                          images="all" if args.all_images else "predicted")
         print(format_table(report))
         if args.out:
             paths = write_report(report, args.out)

@@ -303,6 +303,13 @@ class _GroundTruth:
         self.warnings = log.warnings
         self._index = None
 
+    def restrict(self, ids: set[int]) -> None:
+        """Keep only the images ``ids`` (and their annotations)."""
+        self.images = {i: im for i, im in self.images.items() if i in ids}
+        self.has_masks = {i: v for i, v in self.has_masks.items() if i in ids}
+        self.annotations = [a for a in self.annotations if a["image_id"] in ids]
+        self.box_only = self.box_only or not any(self.has_masks.values())
+
     def image_of(self, det: dict) -> int | None:
         """The ground-truth image a detection refers to (see :class:`chromoseg.data.coco.ImageIndex`)."""
         if self._index is None:
@@ -310,6 +317,28 @@ class _GroundTruth:
 
             self._index = ImageIndex(self.images.values())
         return self._index.image_of(det)
+
+
+def predict_run_of(results: Any) -> dict | None:
+    """What ``chromoseg predict`` recorded about a results file: the ``images.json`` beside a results
+    path, as ``{"path", "files": [file names it finished], "thresholds": {score thresholds its images
+    were made at}}``; None for results given as data or without that file."""
+    if not isinstance(results, (str, os.PathLike)):
+        return None
+    path = Path(results).with_name("images.json")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("images"), list):
+        return None
+    images = [im for im in meta["images"] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    thresholds = set()
+    for im in images:
+        inf = im.get("inference") if isinstance(im.get("inference"), dict) else meta.get("inference")
+        if isinstance(inf, dict) and isinstance(inf.get("score_threshold"), (int, float)):
+            thresholds.add(float(inf["score_threshold"]))
+    return {"path": str(path), "files": [im["file_name"] for im in images], "thresholds": thresholds}
 
 
 def _prepare_results(data: Any, source: str, gt: _GroundTruth, threshold: float, log: _Log) -> tuple[list[dict], dict]:
@@ -332,9 +361,10 @@ def _prepare_results(data: Any, source: str, gt: _GroundTruth, threshold: float,
             log.skip("not_an_object", where)
             continue
         iid = gt.image_of(det)
-        if iid is None:
-            ref = det.get("image_id", det.get("file_name"))
-            log.skip("unknown_image", f"{where} image={ref!r}")
+        if iid is None:  # named by its file where the entry has one (predict's image_id is its own count)
+            name = det.get("file_name")
+            log.skip("unknown_image", f"{where} file {name}" if isinstance(name, str) and name
+                     else f"{where} image_id={det.get('image_id')!r}")
             continue
         if not (isinstance(det.get("image_id"), int) and det["image_id"] == iid):
             by_name += 1
@@ -610,7 +640,10 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
 # --------------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------------
-def _threshold_note(t: float) -> str:
+def _threshold_note(t: float, source: str | None = None) -> str:
+    if source:
+        return (f"detections with score < {t:g} removed before AP: the threshold the predictions were made at "
+                f"({source}); the paper's tables use 0.5 (--score-threshold 0.5), COCO none (0)")
     if t == PAPER_SCORE_THRESHOLD:
         return ("detections with score < 0.5 removed before AP (the paper's protocol: its tables are "
                 "'under the confidence score threshold of 0.5')")
@@ -619,10 +652,18 @@ def _threshold_note(t: float) -> str:
     return f"detections with score < {t:g} removed before AP (the paper uses 0.5, COCO uses none)"
 
 
-def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHOLD,
+def evaluate(gt: Any, results: Any, score_threshold: float | None = PAPER_SCORE_THRESHOLD,
              modes: Iterable[str] = MODES, iou_types: Iterable[str] = IOU_TYPES,
-             max_dets: int = MAX_DETS) -> dict:
+             max_dets: int = MAX_DETS, images: str = "all") -> dict:
     """Evaluate ``results`` against ``gt``; both are paths or already loaded JSON data.
+
+    ``score_threshold`` None: the threshold the results were made at, where ``chromoseg predict``'s
+    ``images.json`` beside a results path records it (the highest, if its images differ), else the
+    paper's 0.5. ``images``: ``"all"`` scores every ground-truth image (one without any detection
+    counts all its chromosomes as misses; a warning names such images); ``"predicted"`` scores only
+    the images that were predicted -- those the ``images.json`` beside a results path lists (with or
+    without detections), else those with at least one entry in the results -- and reports the others
+    (``counts.unpredicted_images``).
 
     Returns a JSON-ready report: ``metrics[mode][iou_type]`` with ``AP``, ``AP50``, ``AP75`` (and
     COCO's other stats, all in [0, 1]; ``None`` where there is no ground truth) and ``per_class``;
@@ -640,6 +681,17 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
             raise EvaluationError(f"unknown IoU type {t!r}; expected one of {', '.join(IOU_TYPES)}")
     if not modes or not iou_types:
         raise EvaluationError("nothing to evaluate: give at least one mode and one IoU type")
+    if images not in ("all", "predicted"):
+        raise EvaluationError(f"images {images!r}: use 'all' or 'predicted'")
+    run = predict_run_of(results)
+    threshold_source = None
+    if score_threshold is None:
+        score_threshold = PAPER_SCORE_THRESHOLD
+        if run and run["thresholds"]:
+            score_threshold = max(run["thresholds"])
+            threshold_source = f"recorded in {run['path']}" + (
+                f"; its images were made at {', '.join(f'{t:g}' for t in sorted(run['thresholds']))}: the highest "
+                "is used for all" if len(run["thresholds"]) > 1 else "")
     try:
         score_threshold = float(score_threshold)
     except (TypeError, ValueError):
@@ -660,6 +712,33 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
     dets, det_counts = _prepare_results(res_data, res_source, truth, score_threshold, log)
     log.finish(res_source, "detections")
     warnings = truth.warnings + log.warnings
+    # which ground-truth images were predicted: the run's own list, else those the results name
+    if run is not None:
+        predicted = {truth.image_of({"file_name": f}) for f in run["files"]} - {None}
+        predicted_how = f"listed in {run['path']}"
+    else:
+        entries = res_data.get("annotations") if isinstance(res_data, dict) else res_data
+        predicted = {truth.image_of(d) for d in (entries if isinstance(entries, list) else [])
+                     if isinstance(d, dict)} - {None}
+        predicted_how = "with at least one entry in the results"
+    unpredicted = sorted(set(truth.images) - predicted)
+    n_gt_images = len(truth.images)
+    unpredicted_names = [os.path.basename(truth.images[i]["file_name"]) or f"id {i}" for i in unpredicted]
+    example = ", ".join(unpredicted_names[:5]) + (", ..." if len(unpredicted) > 5 else "")
+    if images == "predicted":
+        if not predicted:
+            raise EvaluationError(f"none of the {n_gt_images} images of {gt_source} was predicted in {res_source} "
+                                  "(the results name other images, or none); --all-images scores them all as misses")
+        truth.restrict(predicted)
+        images_note = (f"scored the {len(predicted)} of {n_gt_images} ground-truth images that were predicted "
+                       f"({predicted_how})" + (f"; {len(unpredicted)} not predicted ({example}) left out: "
+                                               "--all-images counts them as misses" if unpredicted else ""))
+    else:
+        images_note = f"scored all {n_gt_images} ground-truth images"
+        if unpredicted:
+            images_note += (f"; {len(unpredicted)} of them were not predicted ({example}; none {predicted_how}): "
+                            "all their chromosomes count as misses")
+            warnings.append(images_note)
     n_skipped = sum(log.counts.values())
     if n_skipped and n_skipped * 2 >= det_counts["detections_in_file"]:
         warnings.insert(0, (
@@ -696,7 +775,9 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
         "ground_truth": gt_source,
         "results": res_source,
         "score_threshold": score_threshold,
-        "threshold_note": _threshold_note(score_threshold),
+        "threshold_note": _threshold_note(score_threshold, threshold_source),
+        "images": images,
+        "images_note": images_note,
         "threshold_rule": "a detection is kept when score >= score_threshold",
         "max_dets": int(max_dets),
         "max_dets_note": "COCOeval's maxDets: at most this many detections per image and category "
@@ -710,6 +791,8 @@ def evaluate(gt: Any, results: Any, score_threshold: float = PAPER_SCORE_THRESHO
         "box_only": truth.box_only,
         "counts": {
             "images": len(truth.images),
+            "ground_truth_images": n_gt_images,
+            "unpredicted_images": unpredicted_names if images == "predicted" else [],
             "images_with_masks": n_masked,
             "annotations": len(truth.annotations),
             "annotations_per_class": {names[c - 1]: n for c, n in
@@ -759,6 +842,7 @@ def format_table(report: dict) -> str:
         f"ground truth: {report['ground_truth']}",
         f"results:      {report['results']}",
         f"score threshold {report['score_threshold']:g}: {report['threshold_note']}",
+        f"images: {report.get('images_note', '')}",
         f"images {report['counts']['images']} (with masks {report['counts']['images_with_masks']}), "
         f"annotations {report['counts']['annotations']}, detections {report['counts']['detections_in_file']} "
         f"in file, {report['counts']['detections_used']} used, "
@@ -803,6 +887,8 @@ def format_markdown(report: dict) -> str:
     out.append(f"- **score threshold: {report['score_threshold']:g}** - {report['threshold_note']} "
                f"({report['threshold_rule']})")
     out.append(f"- maxDets: {report['max_dets']} ({report['max_dets_note']})")
+    if report.get("images_note"):
+        out.append(f"- images: {report['images_note']}")
     cnt = report["counts"]
     out.append(f"- images: {cnt['images']} ({cnt['images_with_masks']} with masks); annotations: "
                f"{cnt['annotations']}; detections: {cnt['detections_in_file']} in file, "
