@@ -146,3 +146,69 @@ def test_import_real_gband_subset(tmp_path):
     assert 4 * 40 <= summary["boxes"] <= 4 * 50  # about 46 per metaphase
     data = load_coco(tmp_path / "out" / "train.json")
     assert {a["category_id"] for a in data["annotations"]} <= set(range(1, 25))
+
+
+def test_limit_spreads_over_the_splits():
+    from chromoseg.data.splits import take_spread
+
+    items = ["train"] * 109 + ["val"] * 23 + ["test"] * 25  # the M-FISH split, in file order
+    picked = take_spread(list(range(len(items))), lambda i: items[i], 12)
+    assert [sum(items[i] == s for i in picked) for s in ("train", "val", "test")] == [7, 2, 3]
+    assert picked == sorted(picked) and picked[:7] == list(range(7))  # each split's first ones, in order
+    assert [items[i] for i in take_spread(list(range(157)), lambda i: items[i], 2)] == ["train", "val"]
+    assert take_spread([1, 2, 3], lambda i: None, None) == [1, 2, 3]
+
+
+@pytest.mark.realdata
+def test_import_mfish_with_a_limit_fills_every_split_and_train_accepts_it(tmp_path, capsys, monkeypatch):
+    """`data import mfish --limit 12` wrote 12 training images and empty val/test files, and `train --data`
+    then died after its first epoch (float(None): the empty validation set's loss). The limit now draws
+    from every split; an empty split is warned about at import and at train (trained without it)."""
+    from conftest import require_data
+
+    from chromoseg.cli import main
+
+    root = require_data("adir-mfish")
+    out = tmp_path / "mfish"
+    assert main(["data", "import", "mfish", str(root), "--out", str(out), "--limit", "3", "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert "warning" not in said.err and "WARNING" not in said.err
+    sizes = {s: len(json.loads((out / f"{s}.json").read_text())["images"]) for s in ("train", "val", "test")}
+    assert sizes == {"train": 1, "val": 1, "test": 1}
+    assert len((out / "import_report.csv").read_text().splitlines()) == 4
+    # a set whose val.json is empty: train says so before it starts and trains without validation
+    (out / "val.json").write_text(json.dumps({**json.loads((out / "val.json").read_text()), "images": [],
+                                              "annotations": []}))
+    import chromoseg.engine.train as train_mod
+
+    seen = {}
+    monkeypatch.setattr(train_mod, "fit", lambda cfg, **kw: seen.setdefault("cfg", cfg) and {
+        "epochs_run": 0, "stopped": None, "best": None, "best_epoch": None, "out": cfg.out})
+    assert main(["train", "--data", str(out), "--out", str(tmp_path / "run"), "--max-images", "4"]) == 0
+    assert seen["cfg"].val is None and "has no images" in capsys.readouterr().err
+    (out / "train.json").write_text(json.dumps({"images": [], "annotations": []}))
+    assert main(["train", "--data", str(out), "--out", str(tmp_path / "run")]) == 2
+    assert "has no images" in capsys.readouterr().err
+
+
+def test_import_voc_limit_and_quiet(tmp_path, caplog):
+    """`data import voc --limit 5` imported every image (the option was accepted and ignored), and --quiet
+    still logged a line per problem."""
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for name in "abcde":
+        Image.fromarray(np.full((30, 40), 200, np.uint8)).save(root / "images" / f"{name}.jpg")
+        _voc(root / "annotations" / f"{name}.xml", f"{name}.jpg", [("A1", (1, 1, 10, 20)), ("B4", (30, 20, 50, 40))])
+    (root / "train.txt").write_text("a\nb\nc\n")
+    (root / "test.txt").write_text("d\ne\n")
+    from chromoseg.cli import main
+
+    with caplog.at_level("WARNING"):
+        assert main(["data", "import", "voc", str(root), "--out", str(tmp_path / "out"), "--limit", "2", "--quiet"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [len(load_coco(tmp_path / "out" / f"{s}.json")["images"]) for s in ("train", "test")] == [1, 1]
+    assert "clipped" in (tmp_path / "out" / "problems.json").read_text()  # every problem still recorded
+    with caplog.at_level("WARNING"):
+        summary = import_voc(root, tmp_path / "out2", progress=False)
+    assert summary["images"] == 5 and len([r for r in caplog.records if "clipped" in r.getMessage()]) == 5

@@ -56,3 +56,20 @@ def test_import_real_bioimlab(tmp_path):
     src = require_data("bioimlab-qband", "json")
     s = import_labelme(src, tmp_path / "b", limit=3, progress=False)
     assert s["images"] == 3 and 3 * 30 <= s["instances"] <= 3 * 60 and s["problems"] == "no problems found"
+
+
+def test_labelme_limit_writes_every_split_and_a_report(tmp_path):
+    """With --limit the LabelMe import wrote no val/test files and never an import_report.csv."""
+    src = tmp_path / "json"
+    src.mkdir()
+    rect = {"label": "chr", "shape_type": "polygon", "points": [[10, 10], [50, 10], [50, 20], [10, 20]]}
+    for case in ("1", "2", "3", "17", "18"):  # train, train, train, val, test
+        _labelme(src / f"original_{case}.json", [rect])
+    s = import_labelme(src, tmp_path / "out", limit=3, progress=False)
+    assert s["splits"] == {"all": 3, "train": 1, "val": 1, "test": 1} and not s["warnings"]
+    rows = (tmp_path / "out" / "import_report.csv").read_text().splitlines()
+    assert rows[0].startswith("file,case,split") and len(rows) == 4
+    s = import_labelme(src, tmp_path / "out2", limit=1, progress=False)
+    for name in ("train", "val", "test", "all"):
+        assert (tmp_path / "out2" / f"{name}.json").is_file()
+    assert any("val.json has no images" in w for w in s["warnings"])

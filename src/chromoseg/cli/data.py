@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from chromoseg.cli import positive_int, unit_float
 
@@ -17,7 +18,8 @@ formats:
          instances found against the karyotype's count, unresolved classes) and problems.json.
   labelme  LabelMe JSON polygons (a folder of *.json, image embedded or beside each file), e.g. the
          BioImLab Q-band set: one polygon per chromosome, no classes (binary evaluation; split by case
-         number); embedded images are written once as PNG into OUT/images/.
+         number); embedded images are written once as PNG into OUT/images/. Writes train/val/test.json,
+         all.json, import_report.csv (per file: case, split, instances) and problems.json.
   voc    Pascal VOC boxes (folder with images/, annotations/*.xml and optional train.txt/test.txt), e.g.
          the CIL G-band set; class names A1..G22, X, Y map to 1-24. Box-only: no masks.
 
@@ -35,19 +37,23 @@ def _cmd_import(args) -> int:
         if args.format == "mfish":
             from chromoseg.data.importers.mfish import import_mfish
 
-            summary = import_mfish(args.source, args.out, limit=args.limit, progress=not args.quiet)
+            summary = import_mfish(args.source, args.out, limit=args.limit, progress=not args.quiet,
+                                   quiet=args.quiet)
         elif args.format == "labelme":
             from chromoseg.data.importers.labelme import import_labelme
 
-            summary = import_labelme(args.source, args.out, limit=args.limit, progress=not args.quiet)
+            summary = import_labelme(args.source, args.out, limit=args.limit, progress=not args.quiet,
+                                     quiet=args.quiet)
         else:
             from chromoseg.data.importers.voc import import_voc
 
-            summary = import_voc(args.source, args.out, progress=not args.quiet)
+            summary = import_voc(args.source, args.out, progress=not args.quiet, limit=args.limit, quiet=args.quiet)
     except FileNotFoundError as err:
         raise CliError(str(err)) from err
     print(json.dumps(summary, indent=1))
     print(f"written to {args.out} (problems, if any, in {args.out}/problems.json)")
+    for line in summary.get("warnings", []):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -173,8 +179,12 @@ def register(sub) -> None:
     imp.add_argument("format", choices=("mfish", "labelme", "voc"), help="the source format")
     imp.add_argument("source", help="folder of the source set")
     imp.add_argument("--out", required=True, help="output folder for the JSON files and reports")
-    imp.add_argument("--limit", type=positive_int, default=None, help="import only the first N images (mfish, labelme; for a quick look)")
-    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--limit", type=positive_int, default=None,
+                     help="import only N images, spread over the splits in proportion to their sizes (at least one "
+                          "each while N allows), each split's first ones (for a quick look)")
+    imp.add_argument("--quiet", action="store_true",
+                     help="no progress bar and no line per problem (every problem is still in OUT/problems.json and "
+                          "counted in the summary)")
     imp.set_defaults(func=_cmd_import)
 
     show = dsub.add_parser("show", help="draw annotations over images to PNG",

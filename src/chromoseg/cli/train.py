@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
@@ -227,6 +228,18 @@ def _load_config_file(path: str) -> dict:
     return d
 
 
+def _image_count(path) -> int | None:
+    """Images in a dataset JSON (None when it cannot be read: the training code reports that)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    images = data.get("images") if isinstance(data, dict) else None
+    return len(images) if isinstance(images, list) else None
+
+
 def cmd_train(args) -> int:
     from pathlib import Path
 
@@ -274,6 +287,13 @@ def cmd_train(args) -> int:
     for key in ("train", "val"):
         if opts.get(key) and not Path(opts[key]).is_file():
             raise CliError(f"{key} set not found: {opts[key]}")
+    for key in ("train", "val"):  # an empty set (e.g. an import with a small --limit) is said here, not mid-run
+        if opts.get(key) and _image_count(opts[key]) == 0:
+            if key == "train":
+                raise CliError(f"the training set {opts[key]} has no images")
+            print(f"warning: the validation set {opts[key]} has no images: training without validation (early "
+                  f"stopping on the training loss)", file=sys.stderr)
+            opts["val"] = None
     if opts.get("init_weights"):
         from chromoseg.weights import resolve_model
 

@@ -72,21 +72,28 @@ def _image_of(doc: dict, json_path: Path, images_dir: Path) -> tuple[Path, np.nd
 
 
 def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit: int | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, quiet: bool = False) -> dict:
     """Import a folder of LabelMe JSON files (searched recursively) into ``out_dir``: ``all.json``
-    and, with a shipped ``split``, ``train/val/test.json``; ``problems.json``. Returns a summary."""
+    and, with a shipped ``split``, ``train/val/test.json`` (each written, empty or not);
+    ``import_report.csv`` (a row per file); ``problems.json``. ``limit``: at most that many files,
+    spread over the splits (:func:`chromoseg.data.splits.take_spread`). ``quiet``: problems are not
+    logged as they are found. Returns a summary; its ``warnings`` name any split left without images."""
+    import csv
+
     from tqdm import tqdm
 
-    from chromoseg.data.splits import SPLIT_NAMES, load_split, split_of
+    from chromoseg.data.splits import SPLIT_NAMES, empty_split_warnings, load_split, split_of, take_spread
 
     source, out_dir = Path(source), Path(out_dir)
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: not a folder")
-    files = sorted(source.rglob("*.json"))[: limit or None]
+    files = sorted(source.rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"{source}: no LabelMe .json files")
-    problems = ProblemLog()
+    problems = ProblemLog(quiet=quiet)
     split_def = load_split(split) if split else None
+    files = take_spread(files, lambda f: split_of(split_def, case_of(f.stem) or "") if split_def else None, limit)
+    rows = []
     writers = {"all": CocoWriter(), **({s: CocoWriter() for s in SPLIT_NAMES} if split_def else {})}
     n_inst = 0
     for path in tqdm(files, desc="import LabelMe", unit="img", disable=not progress):
@@ -97,17 +104,22 @@ def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit:
             img_path, arr = _image_of(doc, path, out_dir / "images")
         except (OSError, ValueError) as err:
             problems.add(path, str(err), kind="unreadable")
+            rows.append({"file": path.name, "case": case_of(path.stem) or "", "split": "", "image": "",
+                         "instances": "", "left_out_shapes": "", "status": "skipped (unreadable)"})
             continue
         h, w = arr.shape
         masks = []
+        n_left_out = 0
         for k, shp in enumerate(doc["shapes"]):
             if shp.get("shape_type", "polygon") != "polygon" or len(shp.get("points") or []) < 3:
                 problems.add(path, f"shape {k} ({shp.get('shape_type')}, {len(shp.get('points') or [])} points) is not "
                                    "a polygon: left out", kind="shape")
+                n_left_out += 1
                 continue
             m = polygon_mask(shp["points"], h, w)
             if m.sum() < 10:
                 problems.add(path, f"shape {k}: polygon covers under 10 pixels: left out", kind="tiny")
+                n_left_out += 1
                 continue
             masks.append(m)
         case = case_of(path.stem)
@@ -125,15 +137,22 @@ def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit:
             for m in masks:
                 wr.add_annotation(iid, 1, mask=m, class_known=False)
         n_inst += len(masks)
+        rows.append({"file": path.name, "case": case or "", "split": targets[1] if len(targets) > 1 else "",
+                     "image": str(img_path), "instances": len(masks), "left_out_shapes": n_left_out, "status": "imported"})
+    from chromoseg.atomic import atomic_path, write_text
+
     info = {"source": str(source), "format": "labelme", "classes_known": False}
     written = {}
-    for name, wr in writers.items():
-        if wr.images:
-            d = wr.to_dict(info)
-            d.setdefault("chromoseg", {})["classes_known"] = False
-            from chromoseg.atomic import write_text
-
-            written[name] = write_text(out_dir / f"{name}.json", json.dumps(d, separators=(",", ":")))
+    for name, wr in writers.items():  # every split's file, an empty one too: no stale file of an earlier import
+        d = wr.to_dict(info)
+        d.setdefault("chromoseg", {})["classes_known"] = False
+        written[name] = write_text(out_dir / f"{name}.json", json.dumps(d, separators=(",", ":")))
+    with atomic_path(out_dir / "import_report.csv") as tmp, open(tmp, "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=["file", "case", "split", "image", "instances", "left_out_shapes", "status"])
+        wr.writeheader()
+        wr.writerows(rows)
     problems.write(out_dir / "problems.json")
+    splits = {k: len(w.images) for k, w in writers.items()}
     return {"images": len(writers["all"].images), "instances": n_inst, "files": {k: str(v) for k, v in written.items()},
-            "splits": {k: len(w.images) for k, w in writers.items()}, "problems": problems.summary()}
+            "splits": splits, "problems": problems.summary(),
+            "warnings": empty_split_warnings({k: n for k, n in splits.items() if k in SPLIT_NAMES}, limit)}

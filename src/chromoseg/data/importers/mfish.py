@@ -38,7 +38,7 @@ from chromoseg.data.classes import NUM_CLASSES, class_name
 from chromoseg.data.coco import CocoWriter
 from chromoseg.data.io import ImageReadError, read_image, read_label_map
 from chromoseg.data.report import ProblemLog
-from chromoseg.data.splits import SPLIT_NAMES, load_split, split_of
+from chromoseg.data.splits import SPLIT_NAMES, empty_split_warnings, load_split, split_of, take_spread
 from chromoseg.karyotype.iscn import parse_karyotype, read_case_info
 
 log = logging.getLogger(__name__)
@@ -186,9 +186,18 @@ def find_pairs(root) -> list[tuple[Path, Path, Path]]:
     return out
 
 
-def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = None, progress: bool = True) -> dict:
+def _slide_of(d_path: Path) -> str:
+    m = _SLIDE_RE.match(d_path.name)
+    return m.group(1) if m else d_path.parent.name[:3]
+
+
+def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = None, progress: bool = True,
+                 quiet: bool = False) -> dict:
     """Import the M-FISH set at ``root`` into ``out_dir``: ``{train,val,test,all}.json``, ``import_report.csv``,
-    ``problems.json``. Returns a summary dict."""
+    ``problems.json``. ``limit``: at most that many images, spread over the splits
+    (:func:`chromoseg.data.splits.take_spread`). ``quiet``: problems are not logged as they are found
+    (they are still in ``problems.json`` and the summary). Returns a summary dict; its ``warnings``
+    name any split left without images."""
     from tqdm import tqdm
 
     root, out_dir = Path(root), Path(out_dir)
@@ -197,16 +206,14 @@ def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = N
     pairs = find_pairs(root)
     if not pairs:
         raise FileNotFoundError(f"{root}: no '*K.tif' label maps found")
-    if limit:
-        pairs = pairs[:limit]
     split_def = load_split(split)
-    problems = ProblemLog()
+    pairs = take_spread(pairs, lambda pair: split_of(split_def, _slide_of(pair[0])), limit)
+    problems = ProblemLog(quiet=quiet)
     writers = {s: CocoWriter() for s in (*SPLIT_NAMES, "all")}
     rows = []
     for d_path, k_path, case_path in tqdm(pairs, desc="import M-FISH", disable=not progress, unit="img"):
         name = d_path.name
-        m = _SLIDE_RE.match(name)
-        slide = m.group(1) if m else d_path.parent.name[:3]
+        slide = _slide_of(d_path)
         try:
             image = read_image(d_path)
             labels = read_label_map(k_path)
@@ -276,5 +283,6 @@ def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = N
         "fragments_dropped": sum(r["fragments_dropped"] for r in rows),
         "per_split_images": {s: len(writers[s].images) for s in SPLIT_NAMES},
         "problems": problems.summary(),
+        "warnings": empty_split_warnings({s: len(writers[s].images) for s in SPLIT_NAMES}, limit),
     }
     return summary

@@ -55,9 +55,11 @@ def _find_image(images_dir: Path, stem: str) -> Path | None:
 
 
 def import_voc(root, out_dir, lists=("train", "test"), images="images", annotations="annotations",
-               progress: bool = True) -> dict:
+               progress: bool = True, limit: int | None = None, quiet: bool = False) -> dict:
     """Import a VOC set into ``out_dir``: one box-only JSON per list file (``train.txt`` -> ``train.json``),
-    or ``all.json`` when there are no list files; ``import_report.csv``; ``problems.json``.
+    or ``all.json`` when there are no list files; ``import_report.csv``; ``problems.json``. ``limit``:
+    at most that many images, spread over the list files (:func:`chromoseg.data.splits.take_spread`).
+    ``quiet``: problems are not logged as they are found (still in ``problems.json`` and the summary).
 
     Box corners are taken as continuous pixel coordinates, as torchvision's VOC reference does (the
     one-pixel question of VOC's inclusive ``xmax`` is below the annotators' own precision).
@@ -76,7 +78,13 @@ def import_voc(root, out_dir, lists=("train", "test"), images="images", annotati
             subsets[name] = [ln.strip() for ln in lf.read_text().splitlines() if ln.strip()]
     if not subsets:
         subsets = {"all": sorted(p.stem for p in ann_dir.glob("*.xml"))}
-    problems = ProblemLog()
+    if limit is not None:
+        from chromoseg.data.splits import take_spread
+
+        kept = take_spread([(name, stem) for name, stems in subsets.items() for stem in stems], lambda it: it[0],
+                           limit, groups=tuple(subsets))
+        subsets = {name: [stem for n, stem in kept if n == name] for name in subsets}
+    problems = ProblemLog(quiet=quiet)
     rows = []
     summary = {"images": 0, "boxes": 0, "skipped_images": 0, "skipped_boxes": 0}
     for subset, stems in subsets.items():
@@ -142,4 +150,7 @@ def import_voc(root, out_dir, lists=("train", "test"), images="images", annotati
     problems.write(out_dir / "problems.json")
     summary["subsets"] = {k: len(v) for k, v in subsets.items()}
     summary["problems"] = problems.summary()
+    from chromoseg.data.splits import empty_split_warnings
+
+    summary["warnings"] = empty_split_warnings(summary["subsets"], limit)
     return summary
