@@ -1,19 +1,35 @@
 """Reading microscope images into grey arrays.
 
-Supported: 8/16-bit grey, palette or RGB TIFF (LZW too), PNG, JPEG, BMP. The model's input is grey;
-colour images are converted with the ITU-R 601 luma weights (Pillow's ``convert("L")``).
+Read: TIFF through tifffile (with imagecodecs): classic and BigTIFF, strips or tiles, uncompressed,
+LZW, deflate, JPEG, zstd and the other codecs imagecodecs has; 1-16-bit integer and float samples;
+grey, palette, RGB(A), CMYK; multi-page, OME-TIFF and ImageJ stacks. PNG, JPEG and BMP through
+Pillow (and any TIFF tifffile cannot decode). The model's input is grey: colour images are converted
+with the ITU-R 601 luma weights (Pillow's ``convert("L")``), as they always were.
+
+:func:`read_image` gives the grey array; :func:`read_image_with_info` also picks a channel (the rule
+in its docstring) and says which one it read, the pixel size in micrometres and what the readers
+warned about.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+
+from chromoseg.data.tiff import (ReadProblem, capture_reader_warnings, is_tiff, one_line, pixel_size_from_pillow,
+                                 read_tiff, select_channel)
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 TRUNCATED = "file is truncated: it ends before its image data does (an interrupted copy or download?)"
 #: bit depths a 16-bit container is read as (cameras write 12 or 14 bits into 16-bit files; 8-bit
 #: data is sometimes stored in 16 bits)
 BIT_DEPTHS = (8, 12, 14, 16)
+#: the keys every info dict of :func:`read_image_with_info` has
+INFO_KEYS = ("file", "format", "reader", "channels", "channel", "channel_index", "channel_rule",
+             "pixel_size_um", "pixel_size_source", "pixel_size_note", "warnings")
 
 
 class ImageReadError(ValueError):
@@ -25,63 +41,143 @@ class ImageReadError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+def float_to_uint16(arr: np.ndarray) -> np.ndarray:
+    """Float pixels stretched from their finite minimum to maximum over 0-65535 (NaN: the minimum)."""
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise ReadProblem("no finite pixel values (all NaN or infinite)")
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo) - lo) * scale, 0, 65535).astype(np.uint16)
+
+
+_float_to_uint16 = float_to_uint16  # the old private name
+
+
+def to_uint16(arr: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 as they are; other integers as uint16 when their values fit (else refused)."""
+    if arr.dtype in (np.uint8, np.uint16):
+        return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.kind not in "ui":
+        raise ReadProblem(f"unsupported pixel type {arr.dtype}")
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ReadProblem(f"pixel values out of 16-bit range [{lo}, {hi}] ({arr.dtype})")
+    return arr.astype(np.uint16)
+
+
+COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGB", "RGBX": "RGB", "RGBa": "RGB", "P": "RGB", "PA": "RGB",
+                "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "CMYK": "CMYK"}
+
+
 def _pil_to_array(im) -> np.ndarray:
+    """A Pillow image as grey uint8 / uint16 (colour: ``convert("L")``)."""
     mode = im.mode
     if mode in ("L", "I;16", "I;16B", "I;16L", "I;16N"):
         arr = np.array(im)
-    elif mode in ("P", "PA", "1", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        arr = np.array(im.convert("L"))
-    elif mode == "I":  # 32-bit int: usually 16-bit data in a wider container
-        arr = np.array(im)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ImageReadError(getattr(im, "filename", "?"), f"32-bit integer pixels out of 16-bit range [{arr.min()}, {arr.max()}]")
-        arr = arr.astype(np.uint16)
-    elif mode == "F":
-        arr = np.array(im)
-        arr = _float_to_uint16(arr)
-    else:
-        raise ImageReadError(getattr(im, "filename", "?"), f"unsupported pixel mode {mode!r}")
-    return arr
+        return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+    if mode in ("P", "PA", "1", "LA", "La", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.array(im.convert("L"))
+    if mode == "I":  # 32-bit int: usually 16-bit data in a wider container
+        return to_uint16(np.array(im))
+    if mode == "F":
+        return float_to_uint16(np.array(im))
+    raise ReadProblem(f"unsupported pixel mode {mode!r}")
 
 
-def _float_to_uint16(arr: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(arr)
-    if not finite.any():
-        raise ValueError("no finite pixel values")
-    lo, hi = float(arr[finite].min()), float(arr[finite].max())
-    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
-    return np.clip((np.nan_to_num(arr, nan=lo) - lo) * scale, 0, 65535).astype(np.uint16)
+def _pillow_select(im, channel) -> tuple[np.ndarray, dict]:
+    """The channel rule on a Pillow image: grey modes have one channel; colour modes R, G, B (CMYK:
+    C, M, Y, K), converted to grey (luma) unless a band is asked for."""
+    mode = im.mode
+    if mode in COLOUR_MODES:
+        labels = ["R", "G", "B"] if COLOUR_MODES[mode] == "RGB" else ["C", "M", "Y", "K"]
+        band, rule, warns = select_channel(channel, labels, colour=True, named=False)
+        if band is None:
+            arr = _pil_to_array(im)
+        else:
+            src = im if mode in ("RGB", "CMYK") else im.convert(COLOUR_MODES[mode])
+            arr = np.ascontiguousarray(np.array(src)[..., band])
+        return arr, dict(channels=labels, channel_index=band, channel="luma" if band is None else labels[band],
+                         channel_rule=rule, warnings=warns)
+    idx, rule, warns = select_channel(channel, ["grey"], colour=False, named=False)
+    return _pil_to_array(im), dict(channels=["grey"], channel_index=idx, channel="grey", channel_rule=rule,
+                                   warnings=warns)
 
 
-def _tifffile_read(path: Path) -> np.ndarray:
-    import tifffile
+def _pillow_read(path: Path, channel, *, tiff_fallback: bool = False) -> tuple[np.ndarray, dict]:
+    from PIL import Image
 
-    arr = tifffile.imread(str(path), key=0)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # RGB(A), possibly 16-bit
-        rgb = arr[..., :3].astype(np.float64)
-        grey = rgb @ np.array([0.299, 0.587, 0.114])
-        arr = np.clip(np.rint(grey), 0, np.iinfo(arr.dtype).max if arr.dtype.kind == "u" else 65535).astype(
-            arr.dtype if arr.dtype in (np.uint8, np.uint16) else np.uint16
-        )
-    elif arr.ndim == 3:  # a stack of planes: take the first
-        arr = arr[0]
-    if arr.dtype.kind == "f":
-        arr = _float_to_uint16(arr)
-    elif arr.dtype not in (np.uint8, np.uint16):
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(f"pixel values out of 16-bit range ({arr.dtype})")
-        arr = arr.astype(np.uint16)
-    return arr
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            info: dict = {"format": im.format, "reader": "Pillow", "mode": im.mode, "warnings": []}
+            bits = getattr(im, "tag_v2", {}).get(258, (8,))  # TIFF BitsPerSample
+            bits = bits if isinstance(bits, tuple) else (bits,)
+            if max(bits) > 8 and not im.mode.startswith("I"):
+                raise ReadProblem(f"{max(bits)}-bit {im.mode} TIFF: Pillow would drop bits")
+            frames = getattr(im, "n_frames", 1) or 1
+            if frames > 1:
+                info["warnings"].append(f"the file holds {frames} frames: the first was read")
+            im.load()
+            arr, chinfo = _pillow_select(im, channel)
+            info["warnings"].extend(chinfo.pop("warnings"))
+            info.update(chinfo)
+            px, source, note, warns = pixel_size_from_pillow(im)
+            info.update(pixel_size_um=px, pixel_size_source=source, pixel_size_note=note)
+            info["warnings"].extend(warns)
+            return arr, info
+    except ReadProblem as p:
+        raise ImageReadError(path, p.problem) from p
+    except Exception as err:  # noqa: BLE001 - whatever the decoder says, one line naming the file
+        if not tiff_fallback and "truncated" in str(err).lower():
+            raise ImageReadError(path, TRUNCATED) from err
+        raise ImageReadError(path, f"cannot decode image ({one_line(err)})") from err
 
 
-def read_image(path) -> np.ndarray:
-    """Read an image as a 2-D grey array, ``uint8`` or ``uint16``.
+def read_image_with_info(path, channel=None) -> tuple[np.ndarray, dict]:
+    """Read an image as a 2-D grey array (``uint8`` or ``uint16``, as :func:`read_image`), choosing a
+    channel, and say what was read.
 
-    Raises :class:`ImageReadError` (naming the file) for a missing, unreadable, empty or odd image.
-    Multi-page files give their first page.
+    **Channel rule.** ``channel`` is None (default), a 0-based index (int, or a string of digits) or
+    a name, matched case-insensitively:
+
+    - ``None``: a grey image as it is; an RGB (or palette, CMYK) image converted to grey with the
+      ITU-R 601 luma weights (an RGB capture of a G-band slide becomes grey); a file with several
+      channels or planes (OME-TIFF channels, an ImageJ hyperstack, a multi-page TIFF, a stack of
+      planes in one page) gives its first, with a warning naming them all. These are what
+      :func:`read_image` has always read.
+    - a name: an OME channel's ``Name`` or ``Fluor`` (``"dapi"`` finds ``DAPI``), an ImageJ
+      channel label; for an RGB image ``R`` / ``red``, ``G`` / ``green``, ``B`` / ``blue``, or
+      ``grey`` / ``gray`` / ``luma`` for the luma conversion. A grey file with a single unnamed
+      channel is read for any name, with a warning (there is nothing to choose from).
+    - an index: that channel or plane; for RGB 0, 1, 2 are R, G, B.
+    - no such channel: :class:`ImageReadError` listing the channels the file has.
+
+    Other axes (Z, T, positions) give their first plane, with a warning.
+
+    **Pixel size** (``pixel_size_um``, micrometres per pixel, across): OME ``PhysicalSizeX`` (with
+    ``PhysicalSizeXUnit``, default um); ImageJ's ``unit=`` with ``XResolution``; the TIFF
+    ``XResolution`` with ``ResolutionUnit`` inch or centimetre; a PNG's ``pHYs``, a JPEG's or BMP's
+    density. None when absent, when ResolutionUnit is none or missing, or when it gives a pixel
+    over 10 um (72, 96, 300 dpi: what image programs write, never a microscope's sampling);
+    ``pixel_size_note`` then says why.
+
+    Returns ``(array, info)``; ``info`` has at least the keys of :data:`INFO_KEYS`: ``file``,
+    ``format`` (``TIFF``, ``OME-TIFF``, ``ImageJ TIFF``, ``... (BigTIFF)``, ``PNG``, ...), ``reader``
+    (``tifffile`` / ``Pillow``), ``channels`` (the labels of the channels: names, ``R``/``G``/``B``,
+    ``grey``, ``channel k`` / ``plane k`` when unnamed), ``channel`` (the one read, or ``luma``),
+    ``channel_index`` (None for luma), ``channel_rule`` (how it was chosen), ``pixel_size_um``,
+    ``pixel_size_source``, ``pixel_size_note`` and ``warnings`` (one-line strings: what the readers
+    worked around, e.g. strip tags listing a strip the file does not have, and which plane of many
+    was read; for ``problems.json``). TIFFs add ``compression``, ``photometric``,
+    ``bits_per_sample``, ``axes``, ``shape`` and ``dtype`` of the file's image.
+
+    Raises :class:`ImageReadError` (naming the file, one line) for any file that cannot be used:
+    missing, empty, not an image, truly truncated (a strip or tile the image needs ends beyond the
+    end of the file), no such channel, too small.
     """
-    from PIL import Image, UnidentifiedImageError
-
+    if channel is not None and (isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer, str))):
+        raise TypeError(f"channel must be None, a 0-based index or a name, not {channel!r}")
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise ImageReadError(path, "broken symbolic link (its target does not exist)")
@@ -89,35 +185,66 @@ def read_image(path) -> np.ndarray:
         raise ImageReadError(path, "no such file")
     if not path.is_file():
         raise ImageReadError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file")
     try:
-        with Image.open(path) as im:
-            im.seek(0)
-            bits = getattr(im, "tag_v2", {}).get(258, (8,))  # TIFF BitsPerSample
-            bits = bits if isinstance(bits, tuple) else (bits,)
-            if max(bits) > 8 and not im.mode.startswith("I"):
-                raise ValueError(f"{max(bits)}-bit {im.mode} TIFF: Pillow would drop bits")
-            im.load()
-            arr = _pil_to_array(im)
-    except ImageReadError:
-        raise
-    except (OSError, ValueError, UnidentifiedImageError, SyntaxError, EOFError) as err:
-        if "truncated" in str(err).lower():
-            raise ImageReadError(path, TRUNCATED) from err
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise ImageReadError(path, f"cannot decode image ({err})") from err
-        try:  # e.g. 16-bit RGB TIFF, which Pillow cannot open
-            arr = _tifffile_read(path)
-        except Exception as err2:  # noqa: BLE001 - report whatever the decoder said
-            if "failed to read" in str(err2) or "truncated" in str(err2).lower():
-                raise ImageReadError(path, TRUNCATED) from err2
-            raise ImageReadError(path, f"cannot decode image ({err}; tifffile: {err2})") from err2
+        empty = path.stat().st_size == 0
+        tiff = not empty and is_tiff(path)
+    except OSError as err:
+        raise ImageReadError(path, f"cannot read the file ({one_line(err.strerror or err)})") from err
+    if empty:
+        raise ImageReadError(path, "empty file")
+    info: dict = {k: None for k in INFO_KEYS}
+    info.update(file=str(path), warnings=[])
+    with capture_reader_warnings() as captured:
+        if tiff:
+            try:
+                arr, more = read_tiff(path, channel)
+            except ReadProblem as p:
+                raise ImageReadError(path, p.problem) from p
+            except Exception as err:  # noqa: BLE001 - tifffile could not: Pillow may (old JPEG, odd layouts)
+                try:
+                    arr, more = _pillow_read(path, channel, tiff_fallback=True)
+                except ImageReadError as err2:
+                    raise ImageReadError(path, f"cannot decode image (tifffile: {one_line(err, 200)}; "
+                                               f"Pillow: {err2.problem})") from err
+                more["warnings"].insert(0, f"tifffile could not read it ({one_line(err, 200)}): read by Pillow")
+        else:
+            arr, more = _pillow_read(path, channel)
+    warns = more.pop("warnings") + captured
+    info.update(more)
+    info["warnings"] = list(dict.fromkeys(w for w in warns if w))
     if arr.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D image, got shape {arr.shape}")
     if arr.shape[0] < 8 or arr.shape[1] < 8:
         raise ImageReadError(path, f"image too small ({arr.shape[1]}x{arr.shape[0]} px)")
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr), info
+
+
+def image_record(info: dict, pixel_size_um: float | None = None) -> dict:
+    """What a run's ``images.json`` should record of how an image was read (JSON-ready): the channel
+    (``channel``, ``channel_index``, ``channels``) and the pixel size (``pixel_size_um``,
+    ``pixel_size_source``). ``pixel_size_um`` given (a user's ``--pixel-size``) replaces the file's;
+    a different value in the file is kept as ``pixel_size_um_in_file``."""
+    rec = {k: info.get(k) for k in ("channel", "channel_index", "channels", "pixel_size_um", "pixel_size_source")}
+    if pixel_size_um is not None:
+        given = float(pixel_size_um)
+        if rec["pixel_size_um"] is not None and abs(rec["pixel_size_um"] - given) > 1e-6 * given:
+            rec["pixel_size_um_in_file"] = rec["pixel_size_um"]
+        rec.update(pixel_size_um=given, pixel_size_source="given (--pixel-size)")
+    return rec
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image as a 2-D grey array, ``uint8`` or ``uint16``.
+
+    Raises :class:`ImageReadError` (naming the file) for a missing, unreadable, empty or odd image.
+    Multi-page and multi-channel files give their first page / channel; colour is converted to grey.
+    :func:`read_image_with_info` chooses the channel and returns the pixel size and the readers'
+    warnings (here only logged, at debug level).
+    """
+    arr, info = read_image_with_info(path)
+    for w in info["warnings"]:
+        log.debug("%s: %s", path, w)
+    return arr
 
 
 def read_label_map(path) -> np.ndarray:
