@@ -167,7 +167,7 @@ def recall_by_size_and_class(gt: dict, results: list[dict], min_score: float = 0
 
 #: an annotated box belongs to a crossing / overlapping cluster when another box covers at least this
 #: share of the smaller of the two
-CROSSING_SHARE = 0.25
+CROSSING_SHARE = 0.5
 
 
 def crossing_members(boxes):
