@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "chromoseg.cli.evaluate",
     "chromoseg.cli.benchmark",
     "chromoseg.cli.karyogram",
+    "chromoseg.cli.review",
 )
 
 EPILOG = """\

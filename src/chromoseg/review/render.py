@@ -1,0 +1,216 @@
+"""What the review page shows of a metaphase: the karyotype line, counts and flags of the current
+instances, their outlines and labels, the metaphase picture and the karyogram.
+
+Counting uses :func:`chromoseg.karyotype.counts.count_karyotype` and the karyogram
+:func:`chromoseg.karyotype.layout.render_karyogram`, as ``chromoseg predict`` does, with one
+difference: a chromosome whose class a reviewer set (or drew) is no longer weak evidence, and once a
+metaphase is marked reviewed none of its chromosomes is: a person has confirmed them.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from chromoseg.review.store import NotFound, ReviewStore, class_label
+
+
+def confirmed(inst: dict, reviewed) -> bool:
+    """True when a person vouches for this chromosome's class."""
+    return bool(reviewed) or bool(inst.get("class_by")) or inst.get("origin") == "drawn"
+
+
+def counting_instances(instances: list[dict], reviewed) -> list[dict]:
+    """The instances as :func:`count_karyotype` sees them: confirmed ones without score and class scores."""
+    out = []
+    for i in instances:
+        conf = confirmed(i, reviewed)
+        out.append({"id": i.get("id"), "category_id": int(i.get("category_id") or 0),
+                    "score": None if conf else i.get("score"), "class_scores": None if conf else i.get("class_scores")})
+    return out
+
+
+def karyotype_view(instances: list[dict], reviewed) -> dict:
+    """Karyotype line, total, sex, per-class counts (against the expected), flags, findings and the
+    ids of the weak chromosomes, as JSON-ready values."""
+    from chromoseg.karyotype.counts import count_karyotype
+
+    insts = counting_instances(instances, reviewed)
+    c = count_karyotype(insts)
+    return {"summary": c.summary, "total": c.total, "sex": c.sex, "unassigned": c.unassigned,
+            "flags": list(c.flags), "findings": list(c.findings),
+            "counts": [{"id": k, "name": class_label(k), "n": c.counts[k], "expected": c.expected[k]} for k in range(1, 25)],
+            "weak": [insts[k]["id"] for k in c.weak]}
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of a grey or RGB uint8 array."""
+    import cv2
+
+    a = np.ascontiguousarray(arr)
+    if a.ndim == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+class Renderer:
+    """Pictures and views of a :class:`ReviewStore`'s metaphases, with small caches (the metaphase
+    picture per image, outlines per mask, the karyogram per image version)."""
+
+    def __init__(self, store: ReviewStore, chrom_height: int = 120, cache_images: int = 8):
+        self.store = store
+        self.chrom_height = chrom_height
+        self._lock = threading.Lock()
+        self._images: OrderedDict = OrderedDict()
+        self._outlines: OrderedDict = OrderedDict()
+        self._karyograms: OrderedDict = OrderedDict()
+        self._cache_images = cache_images
+
+    @staticmethod
+    def _put(cache: OrderedDict, key, value, size: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+    def image_array(self, iid) -> np.ndarray:
+        """The metaphase as read from its file (``chromoseg.data.io.read_image``)."""
+        from chromoseg.data.io import ImageReadError, read_image
+
+        img = self.store.image(iid)
+        with self._lock:
+            if img["id"] in self._images:
+                self._images.move_to_end(img["id"])
+                return self._images[img["id"]]
+        path = self.store.locate_image(img["id"])
+        if path is None:
+            raise NotFound(f"image file {img['file_name']} not found (looked as written, beside {self.store.dir} and in "
+                           "the --images folders): start `chromoseg review` with --images FOLDER")
+        try:
+            arr = read_image(path)
+        except ImageReadError as err:
+            raise NotFound(f"image file {path}: {err}") from None
+        if arr.shape[:2] != (img["height"], img["width"]):
+            raise NotFound(f"image file {path} is {arr.shape[1]}x{arr.shape[0]}, images.json says "
+                           f"{img['width']}x{img['height']}")
+        with self._lock:
+            self._put(self._images, img["id"], arr, self._cache_images)
+        return arr
+
+    def image_png(self, iid) -> bytes:
+        from chromoseg.karyotype.layout import to_display_gray
+
+        return encode_png(to_display_gray(self.image_array(iid)))
+
+    def _outline(self, iid: int, inst: dict, height: int, width: int) -> tuple[list, list]:
+        from chromoseg.review.geometry import decode, outlines
+
+        seg = inst.get("segmentation")
+        key = (iid, inst["id"], hashlib.sha1(repr(seg).encode()).hexdigest())
+        with self._lock:
+            hit = self._outlines.get(key)
+        if hit is not None:
+            return hit
+        mask = decode(inst, height, width)
+        polys = outlines(mask)
+        center = None
+        rb = inst.get("rbox")
+        if isinstance(rb, list) and len(rb) == 5:
+            center = [float(rb[0]), float(rb[1])]
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            if center is None or not mask[min(max(int(center[1]), 0), height - 1), min(max(int(center[0]), 0), width - 1)]:
+                ref = center or [float(xs.mean()), float(ys.mean())]
+                k = int(np.argmin((xs + 0.5 - ref[0]) ** 2 + (ys + 0.5 - ref[1]) ** 2))
+                center = [float(xs[k]) + 0.5, float(ys[k]) + 0.5]
+        value = (polys, center or [0.0, 0.0])
+        with self._lock:
+            self._put(self._outlines, key, value, 5000)
+        return value
+
+    def view(self, iid) -> dict:
+        """Everything the page shows of one metaphase (JSON-ready)."""
+        from chromoseg.karyotype.counts import instance_weakness
+        from chromoseg.karyotype.overlay import class_color
+
+        img = self.store.image(iid)
+        snap = self.store.snapshot(img["id"])
+        reviewed = snap["reviewed"]
+        insts = []
+        for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], reviewed)):
+            polys, center = self._outline(img["id"], inst, img["height"], img["width"])
+            c = int(inst.get("category_id") or 0)
+            insts.append({"id": inst["id"], "category_id": c, "label": class_label(c),
+                          "color": "#%02x%02x%02x" % class_color(c), "score": inst.get("score"),
+                          "origin": inst.get("origin", "model"), "class_by": inst.get("class_by"),
+                          "model_class": class_label(inst["model_category_id"]) if inst.get("model_category_id") else None,
+                          "weak": instance_weakness(ci), "outlines": polys, "center": center,
+                          "area": inst.get("area")})
+        return {"id": img["id"], "file_name": img["file_name"], "name": img["name"], "stem": img["stem"],
+                "width": img["width"], "height": img["height"], "version": snap["version"], "reviewed": reviewed,
+                "edited": snap["edited"], "undo": snap["undo"][-1] if snap["undo"] else None,
+                "redo": snap["redo"][-1] if snap["redo"] else None, "instances": insts,
+                "karyotype": karyotype_view(snap["instances"], reviewed),
+                "history": self.store.journal(img["id"], limit=30)[::-1]}
+
+    def karyogram(self, iid, title_extra: str = "") -> tuple[bytes, dict]:
+        """(PNG bytes, layout) of the current karyogram; layout: ``width``, ``height``, ``version`` and
+        ``placements`` (instance ``id``, ``x``, ``y``, ``w``, ``h`` on the picture)."""
+        img = self.store.image(iid)
+        snap = self.store.snapshot(img["id"])
+        key = (img["id"], snap["version"], snap["edited"], title_extra)
+        with self._lock:
+            hit = self._karyograms.get(key)
+        if hit is not None:
+            return hit
+        rgb, placements, _ = self.karyogram_array(img["id"], snap, title_extra)
+        layout = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "version": snap["version"],
+                  "placements": placements}
+        value = (encode_png(rgb), layout)
+        with self._lock:
+            self._put(self._karyograms, key, value, 16)
+        return value
+
+    def karyogram_array(self, iid, snap: dict | None = None, title_extra: str = "", image=None):
+        """(RGB karyogram, placements with instance ids, the counts' view) of the current instances."""
+        from chromoseg.karyotype.layout import render_karyogram
+        from chromoseg.review.geometry import decode
+
+        img = self.store.image(iid)
+        snap = snap or self.store.snapshot(img["id"])
+        arr = self.image_array(img["id"]) if image is None else image
+        view = karyotype_view(snap["instances"], snap["reviewed"])
+        insts = []
+        for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], snap["reviewed"])):
+            mask = decode(inst, img["height"], img["width"])
+            insts.append(dict(ci, mask=mask if mask.any() else None, rbox=inst.get("rbox"),
+                              endpoints=inst.get("endpoints"), bbox=inst.get("bbox")))
+        title = f"{img['name']}   {view['summary']}"
+        if snap["reviewed"]:
+            title += f"   reviewed by {snap['reviewed'].get('by')} {str(snap['reviewed'].get('at', ''))[:10]}"
+        if title_extra:
+            title += "   " + title_extra
+        rgb, placements = render_karyogram(arr, insts, title=title, chrom_height=self.chrom_height, return_layout=True)
+        places = [{"id": insts[p["index"]]["id"], "x": int(p["x"]), "y": int(p["y"]), "w": int(p["w"]), "h": int(p["h"])}
+                  for p in placements]
+        return rgb, places, view
+
+    def batch(self) -> list[dict]:
+        """One entry per metaphase (name, karyotype line, flags, reviewed, version), flagged ones first
+        (most flags first), then in ``images.json``'s order."""
+        states = self.store.summary_state()
+        rows = []
+        for k, img in enumerate(self.store.images):
+            st = states[img["id"]]
+            kv = karyotype_view(st["instances"], st["reviewed"])
+            rows.append({"id": img["id"], "name": img["name"], "file_name": img["file_name"], "stem": img["stem"],
+                         "summary": kv["summary"], "total": kv["total"], "flags": kv["flags"],
+                         "flagged": bool(kv["flags"]), "reviewed": st["reviewed"], "version": st["version"],
+                         "order": k})
+        rows.sort(key=lambda r: (not r["flagged"], -len(r["flags"]), r["order"]))
+        return rows

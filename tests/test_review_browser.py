@@ -1,0 +1,92 @@
+"""``chromoseg review`` in a real browser: headless Chromium (Debian's ``chromium``) driven by
+Playwright opens a synthetic predict folder, changes a chromosome's class with a key, deletes another,
+reloads the page and finds both edits (on the page and in ``review.json``).
+
+Skipped, with the reason, when Chromium or Playwright is missing (``make test`` installs Chromium with
+apt-get where it can)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMOSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not found ({CHROMIUM}): install Debian's `chromium` (apt-get install chromium) "
+                    "to run the browser test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                                   "(pip install -e '.[test]')")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_change_a_class_delete_one_reload_and_find_the_edits(browser, tmp_path):
+    from playwright.sync_api import expect
+    from test_review_api import TOKEN, make_predict_folder
+
+    from chromoseg.review.app import create_app
+    from chromoseg.review.server import ReviewServer
+
+    folder = make_predict_folder(tmp_path)
+    srv = ReviewServer(create_app(folder, token=TOKEN, user="browser"), "127.0.0.1", 0).start()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url(), wait_until="load")
+        assert "token" not in page.url  # the token went into a cookie
+        page.wait_for_selector("g.chrom[data-id='5']", timeout=30_000)
+        assert page.locator("g.chrom").count() == 5
+        expect(page.locator("#ksvg rect.kp")).to_have_count(5, timeout=30_000)  # the karyogram's layout came
+        assert page.locator("#karyogram").evaluate("img => img.naturalWidth") > 0
+        summary0 = page.inner_text("#iscn")
+
+        # select the X (#5) and make it a Y with the key
+        page.click("g.chrom[data-id='5'] path")
+        page.wait_for_selector("g.chrom.sel[data-id='5']")
+        page.keyboard.press("y")
+        expect(page.locator("g.chrom[data-id='5'] text")).to_have_text("Y", timeout=30_000)
+        assert page.inner_text("#iscn") != summary0 and "Saved" in page.inner_text("#status")
+
+        # select #1 and delete it with the Delete key
+        page.click("g.chrom[data-id='1'] path")
+        page.wait_for_selector("g.chrom.sel[data-id='1']")
+        page.keyboard.press("Delete")
+        expect(page.locator("g.chrom[data-id='1']")).to_have_count(0, timeout=30_000)
+
+        # two digits make a two-digit class: #3 becomes 12
+        page.click("g.chrom[data-id='3'] path")
+        page.keyboard.type("12")
+        expect(page.locator("g.chrom[data-id='3'] text")).to_have_text("12", timeout=30_000)
+
+        page.reload(wait_until="load")
+        page.wait_for_selector("g.chrom[data-id='5']", timeout=30_000)
+        assert page.locator("g.chrom").count() == 4
+        assert page.locator("g.chrom[data-id='1']").count() == 0
+        assert page.text_content("g.chrom[data-id='5'] text") == "Y"
+        assert page.text_content("g.chrom[data-id='3'] text") == "12"
+        assert "class 7 -> 12" in page.text_content("#history")
+        # undo from the page takes the last edit back
+        page.click("#undo")
+        expect(page.locator("g.chrom[data-id='3'] text")).to_have_text("7", timeout=30_000)
+        assert not errors, errors
+    finally:
+        srv.stop()
+    state = json.loads((folder / "review.json").read_text())
+    insts = {i["id"]: i["category_id"] for i in state["images"]["1"]["instances"]}
+    assert insts == {2: 1, 3: 7, 4: 7, 5: 24}
+    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "undo"]
+    assert all(e["by"] == "browser" for e in state["journal"])
