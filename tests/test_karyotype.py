@@ -373,3 +373,28 @@ def test_far_from_a_karyotype_is_no_call():
     assert k.summary == "4,X,?" and any(f.startswith("no_call") for f in k.flags)
     k = count_karyotype([])
     assert k.summary == "0,?,?"
+
+
+def test_truth_flag_names_both_karyotypes(tmp_path):
+    """The flag read "the known karyotype 46,XY reads 46,XY, this summary differs": it now names the
+    summary that differs and the known karyotype (and what a structural one counts as)."""
+    from chromoseg.karyotype.pipeline import analyse_metaphase
+
+    img, insts = _scene()
+    row = analyse_metaphase(img, insts, "a.tif", tmp_path, "a", truth="46,XY", overlay=False)
+    ours = row["counts"].summary
+    (flag,) = [f for f in row["flags"] if f.startswith("truth:")]
+    assert flag == f"truth: this summary {ours} differs from the known karyotype 46,XY" and "reads" not in flag
+    row = analyse_metaphase(img, insts, "a.tif", tmp_path, "a", truth="46,XX,t(4;9)", overlay=False)
+    assert any("known karyotype 46,XX,t(4;9) (counted as" in f for f in row["flags"])
+
+
+def test_demo_says_whether_model_and_expert_agree():
+    from chromoseg.cli.demo import _agreement
+    from chromoseg.karyotype.counts import counts_from_labels
+
+    expert = [{"image": "V1701XYD.tif", "counts": counts_from_labels(NORMAL + [23, 24]), "truth": "46,XY"}]
+    (line,) = _agreement([{"file_name": "/x/V1701XYD.tif", "summary": "47,XXY"}], expert)
+    assert "DISAGREE" in line and "model 47,XXY" in line and "expert annotations 46,XY" in line
+    (line,) = _agreement([{"file_name": "/x/V1701XYD.tif", "summary": "46,XY"}], expert)
+    assert "agrees" in line

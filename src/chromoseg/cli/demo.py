@@ -41,7 +41,8 @@ def _cmd_demo(args) -> int:
     print(f"example: {src}")
     import json
 
-    for img in json.loads((out / "images.json").read_text())["images"]:
+    model_rows = json.loads((out / "images.json").read_text())["images"]
+    for img in model_rows:
         stem = Path(img["file_name"]).stem
         print(f"model ({args.model or 'shipped default'}): {img['instances']} chromosomes, karyotype "
               f"{img.get('summary', '?')}; overlay {out / (stem + '.overlay.png')}, karyogram "
@@ -49,6 +50,8 @@ def _cmd_demo(args) -> int:
     for row in rows:
         print(f"expert annotations: {summary['instances']} chromosomes, karyotype {row['counts'].summary} "
               f"(known: {row['truth']}); karyogram {row['karyogram']}")
+    for line in _agreement(model_rows, rows):
+        print(line)
     print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
     gband = list_images([str(GBAND_EXAMPLE)]) if args.model is None and GBAND_EXAMPLE.is_dir() else []
     if gband:  # the G-band example with the G-band model
@@ -59,6 +62,29 @@ def _cmd_demo(args) -> int:
             print(f"G-band example, model gband: {img['instances']} chromosomes, karyotype {img.get('summary', '?')}; "
                   f"karyogram {out / 'gband' / (stem + '.karyogram.png')}")
     return 0 if pred["images"] and written else 1
+
+
+def _agreement(model_images: list[dict], expert_rows: list[dict]) -> list[str]:
+    """Per example metaphase, one line that says whether the model's karyotype agrees with the expert's
+    and with the known one, and where to look when it does not."""
+    expert = {Path(str(r.get("image", ""))).stem: r for r in expert_rows}
+    out = []
+    for img in model_images:
+        stem = Path(img["file_name"]).stem
+        r = expert.get(stem)
+        ours = img.get("summary")
+        if r is None or not ours:
+            continue
+        theirs, known = r["counts"].summary, r.get("truth")
+        if ours.replace("?", "") == theirs.replace("?", ""):
+            out.append(f"{stem}: the model's karyotype {ours} agrees with the expert annotations'"
+                       + (f" (known: {known})" if known else ""))
+            continue
+        out.append(f"{stem}: the model and the expert DISAGREE: model {ours}, expert annotations {theirs}"
+                   + (f", known karyotype {known}" if known else "")
+                   + ": the model's line is a draft to check, compare the karyograms (the model's card says how "
+                     "often it is right)")
+    return out
 
 
 def _karyotype(dataset, out: Path) -> list[dict]:

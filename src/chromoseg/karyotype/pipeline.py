@@ -52,13 +52,20 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
                           invert=invert, min_score=min_score, min_margin=min_margin)
     flags = list(counts.flags)
     if truth_summary is not None and truth_summary.replace("?", "") != counts.summary.replace("?", ""):
-        flags.append(f"truth: the known karyotype {truth} reads {truth_summary}, this summary differs")
+        flags.append(truth_flag(counts.summary, truth, truth_summary))
     row = {"image": name, "truth": truth, "truth_summary": truth_summary, "flags": flags, "counts": counts,
            "karyogram": str(save_png(out_dir / f"{stem}.karyogram.png", kg))}
     if overlay:
         ov = render_overlay(image, instances, min_score=min_score, min_margin=min_margin)
         row["overlay"] = str(save_png(out_dir / f"{stem}.overlay.png", ov))
     return row
+
+
+def truth_flag(summary: str, truth: str, truth_summary: str) -> str:
+    """The flag of a summary that differs from the known karyotype: both named, ours first (the known
+    karyotype's own text, and what it counts as where a structural change makes the two differ)."""
+    counted = f" (counted as {truth_summary})" if truth_summary != truth else ""
+    return f"truth: this summary {summary} differs from the known karyotype {truth}{counted}"
 
 
 def error_row(name: str, err: Exception, truth: str | None = None) -> dict:
