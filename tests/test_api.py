@@ -33,3 +33,30 @@ def test_predict_refuses_an_image_of_the_other_stain(tmp_path):
     model.predictor.stain = "fluorescence"
     with pytest.raises(ValueError, match="dark on a light background"):
         model.predict(255 - read_image(EXAMPLE))
+
+
+def test_instances_have_attributes_class_names_and_pictures(tmp_path):
+    """The README promised ``inst.bbox`` (instances were plain dicts), classes 23/24 had no names in the
+    API, nothing saved the overlay or karyogram, and a wrong-stain error named a command-line flag."""
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.api import Instance
+    from chromoseg.data.io import read_image
+
+    model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"), score="object", score_threshold=0.0)
+    res = model.predict(EXAMPLE)
+    inst = res.instances[0]
+    assert isinstance(inst, dict) and inst.bbox == inst["bbox"] and inst.mask is inst["mask"]
+    assert inst.class_name == chromoseg.CLASS_NAMES[inst.category_id - 1]
+    with pytest.raises(AttributeError, match="no 'colour'"):
+        inst.colour
+    assert Instance(category_id=23).class_name == "X" and Instance(category_id=24).class_name == "Y"
+    assert chromoseg.class_name(23) == "X" and chromoseg.class_name(0) is None
+    assert sum(res.counts_by_name.values()) == sum(res.counts.values())
+    paths = res.save(tmp_path / "pics", "v17")
+    assert paths["overlay"].name == "v17.overlay.png" and paths["karyogram"].name == "v17.karyogram.png"
+    assert all(p.stat().st_size > 1000 for p in paths.values())
+    model.predictor.stain = "fluorescence"
+    with pytest.raises(ValueError, match=r'chromoseg.load_model\("gband"\)') as info:
+        model.predict(255 - read_image(EXAMPLE))
+    assert "--model" not in str(info.value)

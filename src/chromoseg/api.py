@@ -3,15 +3,19 @@
     import chromoseg
     model = chromoseg.load_model()            # the shipped default (mfish); or a name, or a file
     result = model.predict("metaphase.tif")   # a path or a 2-D array (8/16-bit grey)
-    result.instances[0]["mask"], result.instances[0]["rbox"], result.instances[0]["category_id"]
+    inst = result.instances[0]
+    inst.mask, inst.rbox, inst.category_id, inst.class_name   # or inst["mask"], ...: both work
     result.karyotype                          # e.g. "46,XY" (ISCN-style summary of the counts)
     result.flags                              # what the evidence does not support
+    result.counts_by_name                     # {"1": 2, ..., "X": 1, "Y": 1}
     result.karyogram                          # RGB uint8 array, the karyogram image
     result.framing                            # the crop around the metaphase and the scale it ran at
+    result.save("out/", "metaphase")          # metaphase.overlay.png and metaphase.karyogram.png
 
-Each instance is a dict: ``mask`` (bool ``[H, W]``), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h,
-angle in degrees, w the long side), ``endpoints`` ([[x, y], [x, y]]), ``category_id`` (1-22, 23 = X,
-24 = Y), ``score`` and ``class_scores`` (24 probabilities), in image pixels.
+Each instance is an :class:`Instance`: a dict whose keys are also attributes -- ``mask`` (bool
+``[H, W]``), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h, angle in degrees, w the long side),
+``endpoints`` ([[x, y], [x, y]]), ``category_id`` (1-22, 23 = X, 24 = Y), ``score`` and
+``class_scores`` (24 probabilities), in image pixels -- plus ``class_name`` ("1".."22", "X", "Y").
 """
 from __future__ import annotations
 
@@ -21,16 +25,70 @@ from pathlib import Path
 import numpy as np
 
 
+def class_name(class_id) -> str | None:
+    """A class id's name: 1-22 -> "1".."22", 23 -> "X", 24 -> "Y"; None for 0 / None (unassigned)."""
+    from chromoseg.data.classes import class_name as _name
+
+    return _name(int(class_id)) if class_id else None
+
+
+class Instance(dict):
+    """One chromosome: a dict (``inst["mask"]``) whose keys are also attributes (``inst.mask``), with
+    ``class_name`` ("1".."22", "X", "Y"; None when unassigned)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"an instance has no {key!r}; it has {', '.join(self)}, class_name") from None
+
+    @property
+    def class_name(self) -> str | None:
+        return class_name(self.get("category_id"))
+
+    def __dir__(self):
+        return [*super().__dir__(), *(k for k in self if isinstance(k, str) and k.isidentifier())]
+
+
 @dataclass
 class Result:
-    instances: list[dict]
+    instances: list[Instance]
     karyotype: str
     flags: list[str] = field(default_factory=list)
+    #: class id (1-24) -> number of chromosomes; :attr:`counts_by_name` keys them "1".."22", "X", "Y"
     counts: dict[int, int] = field(default_factory=dict)
     karyogram: np.ndarray | None = None
     #: how the image reached the network: ``frame`` (x0, y0, x1, y1, the crop around the metaphase in
     #: image pixels) and ``scale`` (network input pixels per image pixel)
     framing: dict = field(default_factory=dict)
+    #: the grey image the instances belong to (what :meth:`overlay` and :meth:`save` draw on)
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def counts_by_name(self) -> dict[str, int]:
+        return {class_name(c): n for c, n in sorted(self.counts.items())}
+
+    def overlay(self) -> np.ndarray:
+        """RGB uint8 picture of the image with each chromosome's mask, rotated box, endpoints and class
+        (what ``chromoseg predict`` writes as NAME.overlay.png)."""
+        from chromoseg.karyotype.overlay import render_overlay
+
+        if self.image is None:
+            raise ValueError("this result has no image to draw on")
+        return render_overlay(self.image, self.instances)
+
+    def save(self, out_dir, name: str = "metaphase") -> dict[str, Path]:
+        """Write ``NAME.overlay.png`` and, when the result has one, ``NAME.karyogram.png`` into
+        ``out_dir`` (made if missing), as ``chromoseg predict`` does. Returns the paths by kind."""
+        from chromoseg.karyotype.layout import save_png
+
+        out = Path(out_dir)
+        paths = {"overlay": save_png(out / f"{name}.overlay.png", self.overlay())}
+        if self.karyogram is not None:
+            paths["karyogram"] = save_png(out / f"{name}.karyogram.png", self.karyogram)
+        return paths
 
 
 class Model:
@@ -50,10 +108,11 @@ class Model:
             raise ValueError(f"predict needs a 2-D uint8 or uint16 grey image, got {arr.dtype} {arr.shape}")
         from chromoseg.engine.predict import polarity_problem
 
-        why = polarity_problem(getattr(self.predictor, "stain", None), arr)
+        why = polarity_problem(getattr(self.predictor, "stain", None), arr, python=True)
         if why:
             raise ValueError(f"{image if isinstance(image, (str, Path)) else 'image'}: {why}")
         (insts,) = self.predictor([arr])
+        insts = [Instance(i) for i in insts]
         counts = count_karyotype(insts)
         kg = None
         if karyogram:
@@ -61,7 +120,7 @@ class Model:
 
             kg = render_karyogram(arr, insts, title=counts.summary)
         framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
-        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing))
+        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr)
 
     __call__ = predict
 

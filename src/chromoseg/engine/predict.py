@@ -382,19 +382,27 @@ SAVE_EVERY_S = 10.0
 MAX_IMAGE_PIXELS = 2500 * 2500
 
 
-def polarity_problem(stain: str | None, arr: np.ndarray) -> str | None:
-    """A message when the image's polarity does not fit the model's stain, else None."""
+def polarity_problem(stain: str | None, arr: np.ndarray, python: bool = False) -> str | None:
+    """A message when the image's polarity does not fit the model's stain, else None. It names the
+    right model as a command-line user gives it (``--model gband``), or with ``python`` as a Python
+    user does (``chromoseg.load_model("gband")``)."""
     from chromoseg.data.io import light_background
 
     if stain is None:
         return None
+
+    def use(name: str) -> str:
+        if python:
+            return f'use chromoseg.load_model("{name}") (or chromoseg.load_model("auto"))'
+        return f"use --model {name} (or --model auto)"
+
     light = light_background(arr)
     if stain == "fluorescence" and light:
         return ("the image is dark on a light background (G-band or brightfield), but this model was trained on "
-                "fluorescence (bright chromosomes on dark: DAPI, Q-band): use --model gband (or --model auto)")
+                f"fluorescence (bright chromosomes on dark: DAPI, Q-band): {use('gband')}")
     if stain == "brightfield" and not light:
         return ("the image is bright on a dark background (fluorescence), but this model was trained on "
-                "dark-on-light (G-band) images: use --model mfish (or --model auto)")
+                f"dark-on-light (G-band) images: {use('mfish')}")
     return None
 
 
