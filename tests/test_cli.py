@@ -57,3 +57,46 @@ def test_console_script_runs():
     exe = Path(sys.executable).with_name("chromoseg")
     out = subprocess.run([str(exe), "data", "import", "--help"], capture_output=True, text=True, check=True).stdout
     assert "mfish" in out and "voc" in out
+
+
+def test_a_mistyped_option_gets_the_commands_usage_and_a_hint(capsys):
+    """`predict mixed --ouput x` answered with the top-level usage; now predict's, naming --out."""
+    import pytest
+
+    for argv, usage, hint in [(["predict", "mixed", "--ouput", "x"], "usage: chromoseg predict", "did you mean --out?"),
+                              (["data", "import", "mfish", "a", "--out", "b", "--limt", "3"],
+                               "usage: chromoseg data import", "did you mean --limit?")]:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and usage in err and "unrecognized arguments" in err and hint in err
+
+
+def test_train_help_examples_are_w_by_h_like_the_default(capsys):
+    """The example's --image-size 256x320 was portrait against the 640x512 (W x H) default."""
+    import re
+
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    sizes = re.findall(r"--image-size (\d+)x(\d+)", capsys.readouterr().out)
+    assert sizes and all(int(w) * 512 == int(h) * 640 for w, h in sizes)
+
+
+def test_ctrl_c_in_predict_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    import json
+
+    from chromoseg.engine import predict as predict_mod
+
+    def interrupted(predictor, paths, out, **kw):
+        Path(out).mkdir(parents=True)
+        (Path(out) / "images.json").write_text(json.dumps({"images": [{"id": 1, "file_name": str(paths[0])}]}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_mod.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: object()))
+    monkeypatch.setattr(predict_mod, "predict_paths", interrupted)
+    image = REPO / "examples" / "adir-mfish" / "V17__XY" / "V1701XYD.tif"
+    assert main(["predict", str(image), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the 1 image(s) finished so far are saved" in err and "--skip-existing" in err

@@ -109,9 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)command ``args`` chose: ``chromoseg data import ...`` -> the ``import``
+    parser, so that its errors show its own usage line."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        if chosen not in (action.choices if action is not None else {}):
+            return parser
+        parser = action.choices[chosen]
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """'unrecognized arguments: ...', with the option meant where one is close (``--ouput`` -> ``--out``)."""
+    import difflib
+
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for e in extras:
+        if e.startswith("--"):
+            close = difflib.get_close_matches(e.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if close:
+                hints.append(close[0])
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the command's own usage and a hint, not the top-level usage
+        sub = command_parser(parser, args)
+        sub.error(_unrecognized(sub, extras))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

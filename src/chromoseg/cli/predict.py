@@ -104,6 +104,22 @@ def expand_inputs(inputs: list[str]) -> tuple[list, set]:
     return paths, named
 
 
+def _interrupted(args) -> str:
+    """What to say after Ctrl-C: what is saved, and the command that continues the run."""
+    import json
+    import shlex
+
+    try:
+        done = len(json.loads((Path(args.out) / "images.json").read_text())["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0
+    argv = [a for a in sys.argv[1:] if a != "--skip-existing"] if sys.argv[1:2] == ["predict"] else None
+    again = ("chromoseg " + " ".join(shlex.quote(a) for a in argv) + " --skip-existing") if argv else \
+        "the same command with --skip-existing"
+    return (f"interrupted: the {done} image(s) finished so far are saved in {args.out} (results.json, images.json, "
+            f"report); to continue without predicting them again, run: {again}")
+
+
 def _cmd_predict(args) -> int:
     import torch
 
@@ -128,9 +144,14 @@ def _cmd_predict(args) -> int:
             predictor = Predictor.from_checkpoint(args.model, cfg, device=args.device)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
-    summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size, overlays=not args.no_overlays,
-                            label_images=not args.no_labels, karyotype=not args.no_karyogram, progress=not args.quiet,
-                            skip_existing=args.skip_existing, named=named)
+    try:
+        summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size,
+                                overlays=not args.no_overlays, label_images=not args.no_labels,
+                                karyotype=not args.no_karyogram, progress=not args.quiet,
+                                skip_existing=args.skip_existing, named=named)
+    except KeyboardInterrupt:  # predict_paths has saved what it finished: say how to go on
+        print(_interrupted(args), file=sys.stderr)
+        return 130
     if summary["not_metaphases"]:
         notes = summary["not_metaphases"]
         shown = ", ".join(Path(n["file"]).name for n in notes[:5]) + (", ..." if len(notes) > 5 else "")

@@ -41,7 +41,7 @@ examples:
   chromoseg train --data datasets/mfish --out runs/ermr --resume
   # quick CPU check: small model settings, 8 images, 2 epochs
   chromoseg train --data datasets/mfish --variant rmr --backbone resnet18 --small \\
-      --max-images 8 --epochs 2 --image-size 256x320 --out runs/quick
+      --max-images 8 --epochs 2 --image-size 320x256 --out runs/quick
   torchrun --nproc-per-node 4 -m chromoseg.cli train --data datasets/mfish --out runs/ermr
 """
 
