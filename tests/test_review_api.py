@@ -401,3 +401,28 @@ def test_the_folder_must_be_writable(folder):
             ReviewStore(folder)
     finally:
         folder.chmod(0o755)
+
+
+def test_the_known_karyotype_is_compared(tmp_path):
+    """A case_info.txt beside the image (M-FISH's layout) is the known karyotype, as in predict's report."""
+    folder = make_predict_folder(tmp_path)
+    (tmp_path / "case_info.txt").write_text("46,XX\n")
+    app = create_app(folder, token=TOKEN)
+    with TestClient(app, headers={"X-Chromoseg-Token": TOKEN}) as c:
+        k = c.get("/api/images/1").json()["karyotype"]
+        assert k["truth"] == "46,XX" and k["truth_summary"] == "46,XX"
+        assert any(f.startswith("truth:") for f in k["flags"])
+        assert any(f.startswith("truth:") for f in c.get("/api/batch").json()["images"][0]["flags"])
+
+
+def test_a_metaphase_with_every_chromosome_deleted(client, folder):
+    for n, i in enumerate(range(1, 6)):
+        assert edit(client, n, op="delete", id=i).status_code == 200
+    v = client.get("/api/images/1").json()
+    assert v["instances"] == [] and v["karyotype"]["total"] == 0
+    assert client.get("/api/images/1/karyogram.png").status_code == 200
+    assert client.get("/api/images/1/karyogram.json").json()["placements"] == []
+    edit(client, 5, op="reviewed", reviewed=True)
+    s = client.post("/api/export", json={}).json()
+    assert s["dataset_images"] == 1 and s["dataset_annotations"] == 0
+    assert json.loads((folder / "reviewed" / "results.json").read_text()) == []

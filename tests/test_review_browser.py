@@ -1,6 +1,7 @@
 """``chromoseg review`` in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright opens a synthetic predict folder, changes a chromosome's class with a key, deletes another,
-reloads the page and finds both edits (on the page and in ``review.json``).
+Playwright opens a synthetic predict folder, changes chromosomes' classes with keys (one and two
+digits), deletes one, joins two, splits one along a clicked line, reloads the page and finds the edits
+(on the page and in ``review.json``), and undoes the last.
 
 Skipped, with the reason, when Chromium or Playwright is missing (``make test`` installs Chromium with
 apt-get where it can)."""
@@ -33,7 +34,7 @@ def browser():
             b.close()
 
 
-def test_change_a_class_delete_one_reload_and_find_the_edits(browser, tmp_path):
+def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp_path):
     from playwright.sync_api import expect
     from test_review_api import TOKEN, make_predict_folder
 
@@ -55,38 +56,54 @@ def test_change_a_class_delete_one_reload_and_find_the_edits(browser, tmp_path):
         summary0 = page.inner_text("#iscn")
 
         # select the X (#5) and make it a Y with the key
-        page.click("g.chrom[data-id='5'] path")
+        page.click("g.chrom[data-id='5'] text")
         page.wait_for_selector("g.chrom.sel[data-id='5']")
         page.keyboard.press("y")
         expect(page.locator("g.chrom[data-id='5'] text")).to_have_text("Y", timeout=30_000)
         assert page.inner_text("#iscn") != summary0 and "Saved" in page.inner_text("#status")
 
         # select #1 and delete it with the Delete key
-        page.click("g.chrom[data-id='1'] path")
+        page.click("g.chrom[data-id='1'] text")
         page.wait_for_selector("g.chrom.sel[data-id='1']")
         page.keyboard.press("Delete")
         expect(page.locator("g.chrom[data-id='1']")).to_have_count(0, timeout=30_000)
 
         # two digits make a two-digit class: #3 becomes 12
-        page.click("g.chrom[data-id='3'] path")
+        page.click("g.chrom[data-id='3'] text")
         page.keyboard.type("12")
         expect(page.locator("g.chrom[data-id='3'] text")).to_have_text("12", timeout=30_000)
 
+        # join #2 and #4: J, then a click on the other; the new #6 keeps #2's class
+        page.click("g.chrom[data-id='2'] text")
+        page.keyboard.press("j")
+        page.click("g.chrom[data-id='4'] text")
+        expect(page.locator("g.chrom[data-id='6'] text")).to_have_text("1", timeout=30_000)
+        assert page.locator("g.chrom[data-id='2'], g.chrom[data-id='4']").count() == 0
+
+        # split the Y (#5, x 140-190, y 40-48) across x = 165: S, two clicks, Enter
+        page.click("g.chrom[data-id='5'] text")
+        page.keyboard.press("s")
+        box = page.locator("#svg").bounding_box()
+        f = box["width"] / 200  # image pixels -> page pixels (the picture is 200 wide)
+        page.mouse.click(box["x"] + 165 * f, box["y"] + 34 * f)
+        page.mouse.click(box["x"] + 165 * f, box["y"] + 54 * f)
+        page.keyboard.press("Enter")
+        expect(page.locator("g.chrom[data-id='8']")).to_have_count(1, timeout=30_000)
+
         page.reload(wait_until="load")
-        page.wait_for_selector("g.chrom[data-id='5']", timeout=30_000)
-        assert page.locator("g.chrom").count() == 4
-        assert page.locator("g.chrom[data-id='1']").count() == 0
-        assert page.text_content("g.chrom[data-id='5'] text") == "Y"
+        page.wait_for_selector("g.chrom[data-id='8']", timeout=30_000)
+        assert sorted(int(i) for i in page.locator("g.chrom").evaluate_all("gs => gs.map(g => g.dataset.id)")) == [3, 6, 7, 8]
         assert page.text_content("g.chrom[data-id='3'] text") == "12"
+        assert page.text_content("g.chrom[data-id='7'] text") == "Y" and page.text_content("g.chrom[data-id='8'] text") == "Y"
         assert "class 7 -> 12" in page.text_content("#history")
-        # undo from the page takes the last edit back
+        # undo from the page takes the last edit (the split) back
         page.click("#undo")
-        expect(page.locator("g.chrom[data-id='3'] text")).to_have_text("7", timeout=30_000)
+        expect(page.locator("g.chrom[data-id='5'] text")).to_have_text("Y", timeout=30_000)
         assert not errors, errors
     finally:
         srv.stop()
     state = json.loads((folder / "review.json").read_text())
     insts = {i["id"]: i["category_id"] for i in state["images"]["1"]["instances"]}
-    assert insts == {2: 1, 3: 7, 4: 7, 5: 24}
-    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "undo"]
+    assert insts == {3: 12, 5: 24, 6: 1}
+    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo"]
     assert all(e["by"] == "browser" for e in state["journal"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chromoseg.review.render import Renderer, counting_instances
+from chromoseg.review.render import Renderer, counting_instances, karyotype_view
 from chromoseg.review.store import NotFound, ReviewStore, now_iso
 
 
@@ -71,8 +71,9 @@ def export_reviewed(store: ReviewStore, renderer: Renderer | None = None, out=No
         results.extend(_result_entry(img, i) for i in insts)
         cinsts = counting_instances(insts, reviewed)
         counts = count_karyotype(cinsts)
+        kv = karyotype_view(insts, reviewed, renderer.truth(img["id"]))  # the flags, with the known karyotype's
         meta = {k: v for k, v in img.items() if k not in ("name",)}
-        meta.update(instances=len(insts), summary=counts.summary, flags=list(counts.flags), reviewed=reviewed,
+        meta.update(instances=len(insts), summary=counts.summary, flags=kv["flags"], reviewed=reviewed,
                     review_version=snap["version"])
         images_meta.append(meta)
         try:
@@ -90,7 +91,7 @@ def export_reviewed(store: ReviewStore, renderer: Renderer | None = None, out=No
         with atomic_path(out / f"{stem}.labels.tif") as tmp:
             tifffile.imwrite(tmp, label_image(masks, arr.shape[:2]), compression="zlib")
         files += [kg, ov, out / f"{stem}.labels.tif"]
-        rows.append({"image": img["name"], "truth": None, "truth_summary": None, "flags": list(counts.flags),
+        rows.append({"image": img["name"], "truth": kv["truth"], "truth_summary": kv["truth_summary"], "flags": kv["flags"],
                      "counts": counts, "karyogram": str(kg), "overlay": str(ov)})
         if reviewed:
             path = store.locate_image(img["id"]).resolve()

@@ -32,17 +32,29 @@ def counting_instances(instances: list[dict], reviewed) -> list[dict]:
     return out
 
 
-def karyotype_view(instances: list[dict], reviewed) -> dict:
+def karyotype_view(instances: list[dict], reviewed, truth: str | None = None) -> dict:
     """Karyotype line, total, sex, per-class counts (against the expected), flags, findings and the
-    ids of the weak chromosomes, as JSON-ready values."""
+    ids of the weak chromosomes, as JSON-ready values; with the known karyotype ``truth`` also
+    ``truth``, ``truth_summary`` and a flag where the line differs from it (as ``chromoseg predict``)."""
     from chromoseg.karyotype.counts import count_karyotype
 
     insts = counting_instances(instances, reviewed)
     c = count_karyotype(insts)
-    return {"summary": c.summary, "total": c.total, "sex": c.sex, "unassigned": c.unassigned,
+    view = {"summary": c.summary, "total": c.total, "sex": c.sex, "unassigned": c.unassigned,
             "flags": list(c.flags), "findings": list(c.findings),
             "counts": [{"id": k, "name": class_label(k), "n": c.counts[k], "expected": c.expected[k]} for k in range(1, 25)],
-            "weak": [insts[k]["id"] for k in c.weak]}
+            "weak": [insts[k]["id"] for k in c.weak], "truth": truth, "truth_summary": None}
+    if truth:
+        from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
+
+        try:
+            view["truth_summary"] = karyotype_summary(parse_karyotype(truth))
+        except ValueError:
+            pass
+        ts = view["truth_summary"]
+        if ts is not None and ts.replace("?", "") != c.summary.replace("?", ""):
+            view["flags"].append(f"truth: the known karyotype {truth} reads {ts}, this summary differs")
+    return view
 
 
 def encode_png(arr: np.ndarray) -> bytes:
@@ -69,6 +81,7 @@ class Renderer:
         self._images: OrderedDict = OrderedDict()
         self._outlines: OrderedDict = OrderedDict()
         self._karyograms: OrderedDict = OrderedDict()
+        self._truths: dict = {}
         self._cache_images = cache_images
 
     @staticmethod
@@ -101,6 +114,20 @@ class Renderer:
         with self._lock:
             self._put(self._images, img["id"], arr, self._cache_images)
         return arr
+
+    def truth(self, iid) -> str | None:
+        """The known karyotype of a metaphase: its images.json ``karyotype``, else the
+        ``case_info.txt`` beside its file (M-FISH), else None (:func:`chromoseg.karyotype.pipeline.truth_for`)."""
+        from chromoseg.karyotype.pipeline import truth_for
+
+        img = self.store.image(iid)
+        with self._lock:
+            if img["id"] in self._truths:
+                return self._truths[img["id"]]
+        t = truth_for(img, self.store.locate_image(img["id"]))
+        with self._lock:
+            self._truths[img["id"]] = t
+        return t
 
     def image_png(self, iid) -> bytes:
         from chromoseg.karyotype.layout import to_display_gray
@@ -155,7 +182,7 @@ class Renderer:
                 "width": img["width"], "height": img["height"], "version": snap["version"], "reviewed": reviewed,
                 "edited": snap["edited"], "undo": snap["undo"][-1] if snap["undo"] else None,
                 "redo": snap["redo"][-1] if snap["redo"] else None, "instances": insts,
-                "karyotype": karyotype_view(snap["instances"], reviewed),
+                "karyotype": karyotype_view(snap["instances"], reviewed, self.truth(img["id"])),
                 "history": self.store.journal(img["id"], limit=30)[::-1]}
 
     def karyogram(self, iid, title_extra: str = "") -> tuple[bytes, dict]:
@@ -184,7 +211,7 @@ class Renderer:
         img = self.store.image(iid)
         snap = snap or self.store.snapshot(img["id"])
         arr = self.image_array(img["id"]) if image is None else image
-        view = karyotype_view(snap["instances"], snap["reviewed"])
+        view = karyotype_view(snap["instances"], snap["reviewed"], self.truth(img["id"]))
         insts = []
         for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], snap["reviewed"])):
             mask = decode(inst, img["height"], img["width"])
@@ -207,7 +234,7 @@ class Renderer:
         rows = []
         for k, img in enumerate(self.store.images):
             st = states[img["id"]]
-            kv = karyotype_view(st["instances"], st["reviewed"])
+            kv = karyotype_view(st["instances"], st["reviewed"], self.truth(img["id"]))
             rows.append({"id": img["id"], "name": img["name"], "file_name": img["file_name"], "stem": img["stem"],
                          "summary": kv["summary"], "total": kv["total"], "flags": kv["flags"],
                          "flagged": bool(kv["flags"]), "reviewed": st["reviewed"], "version": st["version"],

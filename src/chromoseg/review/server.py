@@ -36,6 +36,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def url_of(sock: socket.socket, host: str, token: str | None = None) -> str:
     port = sock.getsockname()[1]
+    if host in ("0.0.0.0", "::", ""):  # every address: name the machine
+        host = socket.gethostname()
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
@@ -105,7 +107,7 @@ def serve(app, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True
                 time.sleep(0.05)
             if srv.server.started:
                 try:
-                    webbrowser.open(url if is_local(host) else url.replace(f"//{host}:", "//127.0.0.1:", 1))
+                    webbrowser.open(url)
                 except Exception:  # no browser here: the printed address is enough
                     pass
         threading.Thread(target=opener, daemon=True).start()

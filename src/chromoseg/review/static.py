@@ -32,6 +32,7 @@ INDEX_HTML = r"""<!DOCTYPE html>
   <div id="top">
     <div id="title"><span id="name"></span> <span id="reviewed-mark"></span></div>
     <div id="iscn" title="karyotype line of the current chromosomes"></div>
+    <div id="truth" class="muted"></div>
     <div id="status" role="status" aria-live="polite"></div>
   </div>
   <div id="tools">
@@ -233,6 +234,7 @@ APP_JS = r"""
     $("name").textContent = v.name;
     $("reviewed-mark").textContent = v.reviewed ? "\u2713 reviewed by " + v.reviewed.by + " " + v.reviewed.at : "";
     $("iscn").textContent = v.karyotype.summary;
+    $("truth").textContent = v.karyotype.truth ? "known: " + v.karyotype.truth : "";
     document.title = v.name + " " + v.karyotype.summary + " - chromoseg review";
     $("undo").disabled = !v.undo; $("undo").title = v.undo ? "Undo " + v.undo + " (Ctrl+Z)" : "nothing to undo";
     $("redo").disabled = !v.redo; $("redo").title = v.redo ? "Redo " + v.redo + " (Ctrl+Y)" : "nothing to redo";
