@@ -150,3 +150,30 @@ def test_shipped_gband_model_on_its_example(tmp_path):
     res = json.loads((tmp_path / "g" / "results.json").read_text())
     assert len(res) >= 20  # a 46-chromosome metaphase: most of them found
     assert (tmp_path / "g" / "103203.karyogram.png").is_file() and (tmp_path / "g" / "103203.overlay.png").is_file()
+
+
+def test_an_exported_training_run_records_its_stain_and_a_normal_file_mode(tiny, tmp_path):
+    """A model exported from a `chromoseg train` run did not record its stain (so predict took G-band
+    images into a fluorescence model without a word), and the file was written with mode 0600."""
+    import os
+
+    import numpy as np
+
+    from chromoseg.engine.checkpoint import read_metadata
+    from chromoseg.engine.predict import Predictor, polarity_problem
+
+    ck = torch.load(tiny, weights_only=False)
+    run = tmp_path / "best.pt"
+    torch.save({**ck, "config": {"train": "datasets/mfish/train.json", "variant": "ermr"}, "epoch": 3}, run)
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert read_metadata(out)["stain"] == "fluorescence"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".m.safetensors*"))
+    gband_like = np.full((64, 64), 220, np.uint8)
+    gband_like[20:40, 30:34] = 40
+    assert polarity_problem(Predictor.from_checkpoint(out).stain, gband_like)
+    assert main(["export", str(run), "--out", str(out), "--stain", "brightfield"]) == 0  # said explicitly: it wins
+    assert read_metadata(out)["stain"] == "brightfield"

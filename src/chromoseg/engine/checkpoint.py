@@ -65,8 +65,10 @@ MODEL_FORMAT = "chromoseg-model"
 
 def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, metadata: dict | None = None) -> dict:
     """Write the weights of a ``chromoseg train`` checkpoint as a safetensors file (fp16 unless
-    ``half=False``; integer buffers kept) with the build arguments in its metadata. The file is
-    written atomically. Returns ``{"path", "bytes", "parameters", "epoch"}``."""
+    ``half=False``; integer buffers kept) with the build arguments in its metadata, and its ``stain``
+    (brightfield for a model that inverts its images; fluorescence for another ``chromoseg train``
+    run; ``metadata`` may say otherwise). The file is written atomically, with the usual file mode.
+    Returns ``{"path", "bytes", "parameters", "epoch"}``."""
     import json
 
     from safetensors.torch import save_file
@@ -82,14 +84,18 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     meta = {"format": MODEL_FORMAT, "model_config": json.dumps(cfg, default=list),
             "train_config": json.dumps(ck.get("config", {}), default=str), "epoch": str(ck.get("epoch", ""))}
-    if cfg.get("invert"):  # a brightfield model (its transform inverts the images); an explicit stain wins
+    # the stain: a brightfield model inverts its images; a `chromoseg train` run (its checkpoint holds its
+    # config) that does not was trained with --stain fluorescence, the default; an explicit stain wins
+    if cfg.get("invert"):
         meta["stain"] = "brightfield"
+    elif isinstance(ck.get("config"), dict) and ck["config"]:
+        meta["stain"] = "fluorescence"
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    from chromoseg.atomic import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # a normal file mode (0644 under the usual umask), as every other output
+        save_file(tensors, str(tmp), metadata=meta)
     return {"path": str(out), "bytes": out.stat().st_size, "epoch": ck.get("epoch"),
             "parameters": sum(v.numel() for k, v in tensors.items() if v.is_floating_point())}
 
