@@ -73,3 +73,28 @@ def test_labelme_limit_writes_every_split_and_a_report(tmp_path):
     for name in ("train", "val", "test", "all"):
         assert (tmp_path / "out2" / f"{name}.json").is_file()
     assert any("val.json has no images" in w for w in s["warnings"])
+
+
+def test_show_draws_a_classless_set_without_class_labels(tmp_path, monkeypatch):
+    """`data show` on the BioImLab import labelled every chromosome "1" (its placeholder category)."""
+    from chromoseg.data.show import show_dataset
+    from chromoseg.karyotype import overlay
+
+    src = tmp_path / "json"
+    src.mkdir()
+    rect = {"label": "chr", "shape_type": "polygon", "points": [[10, 10], [50, 10], [50, 20], [10, 20]]}
+    low = {"label": "chr", "shape_type": "polygon", "points": [[10, 30], [50, 30], [50, 40], [10, 40]]}
+    _labelme(src / "original_1.json", [rect, low])
+    import_labelme(src, tmp_path / "out", progress=False)
+    seen = []
+    real = overlay.render_overlay
+    monkeypatch.setattr(overlay, "render_overlay", lambda img, insts, **kw: (seen.append(kw), real(img, insts, **kw))[1])
+    written, _ = show_dataset(tmp_path / "out" / "all.json", tmp_path / "show", progress=False)
+    assert written and seen == [{"classes": False}]
+    # what classes=False draws: no label text (pure white pixels), a hue per chromosome
+    dark = np.zeros((60, 80), np.uint8)
+    insts = [{"category_id": 1, "mask": polygon_mask(s["points"], 60, 80)} for s in (rect, low)]
+    white = lambda pic: int((pic == 255).all(-1).sum())  # noqa: E731
+    assert white(real(dark, insts)) > 0 and white(real(dark, insts, classes=False)) == 0
+    pic = real(dark, insts, classes=False, upscale=1.0)
+    assert tuple(pic[15, 30]) != tuple(pic[35, 30])

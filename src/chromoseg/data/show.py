@@ -15,7 +15,10 @@ def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str
     """Write ``out_dir/<image stem>.png`` for each image (or the first ``limit``, or those ``names``):
     masks filled in their class colour, rotated boxes, endpoints and class labels (the overlay of
     :mod:`chromoseg.karyotype.overlay`), under a caption naming the image, its karyotype and any class
-    the importer could not resolve. Returns the written paths and the problems met."""
+    the importer could not resolve. A set annotated without classes (``"chromoseg": {"classes_known":
+    false}``, or annotations with ``"class_known": false``, e.g. the LabelMe import of BioImLab) is drawn
+    with a hue per chromosome and no class labels (its category 1 is a placeholder, not chromosome 1),
+    and the caption says so. Returns the written paths and the problems met."""
     from tqdm import tqdm
 
     from chromoseg.karyotype.layout import save_png
@@ -34,6 +37,7 @@ def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str
     anns: dict[int, list[dict]] = {}
     for a in coco["annotations"]:
         anns.setdefault(a["image_id"], []).append(a)
+    set_classes = (coco.get("chromoseg") or {}).get("classes_known", True) is not False
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -46,17 +50,20 @@ def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str
             continue
         h, w = grey.shape
         box_only = is_box_only(coco, info)
+        mine = anns.get(info["id"], [])
+        classes = set_classes and not any(a.get("class_known") is False for a in mine)
         insts = []
-        for a in anns.get(info["id"], []):
+        for a in mine:
             inst = {"category_id": a["category_id"], "bbox": a.get("bbox"), "rbox": a.get("rbox"),
                     "endpoints": a.get("endpoints"), "score": a.get("score")}
             if not box_only and a.get("segmentation"):
                 inst["mask"] = decode_mask(a["segmentation"], h, w)
             insts.append(inst)
-        picture = render_overlay(grey, insts)
+        picture = render_overlay(grey, insts, classes=classes)
         caption = [f"{Path(info['file_name']).name}: {len(insts)} instances"
                    + (f", karyotype {info['karyotype']}" if info.get("karyotype") else "")
-                   + (" (boxes only)" if box_only else "")]
+                   + (" (boxes only)" if box_only else "")
+                   + ("" if classes else " (annotated without classes: a colour per chromosome)")]
         if info.get("unresolved_classes"):
             caption.append("unresolved: " + "; ".join(f"{k}: {v}" for k, v in info["unresolved_classes"].items())[:150])
         out = save_png(out_dir / f"{Path(info['file_name']).stem}.png", add_caption(picture, caption))

@@ -1,7 +1,9 @@
 """Overlay of the instances on the metaphase: coloured masks, rotated boxes, endpoints, class labels.
 
 Colours are fixed per class (24 hues); an unassigned instance is grey. Weak instances (low score or
-small class margin, see :mod:`chromoseg.karyotype.counts`) get their label followed by ``?``.
+small class margin, see :mod:`chromoseg.karyotype.counts`) get their label followed by ``?``. For
+instances without classes (``classes=False``: a set annotated without them, e.g. BioImLab's polygons)
+each chromosome gets its own hue and no label: a placeholder class is never drawn as if it were one.
 The image is shown as it is (no inversion), stretched to 8 bits.
 """
 from __future__ import annotations
@@ -33,11 +35,19 @@ def rbox_corners(rbox) -> np.ndarray:
     return rbox_to_corners(torch.tensor([list(rbox)], dtype=torch.float64))[0].numpy()
 
 
+def instance_color(k: int) -> tuple[int, int, int]:
+    """RGB colour of the k-th instance of a picture without classes (neighbours get distant hues)."""
+    h = (k * 0.618034) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.8, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
 def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0.35,
                    upscale: float | None = None, min_score: float = MIN_SCORE,
-                   min_margin: float = MIN_MARGIN) -> np.ndarray:
+                   min_margin: float = MIN_MARGIN, classes: bool = True) -> np.ndarray:
     """RGB uint8 overlay. ``upscale`` (default: so that the longer side is >= 900 px, at most 2x)
-    enlarges the picture so that labels stay legible."""
+    enlarges the picture so that labels stay legible. ``classes=False``: the instances carry no real
+    class (their ``category_id`` is a placeholder): a hue per instance, no class labels."""
     import cv2
 
     gray = to_display_gray(image)
@@ -46,17 +56,17 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
         upscale = float(np.clip(900.0 / max(H, W), 1.0, 2.0))
     base = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
     colour = base.copy()
-    for inst in instances:
+    cols = [class_color(inst.get("category_id")) if classes else instance_color(k) for k, inst in enumerate(instances)]
+    for inst, col in zip(instances, cols):
         m = inst.get("mask")
         if m is not None:
-            colour[m] = (1 - alpha) * colour[m] + alpha * np.array(class_color(inst.get("category_id")), np.float32)
+            colour[m] = (1 - alpha) * colour[m] + alpha * np.array(col, np.float32)
     out = colour.clip(0, 255).astype(np.uint8)
     if upscale != 1.0:
         out = cv2.resize(out, (int(round(W * upscale)), int(round(H * upscale))), interpolation=cv2.INTER_LINEAR)
     s = upscale
     labels = []
-    for inst in instances:
-        col = class_color(inst.get("category_id"))
+    for inst, col in zip(instances, cols):
         m = inst.get("mask")
         if m is not None:
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -76,6 +86,8 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
         if ep is not None:
             for x, y in np.asarray(ep, float):
                 cv2.circle(out, (int(round(x * s - 0.5)), int(round(y * s - 0.5))), 3, col, -1, cv2.LINE_AA)
+        if not classes:
+            continue
         txt = _label(inst.get("category_id"))
         if instance_weakness(inst, min_score, min_margin):
             txt += "?"
