@@ -82,6 +82,7 @@ class Renderer:
         self._outlines: OrderedDict = OrderedDict()
         self._karyograms: OrderedDict = OrderedDict()
         self._truths: dict = {}
+        self._rendering: dict = {}
         self._cache_images = cache_images
 
     @staticmethod
@@ -193,14 +194,24 @@ class Renderer:
         key = (img["id"], snap["version"], snap["edited"], title_extra)
         with self._lock:
             hit = self._karyograms.get(key)
-        if hit is not None:
-            return hit
-        rgb, placements, _ = self.karyogram_array(img["id"], snap, title_extra)
-        layout = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "version": snap["version"],
-                  "placements": placements}
-        value = (encode_png(rgb), layout)
-        with self._lock:
-            self._put(self._karyograms, key, value, 16)
+            if hit is not None:
+                return hit
+            flight = self._rendering.setdefault(key, threading.Lock())
+        with flight:  # the page asks for the picture and its layout at once: render once
+            with self._lock:
+                hit = self._karyograms.get(key)
+            if hit is not None:
+                return hit
+            try:
+                rgb, placements, _ = self.karyogram_array(img["id"], snap, title_extra)
+                layout = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "version": snap["version"],
+                          "placements": placements}
+                value = (encode_png(rgb), layout)
+                with self._lock:
+                    self._put(self._karyograms, key, value, 16)
+            finally:
+                with self._lock:
+                    self._rendering.pop(key, None)
         return value
 
     def karyogram_array(self, iid, snap: dict | None = None, title_extra: str = "", image=None):

@@ -6,6 +6,7 @@ driving the system's ``chromium``; no browser download). It only looks: nothing 
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 def screenshot(folder, out, *, chromium: str = "/usr/bin/chromium", width: int = 1600, height: int = 1000,
-               select: int | None = None, image_id: int | None = None, timeout_s: float = 120) -> Path:
+               select: int | None = None, image_id: int | None = None, user: str = "reviewer",
+               timeout_s: float = 120) -> Path:
     """Open ``folder`` in the review app and save the page as PNG ``out``; ``select``: a chromosome id
     to select (highlighted in the metaphase and the karyogram); ``image_id``: the metaphase shown."""
     from playwright.sync_api import expect, sync_playwright
@@ -25,7 +27,7 @@ def screenshot(folder, out, *, chromium: str = "/usr/bin/chromium", width: int =
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    srv = ReviewServer(create_app(folder, token=secrets.token_urlsafe(24)), "127.0.0.1", 0).start()
+    srv = ReviewServer(create_app(folder, token=secrets.token_urlsafe(24), user=user), "127.0.0.1", 0).start()
     ms = int(timeout_s * 1000)
     try:
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
@@ -40,6 +42,7 @@ def screenshot(folder, out, *, chromium: str = "/usr/bin/chromium", width: int =
                 page.wait_for_selector("g.chrom", timeout=ms)
                 n = page.locator("g.chrom").count()
                 expect(page.locator("#ksvg rect.kp")).to_have_count(n, timeout=ms)
+                expect(page.locator("#kwrap")).not_to_have_class(re.compile("stale"), timeout=ms)
                 if select is not None:
                     page.click(f"#ksvg rect.kp[data-id='{int(select)}']", timeout=ms)  # always inside its box
                 page.wait_for_timeout(300)
@@ -58,10 +61,12 @@ def main(argv=None) -> int:
     ap.add_argument("--select", type=int, default=None, help="a chromosome id to select")
     ap.add_argument("--image", type=int, default=None, help="the metaphase (image id) to show")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--user", default="reviewer", help="the reviewer's name shown")
     ap.add_argument("--size", default="1600x1000", help="viewport WxH")
     a = ap.parse_args(argv)
     w, h = (int(v) for v in a.size.lower().split("x"))
-    print(screenshot(a.dir, a.out, chromium=a.chromium, width=w, height=h, select=a.select, image_id=a.image))
+    print(screenshot(a.dir, a.out, chromium=a.chromium, width=w, height=h, select=a.select, image_id=a.image,
+                     user=a.user))
     return 0
 
 

@@ -16,6 +16,7 @@ INDEX_HTML = r"""<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="chromoseg-token" content="__TOKEN__">
 <title>chromoseg review</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
 </head>
 <body>
@@ -23,7 +24,7 @@ INDEX_HTML = r"""<!DOCTYPE html>
   <h1>chromoseg review</h1>
   <div id="folder" class="muted"></div>
   <label class="user">Reviewer <input id="user" maxlength="64" autocomplete="off" spellcheck="false"></label>
-  <div class="muted small">Metaphases (flagged first)</div>
+  <div class="muted small">Metaphases (flagged first) <span id="progress"></span></div>
   <ol id="batch"></ol>
   <button id="export" type="button">Export reviewed</button>
   <div id="export-out" class="small"></div>
@@ -58,7 +59,7 @@ INDEX_HTML = r"""<!DOCTYPE html>
     <div id="selinfo" class="small"></div>
     <table id="counts"></table>
     <ul id="flags"></ul>
-    <details><summary>History of this metaphase</summary><ol id="history" class="small"></ol></details>
+    <details open><summary>History of this metaphase</summary><ol id="history" class="small"></ol></details>
     <details><summary>Keys</summary>
       <ul class="small">
         <li>click a chromosome (in the metaphase or the karyogram) to select it; Esc clears</li>
@@ -111,6 +112,7 @@ button.active { background: #ffd54f; }
 #kary-view { flex: 1 1 50%; min-width: 0; background: #fff; }
 #svg { width: 100%; height: auto; display: block; max-height: 82vh; cursor: crosshair; }
 #kwrap { position: relative; }
+#kwrap.stale { opacity: 0.45; }
 #karyogram { width: 100%; display: block; }
 #ksvg { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
 g.chrom path { fill-opacity: 0.12; stroke-width: 1.2; vector-effect: non-scaling-stroke; cursor: pointer; }
@@ -192,6 +194,7 @@ APP_JS = r"""
   function renderBatch() {
     const ol = $("batch");
     ol.replaceChildren();
+    $("progress").textContent = "\u00b7 " + S.batch.filter((b) => b.reviewed).length + " of " + S.batch.length + " reviewed";
     for (const im of S.batch) {
       const li = el("li", {"data-id": im.id});
       li.className = (im.flagged ? "flagged" : "ok") + (im.reviewed ? " reviewed" : "") +
@@ -295,9 +298,13 @@ APP_JS = r"""
   }
 
   async function loadKaryogram() {
-    const v = S.view, img = $("karyogram");
+    const v = S.view, img = $("karyogram"), wrap = $("kwrap");
     const want = "/api/images/" + v.id + "/karyogram.png?v=" + v.version;
-    if (img.getAttribute("src") !== want) img.setAttribute("src", want);
+    if (img.getAttribute("src") !== want) {
+      wrap.classList.add("stale");  // greyed until the new karyogram is there
+      img.onload = () => { if (img.getAttribute("src") === want) wrap.classList.remove("stale"); };
+      img.setAttribute("src", want);
+    }
     try {
       const lay = await api("/api/images/" + v.id + "/karyogram.json?v=" + v.version);
       if (!S.view || S.view.id !== v.id || S.view.version !== v.version) return;
@@ -508,7 +515,7 @@ APP_JS = r"""
     if (ctrl && (k === "y" || k === "Y")) { ev.preventDefault(); $("redo").click(); return; }
     if (ctrl || ev.altKey) return;
     if (k === "Escape") { cancelMode(); select(null); return; }
-    if (k === "Enter") { finishMode(); return; }
+    if (k === "Enter") { if (S.mode === "split" || S.mode === "draw") { ev.preventDefault(); finishMode(); } return; }
     if (/^[0-9]$/.test(k)) { typeDigit(k); return; }
     const lower = k.toLowerCase();
     if (lower === "x") { setClass(23); return; }
