@@ -16,6 +16,7 @@ FORBIDDEN = {
     "data": {"engine", "cli"},
     "karyotype": {"engine", "cli"},
     "engine": {"cli"},
+    "review": {"engine", "cli"},  # the review app reads predict's files through data and karyotype
 }
 
 
