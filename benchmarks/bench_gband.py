@@ -121,7 +121,8 @@ def run_model(predictor, gt_path: Path, work: Path, limit, reuse: bool = False, 
     summary = predict_paths(predictor, paths, work, overlays=False, label_images=False, karyotype=False,
                             progress=True, skip_existing=reuse)
     seconds = time.perf_counter() - t
-    results = json.loads((work / "results.json").read_text())
+    wanted = {str(p) for p in paths}
+    results = [r for r in json.loads((work / "results.json").read_text()) if r["file_name"] in wanted]
     return gt, results, summary, seconds
 
 
