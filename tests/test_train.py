@@ -242,3 +242,15 @@ def test_extra_training_set_without_classes(tmp_path):
     start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["train_images"] == 4 and summary["epochs_run"] == 1
     assert math.isfinite(summary["last"]["train/loss_classifier"])
+
+
+def test_fit_with_an_empty_validation_set_trains_without_validation(tmp_path):
+    """An import with a small --limit can leave val.json empty: fit trains on and monitors the training loss."""
+    from chromoseg.engine.train import fit
+
+    cfg = tiny_cfg(tmp_path, epochs=1)
+    d = json.loads(open(cfg.val).read())
+    d["images"], d["annotations"] = [], []
+    open(cfg.val, "w").write(json.dumps(d))
+    s = fit(cfg, show_progress=False)
+    assert s["epochs_run"] == 1 and s["monitored"].startswith("train/")

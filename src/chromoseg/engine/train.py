@@ -241,6 +241,9 @@ def build_datasets(cfg: TrainConfig):
     if cfg.val:
         val = ChromosomeDataset(cfg.val, transforms=default_transforms(False, size=size, frame=frame),
                                 max_images=cfg.max_val_images or cfg.max_images, cache=cfg.cache_data)
+        if len(val) == 0:  # e.g. an import with a small --limit: train without validation
+            log.warning("validation set %s has no images: training without validation", cfg.val)
+            val = None
     if len(train) == 0:
         raise TrainingError(f"{cfg.train}: no images")
     return train, val
