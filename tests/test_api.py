@@ -60,3 +60,39 @@ def test_instances_have_attributes_class_names_and_pictures(tmp_path):
     with pytest.raises(ValueError, match=r'chromoseg.load_model\("gband"\)') as info:
         model.predict(255 - read_image(EXAMPLE))
     assert "--model" not in str(info.value)
+
+
+def test_predict_a_channel_of_a_file_and_the_pixel_size(tmp_path):
+    """``predict(path, channel=)`` reads that channel of a multi-channel file; ``result.source`` says
+    which, with the pixel size (the file's, or the one given) and the readers' warnings."""
+    import tifffile
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.data.io import ImageReadError, read_image
+
+    crop = read_image(EXAMPLE)[100:228, 200:360].astype(np.uint16) * 16
+    planes = np.stack([crop, np.flipud(crop), np.fliplr(crop)])
+    ome = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(ome, planes, ome=True, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "FITC", "Cy3"]}, "PhysicalSizeX": 0.065,
+                               "PhysicalSizeXUnit": "\u00b5m"})
+    model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"), score="object", score_threshold=0.0)
+    res = model.predict(ome, channel="fitc", karyogram=False)
+    assert np.array_equal(res.image, planes[1])
+    assert res.source["channel"] == "FITC" and res.source["channel_index"] == 1
+    assert res.source["channels"] == ["DAPI", "FITC", "Cy3"] and res.source["warnings"] == []
+    assert res.source["pixel_size_um"] == pytest.approx(0.065) and "PhysicalSizeX" in res.source["pixel_size_source"]
+    assert isinstance(res.framing, dict) and res.karyotype  # the fields that were there are still there
+    first = model.predict(str(ome), karyogram=False, pixel_size_um=0.1)  # default: the first, with a warning
+    assert np.array_equal(first.image, planes[0]) and first.source["channel"] == "DAPI"
+    assert any("3 channels" in w for w in first.source["warnings"])
+    assert first.source["pixel_size_um"] == 0.1 and first.source["pixel_size_um_in_file"] == pytest.approx(0.065)
+    with pytest.raises(ImageReadError, match="no channel named 'TRITC': the file has DAPI, FITC, Cy3"):
+        model.predict(ome, channel="TRITC")
+    with pytest.raises(ValueError, match="array is already one grey channel"):
+        model.predict(crop, channel=1)
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        model.predict(ome, pixel_size_um=0)
+    arr = model.predict(crop, karyogram=False, pixel_size_um=0.07)
+    assert arr.source == {"pixel_size_um": 0.07, "pixel_size_source": "given (pixel_size_um=)"}
+    assert model.predict(crop, karyogram=False).source == {}

@@ -348,3 +348,39 @@ def test_a_continued_run_keeps_each_images_model_and_settings(tiny_checkpoint, t
     said = capsys.readouterr().out
     assert f"this run: 1 image(s), {n_b} chromosomes" in said and f"{n_a + n_b} chromosomes in all" in said
     assert "different models or settings" in said and "score >= 0.6" in said and "score >= 0" in said
+
+
+def test_strip_tags_listing_a_strip_that_is_not_there_are_kept_as_a_warning(tiny_checkpoint, tmp_path, capsys):
+    """Another lab's TIFFs list a second strip that is not in the file: predicted as their plain twin,
+    each reader warning in problems.json as kept (not skipped), and the exit status is 0."""
+    import tifffile
+    from test_data_io_tiff import list_a_strip_that_is_not_there
+
+    crop = read_image(EXAMPLE)[100:228, 200:360]
+    odd = tmp_path / "odd.tif"
+    tifffile.imwrite(odd, crop, rowsperstrip=crop.shape[0])
+    list_a_strip_that_is_not_there(odd)
+    good = _small_copy(tmp_path, "good.png")
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_checkpoint), "--score-threshold", "0", "--quiet", "--no-karyogram", "--out", str(out)]
+    assert main(["predict", str(odd), str(good)] + common) == EXIT_OK
+    said = capsys.readouterr()
+    assert "skipped:" not in said.err and "0 skipped" in said.out
+    assert "warned about 1 file(s) that were used all the same (odd.tif)" in said.out
+    probs = json.loads((out / "problems.json").read_text())
+    assert probs and all(p["file"] == str(odd) and p["action"] == "kept" and p["kind"] == "read-warning" for p in probs)
+    text = " | ".join(p["problem"] for p in probs)
+    assert "incorrect StripOffsets count (2 != 1)" in text and "beyond the end of the file" in text
+    meta = json.loads((out / "images.json").read_text())
+    assert [Path(im["file_name"]).name for im in meta["images"]] == ["odd.tif", "good.png"]
+    assert meta["images"][0]["channel"] == "grey" and meta["images"][0]["pixel_size_um"] is None
+    # a warning beside a real skip: exit 3 for the skip only, and only the skipped file is listed
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not an image")
+    s = predict_paths(Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0)), [odd, bad],
+                      tmp_path / "out2", progress=False)
+    assert s["skipped"] == 1 and s["skipped_files"] == [str(bad)] and s["warnings"] >= 2
+    assert s["warned_files"] == [str(odd)] and s["images"] == 1
+    assert main(["predict", str(odd), str(bad), "--out", str(tmp_path / "out3")] + common[:-2]) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert f"skipped: {bad}" in err and f"skipped: {odd}" not in err

@@ -192,3 +192,122 @@ def test_help_states_the_threshold_the_shipped_models_use(capsys):
     assert "under the confidence score 0.5 are dropped" not in said
     for name in SHIPPED:
         assert f"{name} {read_metadata(shipped_path(name))['default_score_threshold']}" in said
+
+
+# ------------------------------------------------------------------------------------------------
+# images as labs have them: channels and the pixel size recorded in images.json
+
+
+def _three_channel_ome(path: Path) -> tuple[Path, np.ndarray]:
+    """A 3-channel OME-TIFF (DAPI, FITC, Cy3; 0.065 um per pixel) of a 160 x 128 crop of the example:
+    each channel a different picture, so that the channel read can be told by its pixels."""
+    import tifffile
+
+    from chromoseg.data.io import read_image
+
+    crop = read_image(EXAMPLE)[100:228, 200:360].astype(np.uint16) * 16
+    planes = np.stack([crop, np.flipud(crop), np.fliplr(crop)])
+    tifffile.imwrite(path, planes, ome=True, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "FITC", "Cy3"]}, "PhysicalSizeX": 0.065,
+                               "PhysicalSizeXUnit": "\u00b5m", "PhysicalSizeY": 0.065, "PhysicalSizeYUnit": "\u00b5m"})
+    return path, planes
+
+
+def test_predict_records_the_channel_and_pixel_size_of_an_ome_tiff(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """--channel fitc reads the FITC plane (any case) and images.json says so, with the file's pixel
+    size; --pixel-size overrides it (the file's value kept beside it); without --channel the first
+    channel is read with a warning kept in problems.json, and the exit status stays 0."""
+    from chromoseg.cli import EXIT_OK, main
+    from chromoseg.engine import predict as predict_mod
+
+    ome, planes = _three_channel_ome(tmp_path / "cells.ome.tif")
+    common = ["--model", str(tiny_checkpoint), "--score-threshold", "0", "--quiet", "--no-karyogram"]
+    seen = []
+    real = Predictor.__call__
+
+    def spy(self, images):
+        seen.append(images[0].copy())
+        return real(self, images)
+
+    monkeypatch.setattr(Predictor, "__call__", spy)
+    assert main(["predict", str(ome), "--channel", "fitc", "--out", str(tmp_path / "o1")] + common) == EXIT_OK
+    assert np.array_equal(seen[-1], planes[1])  # the model saw FITC
+    im = json.loads((tmp_path / "o1" / "images.json").read_text())["images"][0]
+    assert im["channel"] == "FITC" and im["channel_index"] == 1 and im["channels"] == ["DAPI", "FITC", "Cy3"]
+    assert im["pixel_size_um"] == pytest.approx(0.065) and "PhysicalSizeX" in im["pixel_size_source"]
+    assert "pixel_size_um_in_file" not in im
+    assert json.loads((tmp_path / "o1" / "problems.json").read_text()) == []
+
+    assert main(["predict", str(ome), "--channel", "2", "--pixel-size", "0.1", "--out", str(tmp_path / "o2")] + common) \
+        == EXIT_OK
+    assert np.array_equal(seen[-1], planes[2])
+    im = json.loads((tmp_path / "o2" / "images.json").read_text())["images"][0]
+    assert im["channel"] == "Cy3" and im["pixel_size_um"] == 0.1 and im["pixel_size_source"] == "given (--pixel-size)"
+    assert im["pixel_size_um_in_file"] == pytest.approx(0.065)
+
+    capsys.readouterr()
+    assert main(["predict", str(ome), "--out", str(tmp_path / "o3")] + common) == EXIT_OK  # a warning is no skip
+    assert np.array_equal(seen[-1], planes[0])
+    im = json.loads((tmp_path / "o3" / "images.json").read_text())["images"][0]
+    assert im["channel"] == "DAPI" and im["channel_index"] == 0
+    probs = json.loads((tmp_path / "o3" / "problems.json").read_text())
+    assert [(p["action"], p["kind"]) for p in probs] == [("kept", "read-warning")]
+    assert "3 channels" in probs[0]["problem"] and "DAPI, FITC, Cy3" in probs[0]["problem"]
+    said = capsys.readouterr()
+    assert "0 skipped" in said.out and "warned about 1 file(s)" in said.out and "skipped:" not in said.err
+
+    # --skip-existing: the report reads the earlier image again from the channel it was predicted from
+    calls = []
+    read = predict_mod.read_image_with_info
+    monkeypatch.setattr(predict_mod, "read_image_with_info",
+                        lambda path, channel=None: calls.append((Path(path).name, channel)) or read(path, channel))
+    s = predict_paths(Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0)), [ome],
+                      tmp_path / "o1", progress=False, skip_existing=True)
+    assert s["already_done"] == 1 and calls == [("cells.ome.tif", 1)]
+
+
+def test_predict_channel_the_file_does_not_have_is_skipped_naming_its_channels(tiny_checkpoint, tmp_path, capsys):
+    from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_USAGE, main
+
+    ome, _ = _three_channel_ome(tmp_path / "cells.ome.tif")
+    common = ["--model", str(tiny_checkpoint), "--quiet", "--no-karyogram", "--out", str(tmp_path / "o")]
+    assert main(["predict", str(ome), "--channel", "TRITC"] + common) == EXIT_NOTHING_DONE
+    err = capsys.readouterr().err
+    assert f"skipped: {ome}" in err
+    probs = json.loads((tmp_path / "o" / "problems.json").read_text())
+    assert probs[0]["action"] == "skipped"
+    assert "no channel named 'TRITC': the file has DAPI, FITC, Cy3" in probs[0]["problem"]
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit):
+            main(["predict", str(ome), "--pixel-size", bad] + common)
+        assert "--pixel-size" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        predict_paths(None, [ome], tmp_path / "o4", pixel_size_um=-1.0)
+    with pytest.raises(TypeError, match="channel"):
+        predict_paths(None, [ome], tmp_path / "o4", channel=1.5)
+
+
+def test_predict_help_teaches_channel_and_pixel_size(capsys):
+    from chromoseg.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--channel NAME|INDEX" in text and "DAPI or dapi" in text and "0-based index" in text
+    assert "--pixel-size UM" in text and "micrometres per pixel" in text
+    assert "the channel it was read from" in text and "pixel_size_um" in text  # images.json's entry
+    assert '"action": "kept"' in text
+
+
+def test_review_flags_a_differing_karyotype_as_predict_does():
+    """The review page had its own, older wording of the flag of a summary that differs from the known
+    karyotype; it now uses predict's (``chromoseg.karyotype.pipeline.truth_flag``)."""
+    from chromoseg.karyotype.pipeline import truth_flag
+    from chromoseg.review.render import karyotype_view
+
+    classes = [c for c in range(1, 23) for _ in (0, 1)] + [23, 24]  # 46,XY
+    insts = [{"id": k, "category_id": c, "score": 0.99} for k, c in enumerate(classes)]
+    view = karyotype_view(insts[:-1], reviewed=True, truth="46,XY")
+    flags = [f for f in view["flags"] if f.startswith("truth:")]
+    assert flags == [truth_flag(view["summary"], "46,XY", "46,XY")] and "reads" not in flags[0]
+    assert not [f for f in karyotype_view(insts, reviewed=True, truth="46,XY")["flags"] if f.startswith("truth:")]

@@ -3,6 +3,7 @@
     import chromoseg
     model = chromoseg.load_model()            # the shipped default (mfish); or a name, or a file
     result = model.predict("metaphase.tif")   # a path or a 2-D array (8/16-bit grey)
+    model.predict("cells.ome.tif", channel="dapi")   # one channel of a multi-channel file (name or index)
     inst = result.instances[0]
     inst.mask, inst.rbox, inst.category_id, inst.class_name   # or inst["mask"], ...: both work
     result.karyotype                          # e.g. "46,XY" (ISCN-style summary of the counts)
@@ -10,6 +11,7 @@
     result.counts_by_name                     # {"1": 2, ..., "X": 1, "Y": 1}
     result.karyogram                          # RGB uint8 array, the karyogram image
     result.framing                            # the crop around the metaphase and the scale it ran at
+    result.source                             # the channel read, the pixel size (um) and the readers' warnings
     result.save("out/", "metaphase")          # metaphase.overlay.png and metaphase.karyogram.png
 
 Each instance is an :class:`Instance`: a dict whose keys are also attributes -- ``mask`` (bool
@@ -65,6 +67,12 @@ class Result:
     framing: dict = field(default_factory=dict)
     #: the grey image the instances belong to (what :meth:`overlay` and :meth:`save` draw on)
     image: np.ndarray | None = field(default=None, repr=False)
+    #: how the image was read, as ``chromoseg predict`` records it in ``images.json``: ``channel`` (the
+    #: one read: a name, ``R``/``G``/``B``, ``grey``, or ``luma`` for colour converted to grey),
+    #: ``channel_index``, ``channels`` (all the file's), ``pixel_size_um`` (micrometres per pixel; None
+    #: when unknown) and ``pixel_size_source``, plus ``warnings`` (what the readers worked around, e.g.
+    #: the first of several channels read); for an array only the pixel size given, if any
+    source: dict = field(default_factory=dict)
 
     @property
     def counts_by_name(self) -> dict[str, int]:
@@ -98,12 +106,33 @@ class Model:
     def __init__(self, predictor):
         self.predictor = predictor
 
-    def predict(self, image, karyogram: bool = True) -> Result:
-        """Chromosomes of one metaphase: a path or a 2-D uint8/uint16 array."""
-        from chromoseg.data.io import read_image
+    def predict(self, image, karyogram: bool = True, channel=None, pixel_size_um: float | None = None) -> Result:
+        """Chromosomes of one metaphase: a path or a 2-D uint8/uint16 array.
+
+        ``channel`` (paths only): which channel the model sees -- a name as the file gives it, in any
+        case (an OME channel's ``Name`` or ``Fluor``: ``"dapi"``; an ImageJ label), ``"R"``/``"G"``/``"B"``
+        of a colour image, or a 0-based index; None (default): a grey image as it is, colour converted
+        to grey, the first channel of a multi-channel file (with a warning in ``result.source``). A
+        file without that channel raises :class:`chromoseg.data.io.ImageReadError` naming those it
+        has. ``pixel_size_um``: micrometres per pixel, recorded in ``result.source`` instead of the
+        file's own (not used for the prediction)."""
+        from chromoseg.data.io import image_record, read_image_with_info
         from chromoseg.karyotype.counts import count_karyotype
 
-        arr = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        if pixel_size_um is not None and not (np.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0):
+            raise ValueError(f"pixel_size_um must be a positive number of micrometres per pixel, not {pixel_size_um!r}")
+        if isinstance(image, (str, Path)):
+            arr, info = read_image_with_info(image, channel=channel)
+            source = {**image_record(info, pixel_size_um), "warnings": list(info["warnings"])}
+            if pixel_size_um is not None:
+                source["pixel_size_source"] = "given (pixel_size_um=)"
+        else:
+            if channel is not None:
+                raise ValueError("channel= chooses a channel of an image file; an array is already one grey "
+                                 "channel (pass the path, or the channel's 2-D plane)")
+            arr = np.asarray(image)
+            source = {"pixel_size_um": float(pixel_size_um), "pixel_size_source": "given (pixel_size_um=)"} \
+                if pixel_size_um is not None else {}
         if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"predict needs a 2-D uint8 or uint16 grey image, got {arr.dtype} {arr.shape}")
         from chromoseg.engine.predict import polarity_problem
@@ -120,7 +149,7 @@ class Model:
 
             kg = render_karyogram(arr, insts, title=counts.summary)
         framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
-        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr)
+        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source)
 
     __call__ = predict
 

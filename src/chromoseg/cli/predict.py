@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from chromoseg.cli import nonneg_int, positive_int, unit_float
+from chromoseg.cli import nonneg_int, positive_float, positive_int, unit_float
 
 PREDICT_HELP = """\
 Segment and classify the chromosomes of metaphase images with a trained model: by default the
@@ -22,20 +22,32 @@ Writes into --out:
   results.json          COCO results for all images (RLE masks, bbox, rbox, endpoints, class, score);
                         `chromoseg evaluate GT.json OUT/results.json` scores it against annotations
   images.json           the images (id, file name, size) and, per image, the model (name, file,
-                        SHA-256 prefix, stain) and the inference settings that made it
+                        SHA-256 prefix, stain) and the inference settings that made it, the channel
+                        it was read from (channel, channel_index, the file's channels) and its pixel
+                        size (pixel_size_um, micrometres per pixel, and pixel_size_source: the file's
+                        OME/ImageJ/TIFF tags, or "given (--pixel-size)"; null when unknown)
   NAME.labels.tif       16-bit instance label image (0 background, k = k-th instance by score)
   NAME.overlay.png      the image with each chromosome's mask, rotated box, endpoints and class
   NAME.karyogram.png    the chromosomes cut out, turned upright and laid out in the standard rows
   report.html           one self-contained page: a row per metaphase with overlay, karyogram, counts,
                         ISCN-style summary and flags, flagged metaphases first (report.csv: same rows)
-  problems.json         files that could not be used (they are skipped; the rest goes on)
+  problems.json         files that could not be used ("action": "skipped"; the rest goes on), and
+                        what the readers warned about in files that were used ("action": "kept",
+                        e.g. strip tags listing a strip that is not in the file, or the first of
+                        several channels read): these do not change the exit status
 
 Every file is written atomically; results.json, images.json and the report are brought up to date
 every few seconds and when the run ends, fails or is interrupted (Ctrl-C), so a run that is stopped
 leaves valid files for the images it finished (a hard kill: all but its last few seconds);
---skip-existing continues it. Exit status: 0 all images done, 3 some skipped (listed on stderr and
-in problems.json), 1 none could be done, 2 bad command line or unusable input (a file that does not
-exist, a folder without images: said before the model loads).
+--skip-existing continues it. Exit status: 0 all images done (warnings kept in problems.json do not
+count), 3 some skipped (listed on stderr and in problems.json), 1 none could be done, 2 bad command
+line or unusable input (a file that does not exist, a folder without images: said before the model
+loads).
+
+Images: TIFF (classic and BigTIFF, any codec, 1-16-bit and float, OME-TIFF, ImageJ), PNG, JPEG, BMP.
+The model sees one grey channel: a grey image as it is, colour (RGB, palette) converted to grey, and
+of a file with several channels (an OME-TIFF of DAPI, FITC, Cy3; a multi-page TIFF) the first, with a
+warning in problems.json: --channel chooses another.
 
 In a folder (or a glob) only metaphase images are predicted: label maps, class maps and masks (an
 image of at most 64 grey values, mostly 0, like the M-FISH expert's *K.tif beside each *D.tif) and
@@ -45,6 +57,7 @@ examples:
   chromoseg predict metaphase.tif                       # the shipped model, writes out/predict
   chromoseg predict metaphase.tif --model runs/ermr/best.pt --out out/pred
   chromoseg predict 'scans/*.tif' --model runs/ermr/best.pt --out out/pred --device cuda --batch-size 4
+  chromoseg predict cells.ome.tif --channel dapi --pixel-size 0.065   # DAPI of a 3-channel OME-TIFF
 """
 
 
@@ -148,7 +161,8 @@ def _cmd_predict(args) -> int:
         summary = predict_paths(predictor, paths, args.out, batch_size=args.batch_size,
                                 overlays=not args.no_overlays, label_images=not args.no_labels,
                                 karyotype=not args.no_karyogram, progress=not args.quiet,
-                                skip_existing=args.skip_existing, named=named)
+                                skip_existing=args.skip_existing, named=named, channel=args.channel,
+                                pixel_size_um=args.pixel_size)
     except KeyboardInterrupt:  # predict_paths has saved what it finished: say how to go on
         print(_interrupted(args), file=sys.stderr)
         return 130
@@ -160,7 +174,13 @@ def _cmd_predict(args) -> int:
     done_before = (f"; with the {summary['already_done']} done before, {summary['total_images']} image(s) and "
                    f"{summary['total_instances']} chromosomes in all" if summary["already_done"] else "")
     print(f"this run: {summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
-          f"{done_before}; results in {summary['out']}" + (f" ({summary['problems']})" if summary["skipped"] else ""))
+          f"{done_before}; results in {summary['out']}"
+          + (f" ({summary['problems']})" if summary["skipped"] or summary.get("warnings") else ""))
+    warned = summary.get("warned_files") or []
+    if warned:  # kept: used all the same, so the exit status does not change
+        shown = ", ".join(Path(f).name for f in warned[:5]) + (", ..." if len(warned) > 5 else "")
+        print(f"note: the image readers warned about {len(warned)} file(s) that were used all the same ({shown}); "
+              f"each warning is in {Path(summary['out']) / 'problems.json'} as kept")
     if len(summary["settings"]) > 1:
         from chromoseg.engine.predict import describe_inference
 
@@ -218,6 +238,18 @@ def register(sub) -> None:
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not write label TIFFs")
     p.add_argument("--no-karyogram", action="store_true", help="no karyograms, counts or report")
+    p.add_argument("--channel", default=None, metavar="NAME|INDEX",
+                   help="the channel the model sees, for files with several: a channel's name as the file gives it, "
+                        "in any case (an OME-TIFF's channel Name or Fluor, e.g. DAPI or dapi; an ImageJ label), R, G or B "
+                        "(red, green, blue) of a colour image, grey for colour converted to grey, or a 0-based index "
+                        "(0 = the first). A file without that channel is skipped, naming the channels it has. Default: "
+                        "a grey image as it is, colour converted to grey, the first channel of a multi-channel file "
+                        "(with a warning in problems.json naming them all)")
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
+                   help="micrometres per pixel, recorded in images.json instead of the file's own (OME PhysicalSizeX, "
+                        "ImageJ or TIFF resolution tags; where the file says otherwise its value is kept as "
+                        "pixel_size_um_in_file), e.g. 0.065 for a 100x objective on a 6.5 um camera pixel. It is "
+                        "recorded, not used: the model sees the pixels as they are")
     p.add_argument("--skip-existing", action="store_true",
                    help="images already in OUT/images.json (a run that was stopped) are not predicted again; "
                         "their results stay in the files")

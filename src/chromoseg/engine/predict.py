@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chromoseg.data.io import ImageReadError, read_image, to_float01
+from chromoseg.data.io import ImageReadError, image_record, read_image_with_info, to_float01
 from chromoseg.data.report import ProblemLog
 from chromoseg.engine.amp import autocast_context, float32_outputs
 
@@ -490,31 +490,46 @@ def run_settings(images_meta: list[dict]) -> list[tuple[dict | None, dict | None
 
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
                   label_images: bool = True, karyotype: bool = True, progress: bool = True,
-                  skip_existing: bool = False, named=None) -> dict:
+                  skip_existing: bool = False, named=None, channel=None, pixel_size_um: float | None = None) -> dict:
     """Predict every image in ``paths`` and write into ``out_dir``:
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
       index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score;
     - ``images.json``: the images (id, file name, size, and how each reached the network: ``frame``, the
-      crop around its metaphase in image pixels, and ``scale``, network input pixels per image pixel);
+      crop around its metaphase in image pixels, and ``scale``, network input pixels per image pixel;
+      how it was read: ``channel``, ``channel_index`` and ``channels``, ``pixel_size_um`` and
+      ``pixel_size_source``, see :func:`chromoseg.data.io.image_record`);
     - per image ``<stem>.labels.tif`` (16-bit instance labels) and ``<stem>.overlay.png``;
     - with ``karyotype``: per image ``<stem>.karyogram.png``, and for the run ``report.html`` (one
       self-contained page, flagged metaphases first) and ``report.csv`` with counts, ISCN-style summary
       and flags (see :mod:`chromoseg.karyotype`);
-    - ``problems.json``: files that could not be used (skipped, the batch goes on).
+    - ``problems.json``: files that could not be used (``"action": "skipped"``, the batch goes on) and
+      what the readers warned about in the files that were used (``"action": "kept"``, ``"kind":
+      "read-warning"``: a listed strip that is not there, the first of several channels read, ...).
+
+    Each image is read with :func:`chromoseg.data.io.read_image_with_info` and its channel rule:
+    ``channel`` None (the default) reads a grey image as it is, colour converted to grey, and the first
+    channel of a file of several (with a warning); a name (an OME channel's ``Name`` or ``Fluor``, e.g.
+    ``"DAPI"`` in any case; ``"R"``, ``"G"``, ``"B"``) or a 0-based index picks one, and a file without
+    it is skipped as unreadable. ``pixel_size_um`` (micrometres per pixel) is recorded instead of the
+    file's own (which ``images.json`` then keeps as ``pixel_size_um_in_file`` where it differs); it
+    changes nothing in the prediction.
 
     Every file is written atomically; ``results.json``, ``images.json``, the report and ``problems.json``
     are rewritten at most every ``SAVE_EVERY_S`` seconds and when the run ends or fails (Ctrl-C
     included): a killed run leaves valid files that cover all but its last few seconds (a long batch
     no longer rewrites them after every image). ``skip_existing``: images already in ``out_dir``'s ``images.json`` are not
-    predicted again (their results are kept).
+    predicted again (their results are kept; for the report their images are read again, the channel
+    each entry records).
 
     Only metaphase images are predicted (:func:`not_a_metaphase`): a label map or one of predict's own
     outputs found in a folder or by a glob is left out with a note (``not_metaphases`` in the summary
     and in ``images.json``); one that the caller named (``named``: the paths given as files, e.g. on
     the command line; None = every path was found in a folder) is a problem, skipped like an
-    unreadable file. Returns counts: ``images`` finished in this call, ``skipped`` (problems),
-    ``already_done``, ``not_metaphases`` ([{file, why}]).
+    unreadable file. Returns counts: ``images`` finished in this call, ``skipped`` (the files skipped as
+    problems; ``skipped_files`` names them), ``warnings`` (the readers' warnings kept, which do not make
+    an image skipped; ``warned_files`` names their files), ``already_done``, ``not_metaphases`` ([{file,
+    why}]).
     """
     import tifffile
     from tqdm import tqdm
@@ -526,6 +541,10 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
     from chromoseg.karyotype.report import write_report
 
+    if channel is not None and (isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer, str))):
+        raise TypeError(f"channel must be None, a 0-based index or a name, not {channel!r}")
+    if pixel_size_um is not None and not (np.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0):
+        raise ValueError(f"pixel_size_um must be a positive number of micrometres per pixel, not {pixel_size_um!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems = ProblemLog()
@@ -542,16 +561,16 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         from chromoseg.karyotype.layout import instances_from_coco
 
         for im in images_meta:
-            try:
-                arr = read_image(im["file_name"])
-            except ImageReadError:
+            try:  # the channel it was predicted from (None: the default rule, as before)
+                arr, _ = read_image_with_info(im["file_name"], channel=im.get("channel_index"))
+            except (ImageReadError, TypeError):
                 continue
             insts = instances_from_coco(results, im["id"], arr.shape[0], arr.shape[1])
             rows.append(analyse_metaphase(arr, insts, Path(im["file_name"]).name, out_dir,
                                           im.get("stem", Path(im["file_name"]).stem),
                                           truth=truth_for(None, Path(im["file_name"])), overlay=overlays))
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    batch: list[tuple[Path, np.ndarray]] = []
+    batch: list[tuple[Path, np.ndarray, dict]] = []
     already = 0
 
     def save_run() -> None:
@@ -575,7 +594,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
                          note=f"model predictions; {how}")
 
-    def finish(path: Path, arr: np.ndarray, insts: list[dict]) -> None:
+    def finish(path: Path, arr: np.ndarray, insts: list[dict], record: dict) -> None:
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         if label_images:
@@ -589,7 +608,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
         iid = len(images_meta) + 1  # the image's outputs exist: now it enters the run's files
         images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
-                            "instances": len(insts), "stem": stem})
+                            "instances": len(insts), "stem": stem, **record})
         results.extend(instances_to_results(insts, iid, str(path)))
         if row is not None:
             rows.append(row)
@@ -600,16 +619,16 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         if not batch:
             return
         try:
-            preds = predictor([a for _, a in batch])
+            preds = predictor([a for _, a, _ in batch])
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory: the batch's images are skipped
-            for path, _ in batch:
+            for path, _, _ in batch:
                 problems.add(path, f"the model failed on this image ({type(err).__name__}: {str(err)[:200]})",
                              kind="model-error")
             preds = None
         framing = getattr(predictor, "last_framing", None) or [None] * len(batch)
         used = getattr(predictor, "last_predictors", None) or [predictor] * len(batch)
-        for (path, arr), insts, how, by in zip(batch, preds or [], framing, used):
-            finish(path, arr, insts)
+        for (path, arr, record), insts, how, by in zip(batch, preds or [], framing, used):
+            finish(path, arr, insts, record)
             if how is not None:
                 images_meta[-1].update(how)
             if isinstance(by, Predictor):  # provenance: which model, with which settings
@@ -628,21 +647,25 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 bar.update(1)
                 continue
             why = not_a_metaphase(path)
-            arr = None
+            arr, info = None, {}
             if not why:
                 try:
-                    arr = read_image(path)
+                    arr, info = read_image_with_info(path, channel=channel)
                 except ImageReadError as err:
                     problems.add(err.path, err.problem, kind="unreadable")
                     bar.update(1)
                     continue
-                if arr.size > MAX_IMAGE_PIXELS:
+                too_large = arr.size > MAX_IMAGE_PIXELS
+                why = None if too_large else not_a_metaphase(path, arr)
+                if not why or str(path) in named:  # a file left out with a note has no warnings to keep
+                    for w in info["warnings"]:  # the readers worked around it: kept, the exit status unchanged
+                        problems.add(path, w, action="kept", kind="read-warning")
+                if too_large:
                     problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; "
                                        f"the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it",
                                  kind="too-large")
                     bar.update(1)
                     continue
-                why = not_a_metaphase(path, arr)
             if why:  # named: the user asked for it, a problem; found in a folder: a note
                 if str(path) in named:
                     problems.add(path, why, kind="not-a-metaphase")
@@ -655,15 +678,17 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 problems.add(path, why, kind="wrong-stain")
                 bar.update(1)
                 continue
-            batch.append((Path(path), arr))
+            batch.append((Path(path), arr, image_record(info, pixel_size_um)))
             if len(batch) >= batch_size:
                 flush()
         flush()
     finally:  # also after an error or Ctrl-C: every image finished so far enters the run's files
         bar.close()
         save_run()
-    return {"images": len(images_meta) - n_before, "skipped": len(problems), "already_done": already,
-            "instances": len(results) - n_results_before, "total_images": len(images_meta),
+    skipped = [p for p in problems.problems if p.action != "kept"]
+    kept = [p for p in problems.problems if p.action == "kept"]
+    return {"images": len(images_meta) - n_before, "skipped": len(skipped), "warnings": len(kept),
+            "already_done": already, "instances": len(results) - n_results_before, "total_images": len(images_meta),
             "total_instances": len(results), "settings": run_settings(images_meta),
-            "problems": problems.summary(), "out": str(out_dir),
-            "skipped_files": [p.file for p in problems.problems], "not_metaphases": not_metaphases}
+            "problems": problems.summary(), "out": str(out_dir), "skipped_files": [p.file for p in skipped],
+            "warned_files": list(dict.fromkeys(p.file for p in kept)), "not_metaphases": not_metaphases}

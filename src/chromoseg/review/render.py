@@ -53,7 +53,9 @@ def karyotype_view(instances: list[dict], reviewed, truth: str | None = None) ->
             pass
         ts = view["truth_summary"]
         if ts is not None and ts.replace("?", "") != c.summary.replace("?", ""):
-            view["flags"].append(f"truth: the known karyotype {truth} reads {ts}, this summary differs")
+            from chromoseg.karyotype.pipeline import truth_flag
+
+            view["flags"].append(truth_flag(c.summary, truth, ts))
     return view
 
 
@@ -93,8 +95,9 @@ class Renderer:
             cache.popitem(last=False)
 
     def image_array(self, iid) -> np.ndarray:
-        """The metaphase as read from its file (``chromoseg.data.io.read_image``)."""
-        from chromoseg.data.io import ImageReadError, read_image
+        """The metaphase as read from its file (``chromoseg.data.io.read_image_with_info``), from the
+        channel predict read it from (its ``images.json`` entry's ``channel_index``; none: the default)."""
+        from chromoseg.data.io import ImageReadError, read_image_with_info
 
         img = self.store.image(iid)
         with self._lock:
@@ -106,8 +109,8 @@ class Renderer:
             raise NotFound(f"image file {img['file_name']} not found (looked as written, beside {self.store.dir} and in "
                            "the --images folders): start `chromoseg review` with --images FOLDER")
         try:
-            arr = read_image(path)
-        except ImageReadError as err:
+            arr, _ = read_image_with_info(path, channel=img.get("channel_index"))
+        except (ImageReadError, TypeError) as err:
             raise NotFound(f"image file {path}: {err}") from None
         if arr.shape[:2] != (img["height"], img["width"]):
             raise NotFound(f"image file {path} is {arr.shape[1]}x{arr.shape[0]}, images.json says "
