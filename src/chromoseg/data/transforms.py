@@ -150,17 +150,6 @@ def _integer_shift(A: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _shift(x: torch.Tensor, dx: int, dy: int, out_hw, fill=0) -> torch.Tensor:
-    """``x [..., H, W]`` moved by whole pixels into an ``out_hw`` canvas filled with ``fill``."""
-    H, W = out_hw
-    h, w = x.shape[-2:]
-    out = torch.full((*x.shape[:-2], H, W), fill, dtype=x.dtype)
-    sx0, sy0, sx1, sy1 = max(0, -dx), max(0, -dy), min(w, W - dx), min(h, H - dy)
-    if sx1 > sx0 and sy1 > sy0:
-        out[..., sy0 + dy:sy1 + dy, sx0 + dx:sx1 + dx] = x[..., sy0:sy1, sx0:sx1]
-    return out
-
-
 def affine(image: torch.Tensor, target: dict, A: np.ndarray, out_hw: tuple[int, int], *, exact_grid: bool = False,
            flip_dims: tuple[int, ...] | None = None, fill: float | None = None):
     """Apply the affine map ``A`` (3x3, continuous coordinates, old -> new) and crop to ``out_hw``.
@@ -175,7 +164,9 @@ def affine(image: torch.Tensor, target: dict, A: np.ndarray, out_hw: tuple[int, 
         return image.flip(flip_dims), affine_target(target, A, image.shape[-2:], out_hw, flip_dims=flip_dims)
     shift = _integer_shift(A)
     if shift is not None:  # a crop or pad: moved in memory, exactly
-        new_image = _shift(image, *shift, out_hw, fill=float(fill) if fill is not None else 0.0)
+        from chromoseg.ops import paste_shifted
+
+        new_image = paste_shifted(image, *shift, out_hw, fill=float(fill) if fill is not None else 0.0)
         return new_image, affine_target(target, A, image.shape[-2:], out_hw)
     grid = _sampling_grid(A, image.shape[-2:], out_hw)
     mode = "nearest" if exact_grid else "bilinear"
@@ -210,7 +201,9 @@ def affine_target(target: dict, A: np.ndarray, in_hw, out_hw, grid: torch.Tensor
         if flip_dims:
             new_masks = masks.flip(flip_dims)
         elif shift is not None:
-            new_masks = _shift(masks, *shift, out_hw)
+            from chromoseg.ops import paste_shifted
+
+            new_masks = paste_shifted(masks, *shift, out_hw)
         else:
             new_masks = F.grid_sample(masks[:, None].float(), grid.expand(n, -1, -1, -1), mode="nearest",
                                       padding_mode="zeros", align_corners=False)[:, 0].to(torch.uint8)

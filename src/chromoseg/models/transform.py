@@ -145,9 +145,7 @@ class ChromoTransform(nn.Module):
         H, W = grey.shape
         if box == (0, 0, W, H):
             return img, box
-        fill = background_level(grey)
-        crops = [torch.from_numpy(crop_padded(c.cpu().numpy(), box, fill)) for c in img]
-        return torch.stack(crops).to(img.device), box
+        return crop_padded(img, box, background_level(grey)), box
 
     def batch_images(self, images):
         d = self.size_divisible
@@ -197,6 +195,8 @@ class ChromoTransform(nn.Module):
     @staticmethod
     def _unframe(res: dict, frame, full_hw) -> None:
         """Move one image's detections from its crop ``frame`` into the whole image of ``full_hw``."""
+        from chromoseg.ops import paste_shifted
+
         x0, y0 = float(frame[0]), float(frame[1])
         H, W = full_hw
         for key in ("boxes", "hboxes"):
@@ -217,16 +217,6 @@ class ChromoTransform(nn.Module):
             res["endpoints"] = e
         for key in ("masks", "endpoint_heatmap"):
             if key in res:
-                res[key] = _move_into(res[key], int(frame[0]), int(frame[1]), (H, W))
+                res[key] = paste_shifted(res[key], int(frame[0]), int(frame[1]), (H, W))
         res["frame"] = torch.tensor([float(v) for v in frame])
 
-
-def _move_into(x: torch.Tensor, x0: int, y0: int, hw) -> torch.Tensor:
-    """``x [..., h, w]`` placed with its top-left at ``(x0, y0)`` on a zero canvas ``[..., H, W]``."""
-    H, W = hw
-    h, w = x.shape[-2:]
-    out = x.new_zeros((*x.shape[:-2], H, W))
-    sx0, sy0, sx1, sy1 = max(0, -x0), max(0, -y0), min(w, W - x0), min(h, H - y0)
-    if sx1 > sx0 and sy1 > sy0:
-        out[..., sy0 + y0:sy1 + y0, sx0 + x0:sx1 + x0] = x[..., sy0:sy1, sx0:sx1]
-    return out

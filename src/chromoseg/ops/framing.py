@@ -74,12 +74,20 @@ def frame_box(image: np.ndarray, size: tuple[int, int] | None = None, margin: fl
     return (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
 
 
-def crop_padded(image: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
-    """``image[y0:y1, x0:x1]`` of a 2-D array, the part outside the image filled with ``fill``."""
-    x0, y0, x1, y1 = box
-    H, W = image.shape[-2:]
-    out = np.full((y1 - y0, x1 - x0), fill, dtype=image.dtype)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+def paste_shifted(x, dx: int, dy: int, out_hw: tuple[int, int], fill: float = 0):
+    """``x [..., h, w]`` (a NumPy array or a torch tensor) moved by whole pixels ``(dx, dy)`` onto a
+    canvas ``[..., H, W]`` of ``out_hw`` filled with ``fill``: a crop, a pad or both, exactly."""
+    H, W = out_hw
+    h, w = x.shape[-2:]
+    shape = (*x.shape[:-2], H, W)
+    out = x.new_full(shape, fill) if hasattr(x, "new_full") else np.full(shape, fill, dtype=x.dtype)
+    sx0, sy0, sx1, sy1 = max(0, -dx), max(0, -dy), min(w, W - dx), min(h, H - dy)
     if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        out[..., sy0 + dy:sy1 + dy, sx0 + dx:sx1 + dx] = x[..., sy0:sy1, sx0:sx1]
     return out
+
+
+def crop_padded(image, box: tuple[int, int, int, int], fill: float):
+    """``image[..., y0:y1, x0:x1]``, the part outside the image filled with ``fill``."""
+    x0, y0, x1, y1 = box
+    return paste_shifted(image, -x0, -y0, (y1 - y0, x1 - x0), fill)
