@@ -29,7 +29,20 @@ TRUNCATED = "file is truncated: it ends before its image data does (an interrupt
 BIT_DEPTHS = (8, 12, 14, 16)
 #: the keys every info dict of :func:`read_image_with_info` has
 INFO_KEYS = ("file", "format", "reader", "channels", "channel", "channel_index", "channel_rule",
-             "pixel_size_um", "pixel_size_source", "pixel_size_note", "warnings")
+             "pixel_size_um", "pixel_size_source", "pixel_size_note", "orientation", "orientation_applied",
+             "warnings")
+
+#: the EXIF / TIFF ``Orientation`` tag (274): how the stored rows and columns must be turned to show
+#: the image upright, as Pillow's ``ImageOps.exif_transpose`` turns them (1: as stored)
+ORIENTATIONS = {
+    2: ("mirrored left-right", np.fliplr),
+    3: ("rotated 180\u00b0", lambda a: np.rot90(a, 2)),
+    4: ("mirrored top-bottom", np.flipud),
+    5: ("transposed (mirrored about the main diagonal)", lambda a: a.T),
+    6: ("rotated 90\u00b0 clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transversed (mirrored about the anti-diagonal)", lambda a: np.rot90(a, 2).T),
+    8: ("rotated 90\u00b0 anticlockwise", lambda a: np.rot90(a, 1)),
+}
 
 
 class ImageReadError(ValueError):
@@ -104,6 +117,32 @@ def _pillow_select(im, channel) -> tuple[np.ndarray, dict]:
                                    warnings=warns)
 
 
+def _pillow_orientation(im) -> int | None:
+    """The image's ``Orientation`` tag (EXIF in a JPEG, PNG ``eXIf`` or WebP; a TIFF's own tag), or None."""
+    try:
+        value = im.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: as if it had none (the pixels are fine)
+        return None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def apply_orientation(arr: np.ndarray, orientation) -> tuple[np.ndarray, str | None]:
+    """``arr`` turned upright by its ``Orientation`` tag value (EXIF / TIFF tag 274: 1-8, the turns
+    Pillow's ``ImageOps.exif_transpose`` makes) and what was done (None: nothing; 1, a missing tag
+    and values outside 1-8 leave the image as stored)."""
+    try:
+        code = int(orientation) if orientation is not None else None
+    except (TypeError, ValueError):
+        code = None
+    if code not in ORIENTATIONS:
+        return arr, None
+    what, turn = ORIENTATIONS[code]
+    return np.ascontiguousarray(turn(arr)), f"{what} (orientation tag {code})"
+
+
 def _pillow_read(path: Path, channel, *, tiff_fallback: bool = False) -> tuple[np.ndarray, dict]:
     from PIL import Image
 
@@ -125,6 +164,7 @@ def _pillow_read(path: Path, channel, *, tiff_fallback: bool = False) -> tuple[n
             px, source, note, warns = pixel_size_from_pillow(im)
             info.update(pixel_size_um=px, pixel_size_source=source, pixel_size_note=note)
             info["warnings"].extend(warns)
+            info["orientation"] = _pillow_orientation(im)
             return arr, info
     except ReadProblem as p:
         raise ImageReadError(path, p.problem) from p
@@ -162,12 +202,19 @@ def read_image_with_info(path, channel=None) -> tuple[np.ndarray, dict]:
     over 10 um (72, 96, 300 dpi: what image programs write, never a microscope's sampling);
     ``pixel_size_note`` then says why.
 
+    **Orientation.** A file whose ``Orientation`` tag (EXIF in a JPEG - what phones and many cameras
+    write -, a PNG's ``eXIf``, TIFF tag 274) says it is stored turned or mirrored is read upright, as
+    Pillow's ``ImageOps.exif_transpose`` and image viewers show it: orientation 6 (a camera held
+    turned) stored 789 x 620 is read 620 x 789. ``orientation`` is the tag's value (None without
+    one), ``orientation_applied`` what was done (``"rotated 90\u00b0 clockwise (orientation tag 6)"``;
+    None when nothing). The pixel size stays the file's across (its rows).
+
     Returns ``(array, info)``; ``info`` has at least the keys of :data:`INFO_KEYS`: ``file``,
     ``format`` (``TIFF``, ``OME-TIFF``, ``ImageJ TIFF``, ``... (BigTIFF)``, ``PNG``, ...), ``reader``
     (``tifffile`` / ``Pillow``), ``channels`` (the labels of the channels: names, ``R``/``G``/``B``,
     ``grey``, ``channel k`` / ``plane k`` when unnamed), ``channel`` (the one read, or ``luma``),
     ``channel_index`` (None for luma), ``channel_rule`` (how it was chosen), ``pixel_size_um``,
-    ``pixel_size_source``, ``pixel_size_note`` and ``warnings`` (one-line strings: what the readers
+    ``pixel_size_source``, ``pixel_size_note``, ``orientation``, ``orientation_applied`` and ``warnings`` (one-line strings: what the readers
     worked around, e.g. strip tags listing a strip the file does not have, and which plane of many
     was read; for ``problems.json``). TIFFs add ``compression``, ``photometric``,
     ``bits_per_sample``, ``axes``, ``shape`` and ``dtype`` of the file's image.
@@ -211,6 +258,10 @@ def read_image_with_info(path, channel=None) -> tuple[np.ndarray, dict]:
             arr, more = _pillow_read(path, channel)
     warns = more.pop("warnings") + captured
     info.update(more)
+    arr, info["orientation_applied"] = apply_orientation(arr, info.get("orientation"))
+    if info["orientation_applied"] and int(info["orientation"]) >= 5:  # rows and columns swapped
+        warns = [w + " (wide and high as stored: the image was turned upright by its orientation tag)"
+                 if w.startswith("pixels are not square") else w for w in warns]
     info["warnings"] = list(dict.fromkeys(w for w in warns if w))
     if arr.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D image, got shape {arr.shape}")
@@ -223,8 +274,11 @@ def image_record(info: dict, pixel_size_um: float | None = None) -> dict:
     """What a run's ``images.json`` should record of how an image was read (JSON-ready): the channel
     (``channel``, ``channel_index``, ``channels``) and the pixel size (``pixel_size_um``,
     ``pixel_size_source``). ``pixel_size_um`` given (a user's ``--pixel-size``) replaces the file's;
-    a different value in the file is kept as ``pixel_size_um_in_file``."""
+    a different value in the file is kept as ``pixel_size_um_in_file``. An image turned upright by
+    its orientation tag records what was done as ``orientation`` (absent otherwise)."""
     rec = {k: info.get(k) for k in ("channel", "channel_index", "channels", "pixel_size_um", "pixel_size_source")}
+    if info.get("orientation_applied"):
+        rec["orientation"] = info["orientation_applied"]
     if pixel_size_um is not None:
         given = float(pixel_size_um)
         if rec["pixel_size_um"] is not None and abs(rec["pixel_size_um"] - given) > 1e-6 * given:

@@ -629,6 +629,8 @@ def _read_open_tiff(tif, path: Path, size: int, channel, info: dict) -> tuple[np
         px, source, note, warns = pixel_size_from_tiff(tif, kf)
         info["warnings"].extend(warns)
         info.update(pixel_size_um=px, pixel_size_source=source, pixel_size_note=note)
+        orientation = _raw_tag(kf, 274)  # Orientation: the caller turns the image upright by it
+        info["orientation"] = orientation[0] if orientation else None
         grey = to_grey(plane, rest, colour, band, kf)
     return grey, info
 
