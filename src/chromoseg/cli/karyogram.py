@@ -16,8 +16,9 @@ file (predictions), with an overlay, the per-class counts, an ISCN-style summary
 HTML report + CSV for the whole set.
 
 For each image it writes into OUT:
-  NAME.karyogram.png   chromosomes cut out with their masks, turned upright (long axis vertical,
-                       short arm up by a heuristic), one common scale, rows 1-5 / 6-12 / 13-18 /
+  NAME.karyogram.png   chromosomes cut out with their masks, straightened along their medial
+                       axis (--no-straighten: only turned upright, long axis vertical), short arm
+                       up by a heuristic, one common scale, rows 1-5 / 6-12 / 13-18 /
                        19-22 X Y, labels under each class, homologues side by side, unassigned
                        chromosomes in a row of their own. Fluorescence (DAPI) images are inverted so
                        that chromosomes are dark on white, like a classic karyogram.
@@ -84,6 +85,12 @@ def register(subparsers) -> None:
                         "the background, e.g. DAPI)")
     p.add_argument("--chrom-height", type=positive_int, default=150,
                    help="height in pixels of the longest chromosome in the karyogram (default 150)")
+    p.add_argument("--straighten", action=argparse.BooleanOptionalAction, default=True,
+                   help="resample each chromosome along its medial axis (its mask's skeleton between its "
+                        "tips), so bent ones stand straight at their true length as karyograms are read "
+                        "(default: on; a mask with no clear axis - tiny, a ring, a blob - is shown as cut). "
+                        "--no-straighten shows every chromosome only rotated upright, as the mask cuts it: "
+                        "for checking a mask's shape itself")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_karyogram)
 
@@ -127,7 +134,7 @@ def run_karyogram(args) -> int:
     from chromoseg.data.coco import load_coco
     from chromoseg.data.io import ImageReadError, read_image
     from chromoseg.data.report import ProblemLog
-    from chromoseg.karyotype.layout import instances_from_coco
+    from chromoseg.karyotype.layout import instances_from_coco, straightening
     from chromoseg.karyotype.pipeline import analyse_metaphase, error_row, truth_for
     from chromoseg.karyotype.report import write_report
 
@@ -166,34 +173,39 @@ def run_karyogram(args) -> int:
     invert = {"auto": None, "yes": True, "no": False}[args.invert]
     rows = []
     lines = ["image\tsummary\ttotal\tflags\ttruth"]
-    for img in tqdm(images, desc="karyogram", unit="img", disable=args.no_progress):
-        name = _display_name(str(img["file_name"]), roots)
-        path = _find_image(str(img["file_name"]), roots)
-        truth = truth_for(img, path)
-        try:
-            if path is None:
-                raise ImageReadError(img["file_name"], "image file not found under " + ", ".join(str(r) for r in roots))
-            image = read_image(path)
-            if image.shape[:2] != (int(img["height"]), int(img["width"])):
-                raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the dataset says "
-                                 f"{img['width']}x{img['height']}")
-            source = results if results is not None else data
-            instances = instances_from_coco(source, img["id"], int(img["height"]), int(img["width"]))
-            row = analyse_metaphase(image, instances, name, out, _safe_name(name), truth=truth,
-                                    chrom_height=args.chrom_height, invert=invert, min_score=args.min_score,
-                                    min_margin=args.min_margin)
-            c = row["counts"]
-            lines.append(f"{name}\t{c.summary}\t{c.total}\t{'; '.join(row['flags'])}\t{truth or ''}")
-        except (ImageReadError, ValueError, OSError) as err:
-            msg = str(err)
-            if msg.startswith(f"{img['file_name']}: ") or msg.startswith(f"{path}: "):
-                msg = msg.split(": ", 1)[1]
-            problems.add(name, msg, kind="image")
-            row = error_row(name, err, truth)
-            lines.append(f"{name}\t\t\terror: {err}\t{truth or ''}")
-        rows.append(row)
+    # analyse_metaphase renders its karyogram with the straightening this context says
+    with straightening(args.straighten):
+        for img in tqdm(images, desc="karyogram", unit="img", disable=args.no_progress):
+            name = _display_name(str(img["file_name"]), roots)
+            path = _find_image(str(img["file_name"]), roots)
+            truth = truth_for(img, path)
+            try:
+                if path is None:
+                    raise ImageReadError(img["file_name"],
+                                         "image file not found under " + ", ".join(str(r) for r in roots))
+                image = read_image(path)
+                if image.shape[:2] != (int(img["height"]), int(img["width"])):
+                    raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the dataset says "
+                                     f"{img['width']}x{img['height']}")
+                source = results if results is not None else data
+                instances = instances_from_coco(source, img["id"], int(img["height"]), int(img["width"]))
+                row = analyse_metaphase(image, instances, name, out, _safe_name(name), truth=truth,
+                                        chrom_height=args.chrom_height, invert=invert, min_score=args.min_score,
+                                        min_margin=args.min_margin)
+                c = row["counts"]
+                lines.append(f"{name}\t{c.summary}\t{c.total}\t{'; '.join(row['flags'])}\t{truth or ''}")
+            except (ImageReadError, ValueError, OSError) as err:
+                msg = str(err)
+                if msg.startswith(f"{img['file_name']}: ") or msg.startswith(f"{path}: "):
+                    msg = msg.split(": ", 1)[1]
+                problems.add(name, msg, kind="image")
+                row = error_row(name, err, truth)
+                lines.append(f"{name}\t\t\terror: {err}\t{truth or ''}")
+            rows.append(row)
     (out / "summaries.tsv").write_text("\n".join(lines) + "\n")
     source_note = f"predictions {args.results}" if args.results else f"annotations {ann_path} (ground truth)"
+    source_note += ("; chromosomes straightened along their medial axis" if args.straighten
+                    else "; chromosomes as cut (--no-straighten)")
     html_path, csv_path = write_report(rows, out / "report.html", out / "report.csv",
                                        title=f"chromoseg karyotypes: {ann_path.name}", note=source_note)
     n_err = sum(1 for r in rows if r.get("error"))

@@ -6,7 +6,8 @@ Input: the metaphase image (2-D grey, uint8 or uint16, or RGB) and its instances
 
     {"category_id": 1..24 (0/None = unassigned), "mask": bool [H, W] or None,
      "rbox": [cx, cy, w, h, angle] or None, "endpoints": [[x1, y1], [x2, y2]] or None,
-     "bbox": [x, y, w, h], "score": float or None, "class_scores": 24 floats or None, "id": ...}
+     "bbox": [x, y, w, h], "score": float or None, "class_scores": 24 floats or None, "id": ...,
+     "top_end": [x, y] or None}   # optional: the image point whose end goes up (a reviewer's choice)
 
 Rules (:func:`render_karyogram`):
 
@@ -20,6 +21,12 @@ Rules (:func:`render_karyogram`):
   rotated box's long side (``w``, along ``(cos a, -sin a)``) is vertical. When the box is nearly square
   (``w / h < 1.3``) and endpoints are given, the axis runs from one endpoint to the other instead.
   Missing rboxes are derived from the mask (``cv2.minAreaRect``).
+* **Straightened** (default; :mod:`chromoseg.karyotype.straighten`): each chromosome resampled along
+  its medial axis (the mask's skeleton path between its two tips, chosen with the prediction's
+  ``endpoints``), so a bent chromosome stands straight at its true length. A mask with no usable axis
+  (tiny, a ring, a blob, or one whose straightened area is off) keeps the upright crop above. Lengths
+  for scaling and sorting are then the axis lengths. ``straighten=False`` (or the
+  :func:`straightening` context) shows every chromosome as cut.
 * **Short arm up** (:func:`orient_upright`). From the mask's width profile along the axis: when the
   class is known, the end whose neck lies where that class's centromere should be (textbook
   centromeric index) goes up; otherwise the end nearer the narrowest interior point, or failing a
@@ -30,6 +37,8 @@ Rules (:func:`render_karyogram`):
 * **One scale** for all chromosomes of the karyogram: the longest one (lengths clipped at 3x the
   median, so a merged blob cannot shrink everything) becomes ``chrom_height`` pixels tall; a crop
   still taller than the row is shrunk on its own.
+* **A reviewer's orientation**: an instance with ``top_end`` ``[x, y]`` (set in ``chromoseg review``
+  by turning it end for end) is shown with its end nearer that image point up, marked sure.
 * **Rows** 1-5, 6-12, 13-18, 19-22 + X + Y, class name printed under each class, homologues side by
   side (longest first); chromosomes without a class (``category_id`` 0/None) in a row of their own
   ("unassigned").
@@ -38,6 +47,8 @@ Rules (:func:`render_karyogram`):
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from pathlib import Path
 
@@ -55,6 +66,22 @@ LOW_SCORE_COLOR = (255, 140, 0)  # RGB orange
 UNSURE_CLASS_COLOR = (200, 0, 200)  # RGB magenta
 UNSURE_ORIENT_COLOR = (150, 150, 150)
 TEXT_COLOR = (20, 20, 20)
+
+#: chromosomes straightened along their medial axis unless told otherwise (see the module docstring)
+DEFAULT_STRAIGHTEN = True
+_straighten: contextvars.ContextVar[bool] = contextvars.ContextVar("chromoseg_straighten", default=DEFAULT_STRAIGHTEN)
+
+
+@contextlib.contextmanager
+def straightening(flag: bool):
+    """Within this context a karyogram rendered without an explicit ``straighten=`` straightens its
+    chromosomes or not (``chromoseg karyogram --no-straighten`` passes its choice through
+    :func:`chromoseg.karyotype.pipeline.analyse_metaphase` this way)."""
+    token = _straighten.set(bool(flag))
+    try:
+        yield
+    finally:
+        _straighten.reset(token)
 
 
 def _label(c) -> str:
@@ -107,6 +134,7 @@ def instances_from_coco(coco, image_id, height: int | None = None, width: int | 
                 "endpoints": ann.get("endpoints"),
                 "score": ann.get("score"),
                 "class_scores": ann.get("class_scores"),
+                "top_end": ann.get("top_end"),
             }
         )
     return out
@@ -317,16 +345,46 @@ def orient_upright(g: np.ndarray, m: np.ndarray, class_id: int | None = None) ->
 
 
 # ------------------------------------------------------------------------------------- render
+def _axis_ends(mask: np.ndarray, rbox, angle: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The image points at the top and the bottom of :func:`upright_crop`'s crop (before any turn):
+    the mask's extremes along the crop's vertical axis, on the line through the box centre."""
+    a = math.radians(rbox[4] if angle is None else angle)
+    dl = np.array([math.cos(a), -math.sin(a)])
+    ys, xs = np.nonzero(mask)
+    c = np.array([rbox[0], rbox[1]], float)
+    proj = (xs + 0.5 - c[0]) * dl[0] + (ys + 0.5 - c[1]) * dl[1]
+    return c + float(proj.min()) * dl, c + float(proj.max()) * dl
+
+
+def _orient_by_reviewer(top: np.ndarray, bottom: np.ndarray, top_end) -> bool | None:
+    """True to turn the crop (its bottom end is nearer the reviewer's ``top_end``), None without one."""
+    try:
+        p = np.asarray(top_end, float).reshape(2)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(p).all():
+        return None
+    return bool(np.linalg.norm(bottom - p) < np.linalg.norm(top - p))
+
+
 def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_height: int = 150,
-                        invert: bool | None = None) -> tuple[list[dict], dict]:
+                        invert: bool | None = None, straighten: bool | None = None) -> tuple[list[dict], dict]:
     """Upright, oriented, commonly scaled crops of all instances (dark on white).
 
+    ``straighten``: resample each chromosome along its medial axis (None: the default,
+    :data:`DEFAULT_STRAIGHTEN` or the :func:`straightening` context).
     Returns (items, meta): one item per instance that could be cut out, with keys ``index``,
-    ``category_id``, ``gray``, ``mask``, ``length`` (px, image scale), ``orientation``, ``weak``;
-    meta: ``inverted``, ``scale``, ``skipped`` (indices without any pixels).
+    ``category_id``, ``gray``, ``mask``, ``length`` (px, image scale), ``orientation``, ``weak``,
+    ``straightened`` (bool) and ``top`` / ``bottom`` (the image points shown at the crop's top and
+    bottom end); meta: ``inverted``, ``scale``, ``skipped`` (indices without any pixels),
+    ``straightened`` (how many were), ``straighten`` (whether it was asked).
     """
     import cv2
 
+    from chromoseg.karyotype.straighten import NotStraightenable, medial_axis, straighten as sample_along
+
+    if straighten is None:
+        straighten = _straighten.get()
     gray = to_display_gray(image)
     masks = [inst["mask"] for inst in instances if inst.get("mask") is not None]
     bright = objects_are_bright(gray, masks)
@@ -347,29 +405,60 @@ def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_heigh
             rbox = rbox_from_mask(mask)
         else:
             rbox = canonical_rbox(*rbox)
-        geo.append((i, mask, rbox))
+        axis = None
+        if straighten:
+            try:
+                axis = medial_axis(mask, inst.get("endpoints"))
+            except NotStraightenable:
+                axis = None
+        geo.append((i, mask, rbox, axis))
 
     # contrast: stretch the chromosome pixels to their 1-99 % percentiles
     union = np.zeros(g.shape, bool)
-    for _, m, _ in geo:
+    for _, m, _, _ in geo:
         union |= m
     if union.any():
         lo, hi = np.percentile(g[union], [1, 99])
         hi = max(hi, lo + 1)
         g = np.clip((g.astype(np.float32) - lo) * (235.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
-    lengths = np.array([r[2] for _, _, r in geo], float)
+    lengths = np.array([ax.length if ax is not None else r[2] for _, _, r, ax in geo], float)
     if len(lengths):
         ref = float(min(lengths.max(), 3 * np.median(lengths)))
         scale = float(np.clip(chrom_height / max(ref, 1.0), 0.2, 6.0))
     else:
         scale = 1.0
     items = []
-    for i, mask, rbox in geo:
+    n_straight = 0
+    for (i, mask, rbox, axis), length in zip(geo, lengths):
         inst = instances[i]
-        ang = _axis_angle(inst, rbox)
-        gc, mc = upright_crop(g, mask, rbox, angle=ang if ang != rbox[4] else None, scale=scale)
-        gc, mc, orient = orient_upright(gc, mc, class_id=inst.get("category_id"))
+        gc = mc = None
+        if axis is not None:
+            try:
+                gs, ms = sample_along(g, mask, axis, scale=scale)
+                ratio = float(ms.sum()) / (scale * scale) / max(float(mask.sum()), 1.0)
+                if 0.75 <= ratio <= 1.33:
+                    gc, mc = _trim(np.where(ms, gs, 255).astype(np.uint8), ms)
+                    top, bottom = axis.points[0].copy(), axis.points[-1].copy()
+            except NotStraightenable:
+                gc = None
+        straight = gc is not None
+        if not straight:
+            length = rbox[2]
+            ang = _axis_angle(inst, rbox)
+            ang = ang if ang != rbox[4] else None
+            gc, mc = upright_crop(g, mask, rbox, angle=ang, scale=scale)
+            top, bottom = _axis_ends(mask, rbox, ang)
+        n_straight += straight
+        turn = _orient_by_reviewer(top, bottom, inst.get("top_end"))
+        if turn is None:
+            gc, mc, orient = orient_upright(gc, mc, class_id=inst.get("category_id"))
+        else:
+            if turn:
+                gc, mc = np.rot90(gc, 2).copy(), np.rot90(mc, 2).copy()
+            orient = {"rule": "reviewer", "sure": True, "flipped": turn, "centromere": None}
+        if orient["flipped"]:
+            top, bottom = bottom, top
         if gc.shape[0] > chrom_height * 1.05:  # an outlier (e.g. a merged blob): shrink on its own
             f = chrom_height / gc.shape[0]
             size = (max(1, int(gc.shape[1] * f)), chrom_height)
@@ -380,11 +469,15 @@ def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_heigh
             "category_id": int(inst.get("category_id") or 0),
             "gray": gc,
             "mask": mc,
-            "length": rbox[2],
+            "length": float(length),
             "orientation": orient,
             "weak": instance_weakness(inst, MIN_SCORE, MIN_MARGIN),
+            "straightened": straight,
+            "top": [round(float(v), 2) for v in top],
+            "bottom": [round(float(v), 2) for v in bottom],
         })
-    return items, {"inverted": inv, "scale": scale, "skipped": skipped}
+    return items, {"inverted": inv, "scale": scale, "skipped": skipped, "straightened": n_straight,
+                   "straighten": bool(straighten)}
 
 
 def _text(canvas, s, org, scale=0.5, color=TEXT_COLOR, thickness=1, center=False):
@@ -409,16 +502,21 @@ def render_karyogram(
     min_score: float = MIN_SCORE,
     min_margin: float = MIN_MARGIN,
     return_layout: bool = False,
+    straighten: bool | None = None,
 ):
     """Karyogram image (RGB uint8, white background) of one metaphase; see the module docstring.
 
     ``invert``: None = automatic (fluorescence is inverted so chromosomes are dark), True/False forces.
+    ``straighten``: chromosomes resampled along their medial axis (None: :data:`DEFAULT_STRAIGHTEN`,
+    or what the :func:`straightening` context says).
     With ``return_layout`` also returns a list of placements ``{"index", "category_id", "row",
-    "x", "y", "w", "h", "orientation", "weak"}`` (x, y: top-left on the canvas).
+    "x", "y", "w", "h", "orientation", "weak", "straightened", "top", "bottom"}`` (x, y: top-left on
+    the canvas; top, bottom: the image points shown at the chromosome's upper and lower end).
     """
     import cv2
 
-    items, meta = prepare_chromosomes(image, instances, chrom_height=chrom_height, invert=invert)
+    items, meta = prepare_chromosomes(image, instances, chrom_height=chrom_height, invert=invert,
+                                      straighten=straighten)
     for it in items:
         it["weak"] = instance_weakness(instances[it["index"]], min_score, min_margin)
     by_class: dict[int, list[dict]] = {}
@@ -480,7 +578,8 @@ def render_karyogram(
         if not it["orientation"]["sure"]:
             _text(canvas, "?", (x + w / 2, y - 2), scale=0.35, color=UNSURE_ORIENT_COLOR, center=True)
         placements.append({"index": it["index"], "category_id": it["category_id"], "row": row_idx,
-                           "x": x, "y": y, "w": w, "h": h, "orientation": it["orientation"], "weak": weak})
+                           "x": x, "y": y, "w": w, "h": h, "orientation": it["orientation"], "weak": weak,
+                           "straightened": it["straightened"], "top": it["top"], "bottom": it["bottom"]})
 
     y = title_h + 6
     for r, (row, rh) in enumerate(zip(rows, heights)):
@@ -525,6 +624,8 @@ def render_karyogram(
     tw, _ = _text(canvas, "orientation unsure", (x + 16, ly), scale=0.42)
     x += 16 + tw + 20
     note = "inverted (fluorescence)" if meta["inverted"] else ""
+    if meta["straighten"] and items:
+        note += ("; " if note else "") + f"straightened {meta['straightened']} of {len(items)}"
     if meta["skipped"]:
         note += ("; " if note else "") + f"{len(meta['skipped'])} without pixels not shown"
     if note:

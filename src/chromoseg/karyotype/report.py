@@ -159,7 +159,9 @@ def render_html(results: list[dict], *, title: str = "chromoseg karyotype report
         "<div class='legend'>row colour:<span style='background:#e67e00'></span>flagged (weak evidence) or failed"
         "<span style='background:#3b6fd1'></span>not 46,XX/46,XY<span style='background:#3a9d4a'></span>normal"
         " &middot; counts: <span style='background:#f8d0cc'></span>fewer than expected"
-        "<span style='background:#cfe0f8'></span>more than expected</div>",
+        "<span style='background:#cfe0f8'></span>more than expected"
+        " &middot; karyograms: 'straightened n of m' (in a karyogram's legend) = n chromosomes resampled along"
+        " their medial axis, the others shown as cut (no clear axis)</div>",
         "<table class='rows'><thead><tr><th>metaphase</th><th>overlay</th><th>karyogram</th></tr></thead><tbody>",
     ]
     for r in rows:
