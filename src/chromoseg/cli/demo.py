@@ -3,7 +3,8 @@
 Runs ``chromoseg predict`` with the shipped model (:mod:`chromoseg.weights`) on the shipped M-FISH
 DAPI example (``examples/adir-mfish``) and writes its overlay, karyogram and report; then, as a
 reference to check the model against by eye, the same karyogram, counts and report made from the
-example's expert label map (imported as ``chromoseg data import mfish`` does) in ``OUT/expert``; and
+example's expert label map (imported as ``chromoseg data import mfish`` does) in ``OUT/expert``, whose
+``images.json`` records how each image was read (channel, pixel size, orientation), as predict's does; and
 the shipped G-band model on the G-band example (``examples/cil-gband``, a CIL test metaphase) in
 ``OUT/gband``.
 """
@@ -88,26 +89,42 @@ def _agreement(model_images: list[dict], expert_rows: list[dict]) -> list[str]:
 
 
 def _karyotype(dataset, out: Path) -> list[dict]:
-    """Karyogram, counts and report of every image of a dataset, from its annotations."""
+    """Karyogram, counts and report of every image of a dataset, from its annotations; ``images.json``
+    records how each image was read (channel, pixel size, orientation: ``image_record``, as predict's
+    does) with its karyotype line and flags, and ``problems.json`` the readers' warnings (kept)."""
+    import json
+
+    from chromoseg.atomic import write_text
     from chromoseg.data.coco import load_coco, resolve_image_path
-    from chromoseg.data.io import read_image
+    from chromoseg.data.io import image_record, read_image_with_info
+    from chromoseg.data.report import ProblemLog
     from chromoseg.karyotype.layout import instances_from_coco
     from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
     from chromoseg.karyotype.report import write_report
 
     data = load_coco(dataset)
-    rows = []
+    problems = ProblemLog()
+    rows, records = [], []
     for img in data["images"]:
         path = resolve_image_path(img["file_name"], Path(dataset).parent)
+        image, info = read_image_with_info(path)  # the default channel rule, as the importer read it
+        for w in info["warnings"]:
+            problems.add(path, w, action="kept", kind="read-warning")
         insts = instances_from_coco(data, img["id"], img["height"], img["width"])
-        row = analyse_metaphase(read_image(path), insts, path.name, out, path.stem, truth=truth_for(img, path),
+        row = analyse_metaphase(image, insts, path.name, out, path.stem, truth=truth_for(img, path),
                                 overlay=False)
         shown = out / f"{path.stem}.png"  # the overlay `data show` drew just before
         if shown.is_file():
             row["overlay"] = str(shown)
         rows.append(row)
+        records.append({"id": img["id"], "file_name": str(path), "height": int(image.shape[0]),
+                        "width": int(image.shape[1]), "instances": len(insts), "stem": path.stem,
+                        **image_record(info), "summary": row["counts"].summary, "flags": row["flags"]})
     write_report(rows, out / "report.html", out / "report.csv", title="chromoseg demo (expert annotations)",
                  note="instances derived from the expert label map, not from a model")
+    write_text(out / "images.json", json.dumps({"images": records, "source": "expert annotations",
+                                                "dataset": str(dataset)}, indent=1))
+    problems.write(out / "problems.json")
     return rows
 
 
