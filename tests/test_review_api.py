@@ -1,7 +1,7 @@
 """``chromoseg review``: the JSON API with Starlette's test client and against a real server on
-localhost: edits (class, delete, join, split, draw, reviewed), undo/redo, saving and reloading,
-version conflicts, the token, path traversal, validation, size limits and the export (read back by
-chromoseg's dataset loader). The predict folder is synthetic (no model is run)."""
+localhost: edits (class, delete, join, split, draw, turn, reviewed), undo/redo, the karyogram
+straightened or as cut, saving and reloading, version conflicts, the token, path traversal,
+validation, size limits and the export (read back by chromoseg's dataset loader). The predict folder is synthetic (no model is run)."""
 from __future__ import annotations
 
 import json
@@ -154,6 +154,42 @@ def test_delete_join_split_draw_undo_redo(client):
     assert v["redo"] is None and labels(v)[6] == "8"
 
 
+def test_turn_end_for_end_and_the_straightened_switch(client, folder):
+    """The karyogram's layout says which image point is shown at each chromosome's top and bottom;
+    a turn sends the bottom as the new top, the karyogram then shows it the other way up (straightened
+    or as cut), undo takes it back, the export keeps it (``top_end``)."""
+    lay = client.get("/api/images/1/karyogram.json").json()
+    assert lay["straighten"] is True
+    plain = client.get("/api/images/1/karyogram.json", params={"straight": 0}).json()
+    assert plain["straighten"] is False and not any(p["straightened"] for p in plain["placements"])
+    assert client.get("/api/images/1/karyogram.json", params={"straight": "maybe"}).status_code == 400
+    assert client.get("/api/images/1/karyogram.png", params={"straight": 0}).content[:4] == b"\x89PNG"
+    p = next(q for q in lay["placements"] if q["id"] == 1)  # the rod at rows 20-27, columns 20-69
+    ends = sorted([p["top"], p["bottom"]])
+    assert ends[0][0] < 23 and ends[1][0] > 67 and all(20 <= e[1] <= 28 for e in ends)
+    r = edit(client, 0, op="turn", id=1, top=p["bottom"])
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert v["undo"] == "#1 (1) turned end for end" and v["instances"][0]["turned_by"] == "tester"
+    for straight in (1, 0):
+        after = client.get("/api/images/1/karyogram.json", params={"straight": straight, "v": 1}).json()
+        q = next(q for q in after["placements"] if q["id"] == 1)
+        assert np.allclose(q["top"], p["bottom"], atol=2), (straight, q, p)
+    saved = json.loads((folder / "review.json").read_text())
+    inst = next(i for i in saved["images"]["1"]["instances"] if i["id"] == 1)
+    assert inst["top_end"] == [round(v, 2) for v in p["bottom"]]
+    edit(client, 1, op="reviewed", reviewed=True)
+    client.post("/api/export", json={})
+    res = json.loads((folder / "reviewed" / "results.json").read_text())
+    turned = [r for r in res if r.get("top_end")]
+    assert len(turned) == 1 and turned[0]["review"]["turned_by"] == "tester"
+    v = client.post("/api/images/1/undo", json={"version": 2}).json()
+    v = client.post("/api/images/1/undo", json={"version": 3}).json()
+    assert v["undo"] is None
+    back = client.get("/api/images/1/karyogram.json", params={"v": 4}).json()
+    assert next(q for q in back["placements"] if q["id"] == 1)["top"] == p["top"]
+
+
 def test_edits_are_saved_and_found_after_a_reload(folder, client):
     edit(client, 0, op="class", id=3, category_id=8)
     edit(client, 1, op="delete", id=1)
@@ -212,6 +248,11 @@ def test_two_servers_on_one_folder_take_turns(folder):
     ({"op": "draw", "polygon": [[0, 0], [1, 0]], "category_id": 3}, 400),
     ({"op": "draw", "polygon": [[0, 0], ["a", 0], [1, 1]], "category_id": 3}, 400),
     ({"op": "draw", "polygon": [[10, 10], [30, 10], [30, 30]], "category_id": 0}, 400),
+    ({"op": "turn", "id": 1}, 400),
+    ({"op": "turn", "id": 1, "top": [10, "a"]}, 400),
+    ({"op": "turn", "id": 1, "top": [10, 10, 10]}, 400),
+    ({"op": "turn", "id": 1, "top": [W + 5, 10]}, 400),  # outside the image
+    ({"op": "turn", "id": 9, "top": [10, 10]}, 404),
     ({"op": "reviewed", "reviewed": "yes"}, 400),
     ({"op": "rename"}, 400),
 ])

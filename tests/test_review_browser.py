@@ -1,7 +1,8 @@
 """``chromoseg review`` in a real browser: headless Chromium (Debian's ``chromium``) driven by
 Playwright opens a synthetic predict folder, changes chromosomes' classes with keys (one and two
 digits), deletes one, joins two, splits one along a clicked line, reloads the page and finds the edits
-(on the page and in ``review.json``), and undoes the last.
+(on the page and in ``review.json``), undoes the last, switches the karyogram between straightened
+and as cut, turns one chromosome end for end, and exports.
 
 Skipped, with the reason, when Chromium or Playwright is missing (``make test`` installs Chromium with
 apt-get where it can)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,11 +101,30 @@ def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp
         # undo from the page takes the last edit (the split) back
         page.click("#undo")
         expect(page.locator("g.chrom[data-id='5'] text")).to_have_text("Y", timeout=30_000)
+
+        # V: the karyogram as cut, and back to straightened; T turns the selected one end for end
+        assert "straight=1" in page.get_attribute("#karyogram", "src")
+        page.keyboard.press("v")
+        expect(page.locator("#karyogram")).to_have_attribute("src", re.compile("straight=0"), timeout=30_000)
+        assert not page.is_checked("#straight")
+        page.keyboard.press("v")
+        expect(page.locator("#karyogram")).to_have_attribute("src", re.compile("straight=1"), timeout=30_000)
+        expect(page.locator("#ksvg rect.kp")).to_have_count(3, timeout=30_000)
+        page.click("g.chrom[data-id='6'] text")
+        page.keyboard.press("t")
+        expect(page.locator("#history li").first).to_contain_text("turned end for end", timeout=30_000)
+
+        # export from the page: the links to the corrected results and the report
+        page.click("#export")
+        expect(page.locator("#export-out a")).not_to_have_count(0, timeout=60_000)
+        assert "reviewed/results.json" in page.inner_text("#export-out")
         assert not errors, errors
     finally:
         srv.stop()
     state = json.loads((folder / "review.json").read_text())
     insts = {i["id"]: i["category_id"] for i in state["images"]["1"]["instances"]}
     assert insts == {3: 12, 5: 24, 6: 1}
-    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo"]
+    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo", "turn"]
+    assert next(i for i in state["images"]["1"]["instances"] if i["id"] == 6)["top_end"]
+    assert (folder / "reviewed" / "results.json").is_file() and (folder / "reviewed" / "meta.karyogram.png").is_file()
     assert all(e["by"] == "browser" for e in state["journal"])

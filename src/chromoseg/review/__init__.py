@@ -1,7 +1,7 @@
 """Review and correct a ``chromoseg predict`` folder in the browser (``chromoseg review DIR``).
 
 - :mod:`chromoseg.review.store` - the reviewed state of a predict folder: the current instances of
-  every metaphase, the edits (class, delete, join, split, draw, reviewed) with undo/redo, kept in
+  every metaphase, the edits (class, delete, join, split, draw, turn, reviewed) with undo/redo, kept in
   ``DIR/review.json`` (every edit saved at once, atomically, with who and when; versioned per
   metaphase, so an edit made on a stale version is refused).
 - :mod:`chromoseg.review.geometry` - mask work: outlines (OpenCV contours), join, split along a line,

@@ -24,8 +24,10 @@ API (JSON; errors are ``{"error": message}`` with the status):
 ``GET /api/images/{id}``                   one metaphase: chromosomes (outlines, label, class, score,
                                            weak), karyotype line, counts, flags, version, undo/redo, history
 ``GET /api/images/{id}/image.png``         the metaphase picture
-``GET /api/images/{id}/karyogram.png``     the karyogram of the current chromosomes (``?download=1``)
-``GET /api/images/{id}/karyogram.json``    where each chromosome lies on it
+``GET /api/images/{id}/karyogram.png``     the karyogram of the current chromosomes (``?download=1``;
+                                           ``?straight=0``: as cut, not straightened along their axis)
+``GET /api/images/{id}/karyogram.json``    where each chromosome lies on it, and which image point is
+                                           shown at its top and its bottom (``?straight=0`` as above)
 ``POST /api/images/{id}/edit``             ``{"version": n, "op": ...}`` (see ``ReviewStore.edit``) ->
                                            the metaphase as ``GET /api/images/{id}``
 ``POST /api/images/{id}/undo`` / ``redo``  ``{"version": n}`` -> the metaphase
@@ -243,16 +245,22 @@ def create_app(folder, token: str | None = None, user: str = "reviewer", image_r
         png = await run_in_threadpool(renderer.image_png, iid(request))
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
 
+    def straight(request: Request) -> bool:
+        v = request.query_params.get("straight", "1").strip().lower()
+        if v not in ("0", "1", "true", "false", "yes", "no"):
+            raise ReviewError("straight: use 1 (straightened along the axis) or 0 (as cut)")
+        return v in ("1", "true", "yes")
+
     async def karyogram_png(request: Request):
         i = iid(request)
-        png, _ = await run_in_threadpool(renderer.karyogram, i)
+        png, _ = await run_in_threadpool(renderer.karyogram, i, "", straight(request))
         headers = {}
         if request.query_params.get("download"):
             headers["content-disposition"] = f'attachment; filename="{store.image(i)["stem"]}.karyogram.png"'
         return Response(png, media_type="image/png", headers=headers)
 
     async def karyogram_json(request: Request):
-        _, layout = await run_in_threadpool(renderer.karyogram, iid(request))
+        _, layout = await run_in_threadpool(renderer.karyogram, iid(request), "", straight(request))
         return JSONResponse(layout)
 
     async def edit(request: Request):

@@ -25,10 +25,12 @@ def _result_entry(img: dict, inst: dict) -> dict:
     out = {"image_id": img["id"], "file_name": img["file_name"], "category_id": int(inst.get("category_id") or 0),
            "score": inst.get("score", 1.0), "segmentation": inst.get("segmentation"), "bbox": inst.get("bbox"),
            "rbox": inst.get("rbox"), "endpoints": inst.get("endpoints"), "area": inst.get("area")}
+    if inst.get("top_end") is not None:  # a reviewer's orientation: chromoseg karyogram --results reads it
+        out["top_end"] = inst["top_end"]
     if inst.get("class_scores") is not None and not inst.get("class_by"):
         out["class_scores"] = inst["class_scores"]
     review = {k: inst[k] for k in ("origin", "class_by", "class_at", "model_category_id", "joined_from", "split_from",
-                                   "edited_by", "edited_at") if inst.get(k) is not None}
+                                   "edited_by", "edited_at", "turned_by", "turned_at") if inst.get(k) is not None}
     if review and review != {"origin": "model"}:
         out["review"] = review
     return out

@@ -181,7 +181,7 @@ class Renderer:
                           "origin": inst.get("origin", "model"), "class_by": inst.get("class_by"),
                           "model_class": class_label(inst["model_category_id"]) if inst.get("model_category_id") else None,
                           "weak": instance_weakness(ci), "outlines": polys, "center": center,
-                          "area": inst.get("area")})
+                          "area": inst.get("area"), "turned_by": inst.get("turned_by")})
         return {"id": img["id"], "file_name": img["file_name"], "name": img["name"], "stem": img["stem"],
                 "width": img["width"], "height": img["height"], "version": snap["version"], "reviewed": reviewed,
                 "edited": snap["edited"], "undo": snap["undo"][-1] if snap["undo"] else None,
@@ -189,12 +189,14 @@ class Renderer:
                 "karyotype": karyotype_view(snap["instances"], reviewed, self.truth(img["id"])),
                 "history": self.store.journal(img["id"], limit=30)[::-1]}
 
-    def karyogram(self, iid, title_extra: str = "") -> tuple[bytes, dict]:
-        """(PNG bytes, layout) of the current karyogram; layout: ``width``, ``height``, ``version`` and
-        ``placements`` (instance ``id``, ``x``, ``y``, ``w``, ``h`` on the picture)."""
+    def karyogram(self, iid, title_extra: str = "", straighten: bool = True) -> tuple[bytes, dict]:
+        """(PNG bytes, layout) of the current karyogram, its chromosomes straightened along their medial
+        axis or as cut (``straighten``); layout: ``width``, ``height``, ``version``, ``straighten`` and
+        ``placements`` (instance ``id``, ``x``, ``y``, ``w``, ``h`` on the picture, ``straightened``,
+        ``top`` / ``bottom``: the image points shown at its upper / lower end)."""
         img = self.store.image(iid)
         snap = self.store.snapshot(img["id"])
-        key = (img["id"], snap["version"], snap["edited"], title_extra)
+        key = (img["id"], snap["version"], snap["edited"], title_extra, bool(straighten))
         with self._lock:
             hit = self._karyograms.get(key)
             if hit is not None:
@@ -206,9 +208,9 @@ class Renderer:
             if hit is not None:
                 return hit
             try:
-                rgb, placements, _ = self.karyogram_array(img["id"], snap, title_extra)
+                rgb, placements, _ = self.karyogram_array(img["id"], snap, title_extra, straighten=straighten)
                 layout = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "version": snap["version"],
-                          "placements": placements}
+                          "straighten": bool(straighten), "placements": placements}
                 value = (encode_png(rgb), layout)
                 with self._lock:
                     self._put(self._karyograms, key, value, 16)
@@ -217,8 +219,11 @@ class Renderer:
                     self._rendering.pop(key, None)
         return value
 
-    def karyogram_array(self, iid, snap: dict | None = None, title_extra: str = "", image=None):
-        """(RGB karyogram, placements with instance ids, the counts' view) of the current instances."""
+    def karyogram_array(self, iid, snap: dict | None = None, title_extra: str = "", image=None,
+                        straighten: bool = True):
+        """(RGB karyogram, placements with instance ids, the counts' view) of the current instances;
+        ``straighten``: chromosomes resampled along their medial axis (else as cut). A chromosome a
+        reviewer turned end for end (``top_end``) is shown with that end up."""
         from chromoseg.karyotype.layout import render_karyogram
         from chromoseg.review.geometry import decode
 
@@ -230,14 +235,16 @@ class Renderer:
         for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], snap["reviewed"])):
             mask = decode(inst, img["height"], img["width"])
             insts.append(dict(ci, mask=mask if mask.any() else None, rbox=inst.get("rbox"),
-                              endpoints=inst.get("endpoints"), bbox=inst.get("bbox")))
+                              endpoints=inst.get("endpoints"), bbox=inst.get("bbox"), top_end=inst.get("top_end")))
         title = f"{img['name']}   {view['summary']}"
         if snap["reviewed"]:
             title += f"   reviewed by {snap['reviewed'].get('by')} {str(snap['reviewed'].get('at', ''))[:10]}"
         if title_extra:
             title += "   " + title_extra
-        rgb, placements = render_karyogram(arr, insts, title=title, chrom_height=self.chrom_height, return_layout=True)
-        places = [{"id": insts[p["index"]]["id"], "x": int(p["x"]), "y": int(p["y"]), "w": int(p["w"]), "h": int(p["h"])}
+        rgb, placements = render_karyogram(arr, insts, title=title, chrom_height=self.chrom_height, return_layout=True,
+                                           straighten=bool(straighten))
+        places = [{"id": insts[p["index"]]["id"], "x": int(p["x"]), "y": int(p["y"]), "w": int(p["w"]), "h": int(p["h"]),
+                   "straightened": bool(p["straightened"]), "top": p["top"], "bottom": p["bottom"]}
                   for p in placements]
         return rgb, places, view
 

@@ -45,8 +45,10 @@ INDEX_HTML = r"""<!DOCTYPE html>
     <button id="split" type="button" title="S, click points across the chromosome, Enter">Split</button>
     <button id="draw" type="button" title="D, click points around the chromosome, Enter">Draw</button>
     <select id="draw-class" title="class of a drawn chromosome"></select>
+    <button id="turn" type="button" title="T: turn the selected chromosome end for end in the karyogram">Turn</button>
     <span class="sep"></span>
     <button id="mark" type="button" title="R">Mark reviewed</button>
+    <label class="small" title="V: chromosomes straightened along their medial axis, or as cut"><input type="checkbox" id="straight" checked> Straightened</label>
     <a id="download" href="#" download>Karyogram PNG</a>
   </div>
   <div id="palette" aria-label="classes"></div>
@@ -66,6 +68,8 @@ INDEX_HTML = r"""<!DOCTYPE html>
         <li>1-9, 10-22 (two digits quickly), X, Y: set the selected chromosome's class</li>
         <li>Delete / Backspace: delete it; J then a click: join it with another</li>
         <li>S: split it along a line (click points across it, Enter); D: draw a missed chromosome (click points around it, Enter)</li>
+        <li>T: turn the selected chromosome end for end in the karyogram (its other end up)</li>
+        <li>V: karyogram straightened along each chromosome's medial axis, or as cut</li>
         <li>R: mark the metaphase reviewed (again: take the mark back); Ctrl+Z / Ctrl+Y: undo / redo</li>
         <li>N / P: next / previous metaphase in the list</li>
       </ul>
@@ -143,7 +147,9 @@ APP_JS = r"""
   NAMES.push("X", "Y");
   const $ = (id) => document.getElementById(id);
   const S = {batch: [], view: null, layout: null, sel: null, mode: null, joinFrom: null, points: [], digits: "",
-             digitTimer: null, busy: false, user: localStorage.getItem("chromoseg-review-user") || ""};
+             digitTimer: null, busy: false, user: localStorage.getItem("chromoseg-review-user") || "",
+             straight: localStorage.getItem("chromoseg-review-straight") !== "0"};
+  $("straight").checked = S.straight;
 
   function setStatus(text, kind) { const el = $("status"); el.textContent = text; el.className = kind || ""; }
   function setMode(text) { $("mode").textContent = text || ""; }
@@ -242,7 +248,7 @@ APP_JS = r"""
     $("undo").disabled = !v.undo; $("undo").title = v.undo ? "Undo " + v.undo + " (Ctrl+Z)" : "nothing to undo";
     $("redo").disabled = !v.redo; $("redo").title = v.redo ? "Redo " + v.redo + " (Ctrl+Y)" : "nothing to redo";
     $("mark").textContent = v.reviewed ? "Take back reviewed" : "Mark reviewed";
-    $("download").href = "/api/images/" + v.id + "/karyogram.png?download=1&v=" + v.version;
+    $("download").href = kgUrl("png", v) + "&download=1";
     renderCounts(v.karyotype);
     const fl = $("flags"); fl.replaceChildren();
     for (const f of v.karyotype.flags) fl.append(el("li", {}, f));
@@ -297,17 +303,20 @@ APP_JS = r"""
     drawDraft();
   }
 
+  function kgUrl(ext, v) {
+    return "/api/images/" + v.id + "/karyogram." + ext + "?v=" + v.version + "&straight=" + (S.straight ? 1 : 0);
+  }
   async function loadKaryogram() {
-    const v = S.view, img = $("karyogram"), wrap = $("kwrap");
-    const want = "/api/images/" + v.id + "/karyogram.png?v=" + v.version;
+    const v = S.view, img = $("karyogram"), wrap = $("kwrap"), straight = S.straight;
+    const want = kgUrl("png", v);
     if (img.getAttribute("src") !== want) {
       wrap.classList.add("stale");  // greyed until the new karyogram is there
       img.onload = () => { if (img.getAttribute("src") === want) wrap.classList.remove("stale"); };
       img.setAttribute("src", want);
     }
     try {
-      const lay = await api("/api/images/" + v.id + "/karyogram.json?v=" + v.version);
-      if (!S.view || S.view.id !== v.id || S.view.version !== v.version) return;
+      const lay = await api(kgUrl("json", v));
+      if (!S.view || S.view.id !== v.id || S.view.version !== v.version || S.straight !== straight) return;
       S.layout = lay;
       const ks = $("ksvg");
       ks.replaceChildren();
@@ -333,9 +342,10 @@ APP_JS = r"""
       (inst.model_class ? " (model: " + inst.model_class + ")" : "") +
       (inst.score != null ? ", score " + Number(inst.score).toFixed(2) : "") +
       (inst.class_by ? ", class set by " + inst.class_by : "") +
+      (inst.turned_by ? ", turned by " + inst.turned_by : "") +
       (inst.origin !== "model" ? ", " + inst.origin : "") +
       (inst.weak.length ? ", weak: " + inst.weak.join(", ") : "")) : "Click a chromosome to select it.";
-    $("delete").disabled = $("join").disabled = $("split").disabled = !inst;
+    $("delete").disabled = $("join").disabled = $("split").disabled = $("turn").disabled = !inst;
   }
 
   function select(id) {
@@ -447,6 +457,19 @@ APP_JS = r"""
     };
     return send("/api/images/" + S.view.id + "/edit", op, after);
   }
+  function turn() {
+    if (S.sel == null) { setStatus("Select a chromosome first, then turn it", "err"); return; }
+    const p = S.layout && S.layout.placements.find((q) => q.id === S.sel);
+    if (!p) { setStatus("This chromosome is not on the karyogram (yet): wait for it, then turn it", "err"); return; }
+    edit({op: "turn", id: S.sel, top: p.bottom});
+  }
+  function setStraight(on) {
+    S.straight = on;
+    $("straight").checked = on;
+    localStorage.setItem("chromoseg-review-straight", on ? "1" : "0");
+    S.layout = null;
+    if (S.view) { $("download").href = kgUrl("png", S.view) + "&download=1"; loadKaryogram(); }
+  }
   function setClass(c) {
     if (S.mode === "draw") {
       $("draw-class").value = String(c);
@@ -488,6 +511,8 @@ APP_JS = r"""
   $("split").addEventListener("click", () => startMode("split"));
   $("draw").addEventListener("click", () => startMode("draw"));
   $("mark").addEventListener("click", () => { if (S.view) edit({op: "reviewed", reviewed: !S.view.reviewed}); });
+  $("turn").addEventListener("click", turn);
+  $("straight").addEventListener("change", () => { setStraight($("straight").checked); $("straight").blur(); });
   $("user").addEventListener("change", () => {
     S.user = $("user").value.trim();
     localStorage.setItem("chromoseg-review-user", S.user);
@@ -530,6 +555,8 @@ APP_JS = r"""
     if (lower === "s") { startMode("split"); return; }
     if (lower === "d") { startMode("draw"); return; }
     if (lower === "r") { $("mark").click(); return; }
+    if (lower === "t") { turn(); return; }
+    if (lower === "v") { setStraight(!S.straight); return; }
     if (lower === "n") { step(1); return; }
     if (lower === "p") { step(-1); return; }
   });

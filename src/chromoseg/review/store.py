@@ -351,7 +351,9 @@ class ReviewStore:
 
         ``op``: ``{"op": "class", "id": I, "category_id": C}``, ``{"op": "delete", "id": I}``,
         ``{"op": "join", "ids": [I, J, ...]}``, ``{"op": "split", "id": I, "line": [[x, y], ...]}``,
-        ``{"op": "draw", "polygon": [[x, y], ...], "category_id": C}``, ``{"op": "reviewed",
+        ``{"op": "draw", "polygon": [[x, y], ...], "category_id": C}``, ``{"op": "turn", "id": I,
+        "top": [x, y]}`` (turn it end for end in the karyogram: the end nearer the image point ``top``
+        goes up - the page sends the ``bottom`` of its karyogram placement), ``{"op": "reviewed",
         "reviewed": true|false}``. Returns the new :meth:`snapshot`."""
         user = check_user(user, self.user)
         if not isinstance(op, dict):
@@ -436,7 +438,7 @@ class ReviewStore:
 
         kind = op.get("op")
         allowed = {"class": {"id", "category_id"}, "delete": {"id"}, "join": {"ids"}, "split": {"id", "line"},
-                   "draw": {"polygon", "category_id"}, "reviewed": {"reviewed"}}
+                   "draw": {"polygon", "category_id"}, "turn": {"id", "top"}, "reviewed": {"reviewed"}}
         if kind not in allowed:
             raise ReviewError(f"op {kind!r}: use one of {', '.join(allowed)}")
         extra = set(op) - allowed[kind] - {"op", "version"}
@@ -504,6 +506,17 @@ class ReviewStore:
                    "origin": "drawn", "class_by": user, "class_at": at, "edited_by": user, "edited_at": at}
             entry["next_id"] += 1
             diff.update(add=[new], label=f"drew #{new['id']} ({class_label(c)})")
+        elif kind == "turn":
+            old = self._find(entry, op["id"])
+            try:
+                top = geometry.check_points([op["top"]], "top", 1)[0]
+            except GeometryError as err:
+                raise ReviewError(f"turn: {err}") from None
+            if not (0 <= top[0] <= W and 0 <= top[1] <= H):
+                raise ReviewError(f"turn: the point {top.tolist()} lies outside the {W} x {H} image")
+            new = dict(copy.deepcopy(old), top_end=[round(float(v), 2) for v in top], turned_by=user, turned_at=at)
+            diff.update(remove=[old], add=[new], label=f"#{old['id']} ({class_label(old.get('category_id'))}) "
+                                                       "turned end for end")
         elif kind == "reviewed":
             flag = op["reviewed"]
             if type(flag) is not bool:
