@@ -190,3 +190,30 @@ def test_karyogram_cli_straighten_switch(tmp_path):
         pics[flag] = np.asarray(Image.open(out / "bent.karyogram.png"))
         assert "straightened along their medial axis" in (out / "report.html").read_text() or flag != "--straighten"
     assert pics["--straighten"].shape != pics["--no-straighten"].shape or (pics["--straighten"] != pics["--no-straighten"]).any()
+
+
+def test_medial_axes_are_remembered_and_refusals_too():
+    img, mask, ends = bent_chromosome()
+    a = medial_axis(mask, ends)
+    assert medial_axis(mask.copy(), [list(e) for e in ends]) is a
+    assert medial_axis(mask, ends[::-1]) is not a  # other endpoints: another answer
+    ring = np.zeros((60, 60), bool)
+    yy, xx = np.mgrid[0:60, 0:60] + 0.5
+    ring[np.abs(np.hypot(xx - 30, yy - 30) - 15) <= 4] = True
+    for _ in range(2):
+        with pytest.raises(NotStraightenable, match="ring"):
+            medial_axis(ring)
+
+
+def test_canonical_rbox_without_torch_matches_normalize_rboxes():
+    import torch
+
+    from chromoseg.karyotype.layout import canonical_rbox
+    from chromoseg.ops import normalize_rboxes
+
+    rng = np.random.default_rng(0)
+    boxes = [[10, 20, 5, 30, 0.0], [10, 20, 30, 5, 90.0], [1, 2, 3, 3, -90.0], [1, 2, -4, 3, 270.0], [0, 0, 8, 9, -1e-12]]
+    boxes += [[*rng.uniform(0, 100, 2), *rng.uniform(-40, 40, 2), rng.uniform(-400, 400)] for _ in range(200)]
+    for b in boxes:
+        want = normalize_rboxes(torch.tensor([b], dtype=torch.float64))[0].tolist()
+        assert np.allclose(canonical_rbox(*b), want, atol=1e-9), b

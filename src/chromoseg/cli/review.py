@@ -97,6 +97,10 @@ def run_review(args) -> int:
     for w in store.warnings:
         print(f"warning: {w}")
     app = create_app(None, token=args.token, store=store)
+    import threading
+
+    # the first metaphase's karyogram and the heavy imports while the browser opens (page open < 2 s)
+    threading.Thread(target=app.state.renderer.warm_up, name="chromoseg-review-warm-up", daemon=True).start()
     try:
         serve(app, host=args.host, port=args.port, open_browser=not args.no_browser)
     except OSError as err:

@@ -248,6 +248,28 @@ class Renderer:
                   for p in placements]
         return rgb, places, view
 
+    def warm_up(self) -> None:
+        """Import what the first karyogram and the first mask edit need (OpenCV, scikit-image, torch for
+        the geometry of edited masks) and render the metaphase the page opens on (the batch's first:
+        its view, picture and straightened karyogram), so that the page does not wait for them.
+        ``chromoseg review`` runs this in a background thread as the server starts; a request for the
+        same karyogram meanwhile waits for this rendering instead of doing it twice. Errors are left to
+        the page's own requests to report."""
+        try:
+            import scipy.sparse.csgraph  # noqa: F401
+            import skimage.morphology  # noqa: F401
+
+            import chromoseg.ops  # noqa: F401  (torch)
+
+            rows = self.batch()
+            if rows:
+                iid = rows[0]["id"]
+                self.view(iid)
+                self.image_array(iid)
+                self.karyogram(iid)
+        except Exception:  # noqa: BLE001 - the page asks again and reports what fails
+            pass
+
     def batch(self) -> list[dict]:
         """One entry per metaphase (name, karyotype line, flags, reviewed, version), flagged ones first
         (most flags first), then in ``images.json``'s order."""
