@@ -154,6 +154,28 @@ def test_delete_join_split_draw_undo_redo(client):
     assert v["redo"] is None and labels(v)[6] == "8"
 
 
+def test_brush_paints_a_missed_chromosome(client, folder):
+    # a horizontal stroke from x 120 to 180 at y 140, radius 4: a 60 x 8 band with round ends
+    v = edit(client, 0, op="brush", stroke=[[120.5, 140.5], [150.5, 140.5], [180.5, 140.5]], radius=4,
+             category_id=21).json()
+    new = next(i for i in v["instances"] if i["origin"] == "drawn")
+    assert new["label"] == "21" and new["id"] == 6 and v["undo"] == "brushed #6 (21)"
+    assert abs(new["area"] - (60 * 9 + 3.14 * 16)) < 60
+    xs, ys = new["outlines"][0][0::2], new["outlines"][0][1::2]
+    assert 114 <= min(xs) <= 117 and 183 <= max(xs) <= 186 and 135 <= min(ys) <= 137 and 143 <= max(ys) <= 145
+    # a ring of strokes around an outline takes its inside too
+    ring = [[60 + 15 * np.cos(t), 140 + 10 * np.sin(t)] for t in np.linspace(0, 2 * np.pi, 40)]
+    v = edit(client, 1, op="brush", stroke=[[float(x), float(y)] for x, y in ring], radius=2, category_id=22).json()
+    filled = next(i for i in v["instances"] if i["id"] == 7)
+    assert filled["area"] > 3.14 * 15 * 10  # the inside too, not only the 4-px-wide ring
+    saved = json.loads((folder / "review.json").read_text())
+    assert next(i for i in saved["images"]["1"]["instances"] if i["id"] == 6)["drawn_with"] == "brush"
+    # a drawn chromosome is a confirmed one: its class is not weak evidence
+    assert 6 not in v["karyotype"]["weak"]
+    v = client.post("/api/images/1/undo", json={"version": 2}).json()
+    assert 7 not in labels(v) and 6 in labels(v)
+
+
 def test_turn_end_for_end_and_the_straightened_switch(client, folder):
     """The karyogram's layout says which image point is shown at each chromosome's top and bottom;
     a turn sends the bottom as the new top, the karyogram then shows it the other way up (straightened
@@ -248,6 +270,13 @@ def test_two_servers_on_one_folder_take_turns(folder):
     ({"op": "draw", "polygon": [[0, 0], [1, 0]], "category_id": 3}, 400),
     ({"op": "draw", "polygon": [[0, 0], ["a", 0], [1, 1]], "category_id": 3}, 400),
     ({"op": "draw", "polygon": [[10, 10], [30, 10], [30, 30]], "category_id": 0}, 400),
+    ({"op": "brush", "stroke": [[10, 10]], "category_id": 3}, 400),  # no radius
+    ({"op": "brush", "stroke": [[10, 10]], "radius": 0, "category_id": 3}, 400),
+    ({"op": "brush", "stroke": [[10, 10]], "radius": 500, "category_id": 3}, 400),
+    ({"op": "brush", "stroke": [[10, 10]], "radius": True, "category_id": 3}, 400),
+    ({"op": "brush", "stroke": [], "radius": 4, "category_id": 3}, 400),
+    ({"op": "brush", "stroke": [[-500, -500], [-400, -500]], "radius": 4, "category_id": 3}, 400),  # outside
+    ({"op": "brush", "stroke": [[10, 10]], "radius": 4, "category_id": 25}, 400),
     ({"op": "turn", "id": 1}, 400),
     ({"op": "turn", "id": 1, "top": [10, "a"]}, 400),
     ({"op": "turn", "id": 1, "top": [10, 10, 10]}, 400),

@@ -2,7 +2,7 @@
 Playwright opens a synthetic predict folder, changes chromosomes' classes with keys (one and two
 digits), deletes one, joins two, splits one along a clicked line, reloads the page and finds the edits
 (on the page and in ``review.json``), undoes the last, switches the karyogram between straightened
-and as cut, turns one chromosome end for end, and exports.
+and as cut, turns one chromosome end for end, paints a missed one with the brush, and exports.
 
 Skipped, with the reason, when Chromium or Playwright is missing (``make test`` installs Chromium with
 apt-get where it can)."""
@@ -114,6 +114,18 @@ def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp
         page.keyboard.press("t")
         expect(page.locator("#history li").first).to_contain_text("turned end for end", timeout=30_000)
 
+        # the brush: paint a missed chromosome of class 21 along y = 140 from x = 120 to 180
+        page.select_option("#draw-class", "21")
+        page.click("#brush")
+        box = page.locator("#svg").bounding_box()
+        f = box["width"] / 200
+        page.mouse.move(box["x"] + 120 * f, box["y"] + 140 * f)
+        page.mouse.down()
+        for x in range(125, 185, 5):
+            page.mouse.move(box["x"] + x * f, box["y"] + 140 * f)
+        page.mouse.up()
+        expect(page.locator("g.chrom[data-id='9'] text")).to_have_text("21", timeout=30_000)
+
         # export from the page: the links to the corrected results and the report
         page.click("#export")
         expect(page.locator("#export-out a")).not_to_have_count(0, timeout=60_000)
@@ -123,8 +135,10 @@ def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp
         srv.stop()
     state = json.loads((folder / "review.json").read_text())
     insts = {i["id"]: i["category_id"] for i in state["images"]["1"]["instances"]}
-    assert insts == {3: 12, 5: 24, 6: 1}
-    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo", "turn"]
+    assert insts == {3: 12, 5: 24, 6: 1, 9: 21}
+    assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo", "turn", "brush"]
+    brushed = next(i for i in state["images"]["1"]["instances"] if i["id"] == 9)
+    assert brushed["drawn_with"] == "brush" and brushed["category_id"] == 21 and brushed["area"] > 50 * 8
     assert next(i for i in state["images"]["1"]["instances"] if i["id"] == 6)["top_end"]
     assert (folder / "reviewed" / "results.json").is_file() and (folder / "reviewed" / "meta.karyogram.png").is_file()
     assert all(e["by"] == "browser" for e in state["journal"])

@@ -1,11 +1,11 @@
 """Review and correct a ``chromoseg predict`` folder in the browser (``chromoseg review DIR``).
 
 - :mod:`chromoseg.review.store` - the reviewed state of a predict folder: the current instances of
-  every metaphase, the edits (class, delete, join, split, draw, turn, reviewed) with undo/redo, kept in
-  ``DIR/review.json`` (every edit saved at once, atomically, with who and when; versioned per
+  every metaphase, the edits (class, delete, join, split, draw or brush, turn, reviewed) with
+  undo/redo, kept in ``DIR/review.json`` (every edit saved at once, atomically, with who and when; versioned per
   metaphase, so an edit made on a stale version is refused).
 - :mod:`chromoseg.review.geometry` - mask work: outlines (OpenCV contours), join, split along a line,
-  a drawn polygon, the geometry (bbox, rbox, endpoints) of a new mask.
+  a drawn polygon or brush stroke, the geometry (bbox, rbox, endpoints) of a new mask.
 - :mod:`chromoseg.review.render` - the karyotype line, counts and flags of the current instances,
   the karyogram (the existing :mod:`chromoseg.karyotype.layout`) and the metaphase picture.
 - :mod:`chromoseg.review.export` - corrected ``results.json``, karyograms, report and a COCO dataset

@@ -30,7 +30,8 @@ def _result_entry(img: dict, inst: dict) -> dict:
     if inst.get("class_scores") is not None and not inst.get("class_by"):
         out["class_scores"] = inst["class_scores"]
     review = {k: inst[k] for k in ("origin", "class_by", "class_at", "model_category_id", "joined_from", "split_from",
-                                   "edited_by", "edited_at", "turned_by", "turned_at") if inst.get(k) is not None}
+                                   "edited_by", "edited_at", "turned_by", "turned_at", "drawn_with")
+              if inst.get(k) is not None}
     if review and review != {"origin": "model"}:
         out["review"] = review
     return out

@@ -1,4 +1,5 @@
-"""Mask work for the review app: outlines, join, split along a line, a drawn polygon, new instances.
+"""Mask work for the review app: outlines, join, split along a line, a drawn polygon or brush stroke,
+new instances.
 
 Coordinates are chromoseg's continuous pixels (pixel (i, j) covers x in [j, j+1), y in [i, i+1)):
 outlines are returned as the contour's pixel indices (add 0.5 for the pixel centres); lines and
@@ -87,6 +88,33 @@ def polygon_mask(points, height: int, width: int) -> np.ndarray:
     m = np.zeros((height, width), bool)
     m[rr, cc] = True
     return m
+
+
+#: the largest brush radius accepted, in image pixels
+MAX_BRUSH_RADIUS = 100
+
+
+def brush_mask(points, radius, height: int, width: int) -> np.ndarray:
+    """The pixels a round brush of ``radius`` image pixels covers along a stroke (continuous
+    coordinates: its points joined by straight runs, ``cv2.polylines`` with sub-pixel points and round
+    ends), holes filled (a stroke around a chromosome's outline takes its inside too), clipped to the image."""
+    import cv2
+    from scipy import ndimage
+
+    pts = check_points(points, "stroke", 1)
+    if (not isinstance(radius, (int, float)) or isinstance(radius, bool) or not np.isfinite(radius)
+            or not 0.5 <= radius <= MAX_BRUSH_RADIUS):
+        raise GeometryError(f"radius: expected a number of image pixels from 0.5 to {MAX_BRUSH_RADIUS}")
+    shift = 4
+    pts = np.clip(pts, -2 * MAX_BRUSH_RADIUS, [width + 2 * MAX_BRUSH_RADIUS, height + 2 * MAX_BRUSH_RADIUS])
+    fixed = np.round((pts - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)  # pixel centres at integers
+    m = np.zeros((height, width), np.uint8)
+    thick = max(1, int(round(2 * radius)))
+    if len(pts) == 1:
+        cv2.circle(m, tuple(int(v) for v in fixed[0, 0]), int(round(radius * (1 << shift))), 1, -1, cv2.LINE_8, shift)
+    else:
+        cv2.polylines(m, [fixed], False, 1, thickness=thick, lineType=cv2.LINE_8, shift=shift)
+    return ndimage.binary_fill_holes(m.astype(bool))
 
 
 def split_mask(mask: np.ndarray, line, thickness: int = 2, min_piece: int = 8) -> list[np.ndarray]:

@@ -44,6 +44,8 @@ INDEX_HTML = r"""<!DOCTYPE html>
     <button id="join" type="button" title="J, then click the other chromosome">Join</button>
     <button id="split" type="button" title="S, click points across the chromosome, Enter">Split</button>
     <button id="draw" type="button" title="D, click points around the chromosome, Enter">Draw</button>
+    <button id="brush" type="button" title="B, then paint the chromosome with the mouse held down">Brush</button>
+    <input id="brush-size" type="number" min="1" max="100" step="1" value="5" title="brush radius in image pixels ([ and ] change it)">
     <select id="draw-class" title="class of a drawn chromosome"></select>
     <button id="turn" type="button" title="T: turn the selected chromosome end for end in the karyogram">Turn</button>
     <span class="sep"></span>
@@ -68,6 +70,7 @@ INDEX_HTML = r"""<!DOCTYPE html>
         <li>1-9, 10-22 (two digits quickly), X, Y: set the selected chromosome's class</li>
         <li>Delete / Backspace: delete it; J then a click: join it with another</li>
         <li>S: split it along a line (click points across it, Enter); D: draw a missed chromosome (click points around it, Enter)</li>
+        <li>B: paint a missed chromosome with a round brush (hold the mouse button down; a stroke around its outline takes the inside too); [ and ]: a smaller / larger brush</li>
         <li>T: turn the selected chromosome end for end in the karyogram (its other end up)</li>
         <li>V: karyogram straightened along each chromosome's medial axis, or as cut</li>
         <li>R: mark the metaphase reviewed (again: take the mark back); Ctrl+Z / Ctrl+Y: undo / redo</li>
@@ -126,6 +129,8 @@ g.chrom.sel path { fill-opacity: 0.35; stroke: #ffeb3b; stroke-width: 3; }
 g.chrom.join path { stroke: #00e5ff; stroke-width: 3; }
 .draft { fill: none; stroke: #ff4081; stroke-width: 2; vector-effect: non-scaling-stroke; pointer-events: none; }
 .draft.area { fill: #ff4081; fill-opacity: 0.2; }
+.brushdraft { fill: none; stroke: #ff4081; stroke-opacity: 0.5; stroke-linecap: round; stroke-linejoin: round; pointer-events: none; }
+#brush-size { width: 52px; }
 rect.kp { fill: transparent; stroke: none; cursor: pointer; }
 rect.kp.sel { stroke: #1e88e5; stroke-width: 3; fill: rgba(30, 136, 229, 0.12); }
 #details { margin-top: 8px; }
@@ -356,7 +361,8 @@ APP_JS = r"""
   // ------------------------------------------------------------------ modes: join, split, draw
   function cancelMode() {
     S.mode = null; S.joinFrom = null; S.points = [];
-    for (const b of ["join", "split", "draw"]) $(b).classList.remove("active");
+    for (const b of ["join", "split", "draw", "brush"]) $(b).classList.remove("active");
+    S.stroke = null;
     setMode("");
     drawDraft();
   }
@@ -370,12 +376,25 @@ APP_JS = r"""
     if (mode === "join") { S.joinFrom = S.sel; setMode("Join: click the chromosome to join with #" + S.sel + " (Esc cancels)"); }
     if (mode === "split") setMode("Split #" + S.sel + ": click points along a line across it, then Enter or double-click (Esc cancels)");
     if (mode === "draw") setMode("Draw a chromosome of class " + NAMES[Number($("draw-class").value) - 1] + ": click points around it, then Enter or double-click (Esc cancels)");
+    if (mode === "brush") setMode(brushText());
     renderSelection();
+  }
+  function brushRadius() { return Math.min(100, Math.max(1, Number($("brush-size").value) || 5)); }
+  function brushText() {
+    return "Brush a chromosome of class " + NAMES[Number($("draw-class").value) - 1] + " (radius " + brushRadius() +
+      " px, [ ]): hold the mouse button down and paint it; it is saved when you let go (Esc cancels)";
   }
   function drawDraft() {
     const layer = document.querySelector("#svg #draft");
     if (!layer) return;
     layer.replaceChildren();
+    if (S.stroke && S.stroke.length) {
+      const pts = S.stroke.map((p) => p[0] + "," + p[1]).join(" ");
+      const pl = svgEl("polyline", {points: S.stroke.length > 1 ? pts : pts + " " + pts, "class": "brushdraft"});
+      pl.setAttribute("stroke-width", String(2 * brushRadius()));
+      layer.append(pl);
+      return;
+    }
     if (!S.points.length) return;
     const pts = S.points.map((p) => p[0] + "," + p[1]).join(" ");
     layer.append(svgEl(S.mode === "draw" ? "polygon" : "polyline", {points: pts, "class": "draft" + (S.mode === "draw" ? " area" : "")}));
@@ -403,6 +422,7 @@ APP_JS = r"""
   $("svg").addEventListener("click", (ev) => {
     if (!S.view) return;
     if (S.mode === "split" || S.mode === "draw") { S.points.push(svgPoint(ev)); drawDraft(); return; }
+    if (S.mode === "brush") return;
     const g = ev.target.closest("g.chrom");
     if (!g) { if (!S.mode) select(null); return; }
     const id = Number(g.dataset.id);
@@ -414,6 +434,25 @@ APP_JS = r"""
       return;
     }
     select(id);
+  });
+  // the brush: a stroke while the button is held down, saved when it is let go
+  $("svg").addEventListener("pointerdown", (ev) => {
+    if (S.mode !== "brush" || ev.button !== 0) return;
+    ev.preventDefault();
+    $("svg").setPointerCapture(ev.pointerId);
+    S.stroke = [svgPoint(ev)];
+    drawDraft();
+  });
+  $("svg").addEventListener("pointermove", (ev) => {
+    if (S.mode !== "brush" || !S.stroke) return;
+    const p = svgPoint(ev), q = S.stroke[S.stroke.length - 1];
+    if (Math.hypot(p[0] - q[0], p[1] - q[1]) >= 1) { S.stroke.push(p); drawDraft(); }
+  });
+  $("svg").addEventListener("pointerup", (ev) => {
+    if (S.mode !== "brush" || !S.stroke) return;
+    const stroke = S.stroke.slice(0, 20000), c = Number($("draw-class").value), r = brushRadius();
+    cancelMode();
+    edit({op: "brush", stroke: stroke, radius: r, category_id: c});
   });
   $("svg").addEventListener("dblclick", (ev) => { if (S.mode === "split" || S.mode === "draw") { ev.preventDefault(); finishMode(); } });
   $("ksvg").addEventListener("click", (ev) => {
@@ -451,7 +490,7 @@ APP_JS = r"""
   function edit(op) {
     const after = (v, before) => {
       if (op.op === "delete") return null;
-      if (op.op === "join" || op.op === "draw") { const n = v.instances.filter((i) => !before.has(i.id)); return n.length ? n[0].id : null; }
+      if (op.op === "join" || op.op === "draw" || op.op === "brush") { const n = v.instances.filter((i) => !before.has(i.id)); return n.length ? n[0].id : null; }
       if (op.op === "split") return null;
       return S.sel;
     };
@@ -476,6 +515,7 @@ APP_JS = r"""
       setMode("Draw a chromosome of class " + NAMES[c - 1] + ": click points around it, then Enter or double-click (Esc cancels)");
       return;
     }
+    if (S.mode === "brush") { $("draw-class").value = String(c); setMode(brushText()); return; }
     if (S.sel == null) { setStatus("Select a chromosome first, then its class", "err"); return; }
     edit({op: "class", id: S.sel, category_id: c});
   }
@@ -510,6 +550,8 @@ APP_JS = r"""
   $("join").addEventListener("click", () => startMode("join"));
   $("split").addEventListener("click", () => startMode("split"));
   $("draw").addEventListener("click", () => startMode("draw"));
+  $("brush").addEventListener("click", () => startMode("brush"));
+  $("brush-size").addEventListener("change", () => { if (S.mode === "brush") setMode(brushText()); $("brush-size").blur(); });
   $("mark").addEventListener("click", () => { if (S.view) edit({op: "reviewed", reviewed: !S.view.reviewed}); });
   $("turn").addEventListener("click", turn);
   $("straight").addEventListener("change", () => { setStraight($("straight").checked); $("straight").blur(); });
@@ -554,6 +596,12 @@ APP_JS = r"""
     if (lower === "j") { startMode("join"); return; }
     if (lower === "s") { startMode("split"); return; }
     if (lower === "d") { startMode("draw"); return; }
+    if (lower === "b") { startMode("brush"); return; }
+    if (k === "[" || k === "]") {
+      $("brush-size").value = String(Math.min(100, Math.max(1, brushRadius() + (k === "]" ? 1 : -1))));
+      if (S.mode === "brush") { setMode(brushText()); drawDraft(); }
+      return;
+    }
     if (lower === "r") { $("mark").click(); return; }
     if (lower === "t") { turn(); return; }
     if (lower === "v") { setStraight(!S.straight); return; }

@@ -351,7 +351,9 @@ class ReviewStore:
 
         ``op``: ``{"op": "class", "id": I, "category_id": C}``, ``{"op": "delete", "id": I}``,
         ``{"op": "join", "ids": [I, J, ...]}``, ``{"op": "split", "id": I, "line": [[x, y], ...]}``,
-        ``{"op": "draw", "polygon": [[x, y], ...], "category_id": C}``, ``{"op": "turn", "id": I,
+        ``{"op": "draw", "polygon": [[x, y], ...], "category_id": C}``, ``{"op": "brush", "stroke":
+        [[x, y], ...], "radius": R, "category_id": C}`` (a missed chromosome painted with a round brush
+        of R image pixels; see :func:`chromoseg.review.geometry.brush_mask`), ``{"op": "turn", "id": I,
         "top": [x, y]}`` (turn it end for end in the karyogram: the end nearer the image point ``top``
         goes up - the page sends the ``bottom`` of its karyogram placement), ``{"op": "reviewed",
         "reviewed": true|false}``. Returns the new :meth:`snapshot`."""
@@ -438,7 +440,8 @@ class ReviewStore:
 
         kind = op.get("op")
         allowed = {"class": {"id", "category_id"}, "delete": {"id"}, "join": {"ids"}, "split": {"id", "line"},
-                   "draw": {"polygon", "category_id"}, "turn": {"id", "top"}, "reviewed": {"reviewed"}}
+                   "draw": {"polygon", "category_id"}, "brush": {"stroke", "radius", "category_id"},
+                   "turn": {"id", "top"}, "reviewed": {"reviewed"}}
         if kind not in allowed:
             raise ReviewError(f"op {kind!r}: use one of {', '.join(allowed)}")
         extra = set(op) - allowed[kind] - {"op", "version"}
@@ -494,18 +497,24 @@ class ReviewStore:
                 entry["next_id"] += 1
             diff.update(remove=[old], add=news,
                         label=f"split #{old['id']} into {', '.join('#%d' % n['id'] for n in news)}")
-        elif kind == "draw":
+        elif kind in ("draw", "brush"):
             c = check_class(op["category_id"])
             try:
-                mask = geometry.polygon_mask(op["polygon"], H, W)
+                if kind == "draw":
+                    mask = geometry.polygon_mask(op["polygon"], H, W)
+                else:
+                    mask = geometry.brush_mask(op["stroke"], op["radius"], H, W)
             except GeometryError as err:
-                raise ReviewError(f"draw: {err}") from None
+                raise ReviewError(f"{kind}: {err}") from None
             if mask.sum() < MIN_DRAWN_AREA:
-                raise ReviewError(f"draw: the outline encloses fewer than {MIN_DRAWN_AREA} pixels of the image")
+                raise ReviewError(f"{kind}: the {'outline encloses' if kind == 'draw' else 'stroke covers'} fewer than "
+                                  f"{MIN_DRAWN_AREA} pixels of the image")
             new = {"id": entry["next_id"], "category_id": c, "score": 1.0, **geometry.instance_geometry(mask),
                    "origin": "drawn", "class_by": user, "class_at": at, "edited_by": user, "edited_at": at}
+            if kind == "brush":
+                new["drawn_with"] = "brush"
             entry["next_id"] += 1
-            diff.update(add=[new], label=f"drew #{new['id']} ({class_label(c)})")
+            diff.update(add=[new], label=f"{'drew' if kind == 'draw' else 'brushed'} #{new['id']} ({class_label(c)})")
         elif kind == "turn":
             old = self._find(entry, op["id"])
             try:
