@@ -96,3 +96,59 @@ def test_predict_a_channel_of_a_file_and_the_pixel_size(tmp_path):
     arr = model.predict(crop, karyogram=False, pixel_size_um=0.07)
     assert arr.source == {"pixel_size_um": 0.07, "pixel_size_source": "given (pixel_size_um=)"}
     assert model.predict(crop, karyogram=False).source == {}
+
+
+def test_predict_takes_settings_per_call_without_changing_the_model(tmp_path):
+    """``model.predict(image, score_threshold=...)``, as Cellpose's ``eval``: that result is made with
+    them (and says so in ``result.settings``), the model's own settings stay for the next call."""
+    import torch
+    from conftest import make_tiny_checkpoint
+
+    model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"), score="object", score_threshold=0.0)
+    heads = model.predictor.model.roi_heads
+    with torch.no_grad():  # spread the untrained model's object scores over (0, 1)
+        heads.box_predictor.cls_score.weight[0].mul_(60)
+        heads.box_predictor.cls_score.bias[0] += 7
+    every = model.predict(EXAMPLE, karyogram=False)
+    scores = sorted(i.score for i in every.instances)
+    assert len(scores) > 4 and every.settings["score_threshold"] == 0.0
+    thr = scores[len(scores) // 2]
+    some = model.predict(EXAMPLE, karyogram=False, score_threshold=thr)
+    assert some.settings["score_threshold"] == thr and some.settings["score"] == "object"
+    assert [i.score for i in some.instances] == [i.score for i in every.instances if i.score >= thr]
+    assert 0 < len(some.instances) < len(every.instances) and some.karyotype.split(",")[0] == str(len(some.instances))
+    assert model.settings.score_threshold == 0.0  # the model's own
+    again = model.predict(EXAMPLE, karyogram=False)
+    assert len(again.instances) == len(every.instances) and again.settings == every.settings
+    assert some.model["file"] == str(tmp_path / "t.pt")
+    with pytest.raises(ValueError, match="proposals is fixed when the model is loaded"):
+        model.predict(EXAMPLE, proposals=50)
+    with pytest.raises(TypeError, match="unknown setting 'threshold'"):
+        model.predict(EXAMPLE, threshold=0.3)
+
+
+def test_predict_refuses_what_the_command_line_refuses(tmp_path, monkeypatch):
+    """The API checked the stain by itself and had no size guard: one rule (predict.image_problem) now
+    refuses an image that ``chromoseg predict`` skips -- too large, a label map, the other stain."""
+    from conftest import make_tiny_checkpoint
+
+    from chromoseg.data.io import read_image
+    from chromoseg.engine import predict
+
+    model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"))
+    image = read_image(EXAMPLE)
+    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", image.size - 1)
+    with pytest.raises(ValueError, match="image too large .*645x517"):
+        model.predict(image)
+    assert predict.image_problem(image, None)[0] == "too-large"
+    monkeypatch.undo()
+    labels = np.zeros((200, 300), np.uint8)
+    labels[20:60, 30:40] = 3
+    labels[100:150, 200:212] = 17
+    with pytest.raises(ValueError, match="a label map or mask, not a metaphase image"):
+        model.predict(labels)
+    assert predict.image_problem(labels, None)[0] == "not-a-metaphase"
+    model.predictor.stain = "fluorescence"
+    assert predict.image_problem(255 - image, "fluorescence")[0] == "wrong-stain"
+    with pytest.raises(ValueError, match="dark on a light background"):
+        model.predict(255 - image)

@@ -311,3 +311,97 @@ def test_review_flags_a_differing_karyotype_as_predict_does():
     flags = [f for f in view["flags"] if f.startswith("truth:")]
     assert flags == [truth_flag(view["summary"], "46,XY", "46,XY")] and "reads" not in flags[0]
     assert not [f for f in karyotype_view(insts, reviewed=True, truth="46,XY")["flags"] if f.startswith("truth:")]
+
+
+# ------------------------------------------------------------------------------------------------
+# settings: the model file's recommendations and the caller's choices, resolved once
+
+
+def test_settings_are_resolved_by_one_pure_rule():
+    """resolve_settings: the caller's choice, else the file's recommendation, else the paper's rule;
+    a new object each time, neither input changed."""
+    from dataclasses import asdict
+
+    from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD, resolve_settings
+
+    meta = {"default_score": "object", "default_score_threshold": "0.2", "default_classes": "karyotype",
+            "default_proposals": "500", "stain": "fluorescence", "format": "chromoseg-model"}
+    meta_before = dict(meta)
+    mine = InferenceConfig(score_threshold=0.3, classes="independent")
+    mine_before = asdict(mine)
+    got = resolve_settings(meta, mine)
+    assert got is not mine and asdict(mine) == mine_before and meta == meta_before
+    assert (got.score, got.score_threshold, got.classes, got.proposals, got.frame) == ("object", 0.3, "independent",
+                                                                                         500, False)
+    assert resolve_settings(meta, got) == got and resolve_settings(meta, got) is not got
+    # nothing chosen (InferenceConfig(), None, {} or None values): the file's recommendations
+    for nothing in (None, {}, InferenceConfig(), {"score_threshold": None, "classes": None}):
+        r = resolve_settings(meta, nothing)
+        assert (r.score, r.score_threshold, r.classes, r.proposals) == ("object", 0.2, "karyotype", 500)
+    # no recommendation: the paper's rule; proposals: the model's own; frame: the model's own
+    plain = resolve_settings()
+    assert (plain.score, plain.score_threshold, plain.classes, plain.proposals, plain.frame) == (
+        "class", PAPER_SCORE_THRESHOLD, "independent", None, False)
+    assert resolve_settings({"frame": True}).frame is True and resolve_settings({"frame": True}, {"frame": False}).frame is False
+    with pytest.raises(TypeError, match="unknown setting 'threshold'"):
+        resolve_settings(meta, {"threshold": 0.3})
+    with pytest.raises(ValueError, match="score 'logit'"):
+        resolve_settings(None, {"score": "logit"})
+    with pytest.raises(ValueError, match="proposals must be at least 1"):
+        resolve_settings({"default_proposals": "0"})
+
+
+def test_no_settings_means_the_files_recommendations(tiny_checkpoint, tmp_path):
+    """Predictor.from_checkpoint(path) without settings used the paper's rule, not the file's (the API
+    and the demo wrote InferenceConfig(score=None, score_threshold=None, classes=None) by hand to get
+    them); now no settings, InferenceConfig() and the API all mean the file's recommendations, and the
+    caller's settings object is not changed."""
+    from dataclasses import asdict
+
+    import chromoseg
+    from chromoseg.cli import main
+
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(tiny_checkpoint), "--out", str(out), "--default-score", "object",
+                 "--default-score-threshold", "0.35", "--default-classes", "karyotype"]) == 0
+    want = ("object", 0.35, "karyotype")
+    for pred in (Predictor.from_checkpoint(out), Predictor.from_checkpoint(out, InferenceConfig()),
+                 chromoseg.load_model(out).predictor):
+        assert (pred.cfg.score, pred.cfg.score_threshold, pred.cfg.classes) == want
+        assert pred.model.roi_heads.score_mode == "object"  # the heads were built for the resolved score
+    mine = InferenceConfig(score_threshold=0.6)
+    before = asdict(mine)
+    told = Predictor.from_checkpoint(out, mine)
+    assert asdict(mine) == before and told.cfg is not mine
+    assert (told.cfg.score, told.cfg.score_threshold, told.cfg.classes) == ("object", 0.6, "karyotype")
+    assert told.recommended_score_threshold == 0.35
+    # a checkpoint recommends nothing: the paper's rule
+    plain = Predictor.from_checkpoint(tiny_checkpoint)
+    assert (plain.cfg.score, plain.cfg.score_threshold, plain.cfg.classes) == ("class", 0.5, "independent")
+
+
+def test_a_call_takes_its_own_settings_without_changing_the_predictors(tiny_checkpoint):
+    """predictor(images, score_threshold=...) and the like: that call's instances are made with them,
+    the predictor's own settings stay; the settings the model was loaded with cannot change per call."""
+    from chromoseg.data.io import read_image
+
+    image = read_image(EXAMPLE)
+    pred = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0, score="object"))
+    with torch.no_grad():  # spread the untrained model's object scores over (0, 1)
+        pred.model.roi_heads.box_predictor.cls_score.weight[0].mul_(60)
+        pred.model.roi_heads.box_predictor.cls_score.bias[0] += 7
+    own = pred.cfg
+    every = pred([image])[0]
+    scores = sorted(inst["score"] for inst in every)
+    assert len(scores) > 4
+    thr = scores[len(scores) // 2]
+    some = pred([image], score_threshold=thr)[0]
+    assert pred.cfg is own and pred.cfg.score_threshold == 0.0  # the predictor's settings are as they were
+    assert pred.last_settings[0].score_threshold == thr
+    assert [i["score"] for i in some] == [i["score"] for i in every if i["score"] >= thr]
+    assert len(pred([image])[0]) == len(every)  # the next call is back on the predictor's own
+    assert pred([image], mask_nms_iou=0.0)[0] != [] and pred.cfg.mask_nms_iou == 0.5
+    with pytest.raises(ValueError, match="score is fixed when the model is loaded"):
+        pred([image], score="class")
+    with pytest.raises(TypeError, match="unknown setting 'threshold'"):
+        pred([image], threshold=0.3)

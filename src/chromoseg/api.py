@@ -4,6 +4,7 @@
     model = chromoseg.load_model()            # the shipped default (mfish); or a name, or a file
     result = model.predict("metaphase.tif")   # a path or a 2-D array (8/16-bit grey)
     model.predict("cells.ome.tif", channel="dapi")   # one channel of a multi-channel file (name or index)
+    model.predict("metaphase.tif", score_threshold=0.4)   # settings for this call only (result.settings)
     inst = result.instances[0]
     inst.mask, inst.rbox, inst.category_id, inst.class_name   # or inst["mask"], ...: both work
     result.karyotype                          # e.g. "46,XY" (ISCN-style summary of the counts)
@@ -73,6 +74,11 @@ class Result:
     #: when unknown) and ``pixel_size_source``, plus ``warnings`` (what the readers worked around, e.g.
     #: the first of several channels read); for an array only the pixel size given, if any
     source: dict = field(default_factory=dict)
+    #: the settings the instances were made with (:class:`chromoseg.engine.settings.InferenceConfig`'s
+    #: fields: the model's, with the call's overrides) and ``model``, which model made them (name,
+    #: file, SHA-256 prefix, stain; with ``load_model("auto")`` the one of the image's stain)
+    settings: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
 
     @property
     def counts_by_name(self) -> dict[str, int]:
@@ -106,8 +112,22 @@ class Model:
     def __init__(self, predictor):
         self.predictor = predictor
 
-    def predict(self, image, karyogram: bool = True, channel=None, pixel_size_um: float | None = None) -> Result:
+    @property
+    def settings(self):
+        """The settings a call without overrides uses (:class:`chromoseg.engine.settings.InferenceConfig`;
+        with ``load_model("auto")``, the fluorescence model's)."""
+        return self.predictor.cfg
+
+    def predict(self, image, karyogram: bool = True, channel=None, pixel_size_um: float | None = None,
+                **settings) -> Result:
         """Chromosomes of one metaphase: a path or a 2-D uint8/uint16 array.
+
+        ``settings``: inference settings for this call only, as in Cellpose's ``eval`` -- e.g.
+        ``score_threshold=0.4``, ``classes="karyotype"``, ``mask_threshold``, ``mask_nms_iou``,
+        ``min_area``, ``crop_classifier``, ``amp`` (None: the model file's recommendation); the model's
+        own stay as they are. Those fixed when the model is loaded (``top_k``, ``score``,
+        ``proposals``, ``frame``) are given to :func:`load_model` (``ValueError`` here). An unknown name
+        is a ``TypeError``. ``result.settings`` holds the settings used.
 
         ``channel`` (paths only): which channel the model sees -- a name as the file gives it, in any
         case (an OME channel's ``Name`` or ``Fluor``: ``"dapi"``; an ImageJ label), ``"R"``/``"G"``/``"B"``
@@ -135,12 +155,18 @@ class Model:
                 if pixel_size_um is not None else {}
         if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"predict needs a 2-D uint8 or uint16 grey image, got {arr.dtype} {arr.shape}")
-        from chromoseg.engine.predict import polarity_problem
+        from dataclasses import asdict
 
-        why = polarity_problem(getattr(self.predictor, "stain", None), arr, python=True)
-        if why:
-            raise ValueError(f"{image if isinstance(image, (str, Path)) else 'image'}: {why}")
-        (insts,) = self.predictor([arr])
+        from chromoseg.engine.predict import image_problem
+
+        path = image if isinstance(image, (str, Path)) else None
+        problem = image_problem(arr, getattr(self.predictor, "stain", None), path, python=True)  # as predict's
+        if problem:
+            raise ValueError(f"{path if path is not None else 'image'}: {problem[1]}")
+        (insts,) = self.predictor([arr], **settings)
+        used = asdict(self.predictor.last_settings[0])
+        by = (getattr(self.predictor, "last_predictors", None) or [self.predictor])[0]
+        model = by.model_record() if hasattr(by, "model_record") else {}
         insts = [Instance(i) for i in insts]
         counts = count_karyotype(insts)
         kg = None
@@ -149,7 +175,8 @@ class Model:
 
             kg = render_karyogram(arr, insts, title=counts.summary)
         framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
-        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source)
+        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source,
+                      used, model)
 
     __call__ = predict
 
@@ -157,15 +184,13 @@ class Model:
 def load_model(name: str | Path | None = None, device: str = "cpu", **settings) -> Model:
     """A shipped model by name (``mfish``, the default; ``auto``: each image goes to the shipped model
     of its stain, by its polarity), or a ``chromoseg train`` checkpoint / ``chromoseg export`` file.
-    ``settings`` override the inference settings (``score_threshold``, ``classes="karyotype"``, ...).
-    ``predict`` refuses (ValueError) an image whose polarity does not fit the model's stain."""
-    from chromoseg.engine.predict import InferenceConfig, Predictor, StainRouter
+    ``settings`` override the inference settings the model file recommends (``score_threshold``,
+    ``classes="karyotype"``, ...: :class:`chromoseg.engine.settings.InferenceConfig`; an unknown name
+    is a ``TypeError``); ``Model.predict`` takes them per call too. ``predict`` refuses (ValueError)
+    an image that ``chromoseg predict`` skips: too large, a label map, or a polarity that does not fit
+    the model's stain."""
+    from chromoseg.engine.predict import Predictor, StainRouter
 
-    cfg = InferenceConfig(score=None, classes=None, score_threshold=None)  # None: the model file's choice
-    for k, v in settings.items():
-        if not hasattr(cfg, k):
-            raise TypeError(f"unknown setting {k!r}; see chromoseg.engine.predict.InferenceConfig")
-        setattr(cfg, k, v)
     if str(name) == "auto":
-        return Model(StainRouter.shipped(cfg, device=device))
-    return Model(Predictor.from_checkpoint(name, cfg, device=device))
+        return Model(StainRouter.shipped(settings, device=device))
+    return Model(Predictor.from_checkpoint(name, settings, device=device))

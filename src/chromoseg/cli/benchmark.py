@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from chromoseg.cli import nonneg_int
+from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
 
 HELP = """\
 Evaluate trained variants on an annotated split and write the paper's Table I or II as Markdown and
@@ -12,8 +13,9 @@ JSON, with our numbers beside the paper's, the command, data, hardware and date.
   table1  snake, mr, rmr, ermr; multi-class (24) and binary   (paper Table I)
   table2  rmr (ERM-1), erm2 (ED), erm3 (H&R), ermr (ERM-4)     (paper Table II, multi-class)
 
-Each model predicts once (all detections after mask NMS); AP is then computed under the paper's 0.5
-confidence threshold and, for reference, without it (standard COCO).
+Each model predicts once by the paper's rule (class scores, each chromosome's own class; all
+detections after mask NMS, whatever the model file recommends); AP is then computed under the
+paper's {paper} confidence threshold and, for reference, without it (standard COCO).
 
 example:
   chromoseg benchmark table1 --model snake=runs/snake/best.pt --model mr=runs/mr/best.pt \\
@@ -45,7 +47,8 @@ def _cmd(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("benchmark", help="the paper's Tables I and II on an annotated split", description=HELP,
+    p = sub.add_parser("benchmark", help="the paper's Tables I and II on an annotated split",
+                       description=HELP.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", choices=("table1", "table2"))
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", required=True,

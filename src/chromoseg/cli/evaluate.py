@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from chromoseg.cli import positive_int, unit_float
+from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
 
 DESCRIPTION = """\
 Evaluate a predictions file against an annotated set, the way the paper's Tables I and II do.
@@ -24,8 +25,9 @@ What the numbers mean
   threshold Detections with score < the threshold are dropped before AP. Default: the threshold
             the predictions were made at, as `chromoseg predict` records it in the images.json
             beside RESULTS.json (for the shipped models, the threshold their files recommend),
-            so all of predict's output is scored; without that file the paper's 0.5. The paper's tables are "under the
-            confidence score threshold of 0.5": --score-threshold 0.5. --score-threshold 0
+            so all of predict's output is scored; without that file the paper's {paper}. The
+            paper's tables are "under the confidence score threshold of {paper}": --score-threshold
+            {paper}. --score-threshold 0
             gives the standard COCO protocol. The output always states which was used.
   images    Only the ground-truth images that were predicted are scored (default): those the
             images.json beside RESULTS.json lists, else those the results name. The output
@@ -46,7 +48,7 @@ EPILOG = """\
 examples:
   chromoseg evaluate datasets/mfish/test.json out/pred/results.json
   chromoseg evaluate datasets/mfish/test.json out/pred/results.json --score-threshold 0 --out out/eval
-  chromoseg evaluate datasets/mfish/test.json out/pred/results.json --score-threshold 0.5 --all-images  # the paper's
+  chromoseg evaluate datasets/mfish/test.json out/pred/results.json --score-threshold {paper} --all-images  # the paper's
   chromoseg evaluate datasets/gband/test.json results.json --mode binary
 
 --out DIR writes report.json (all numbers), summary.md and confusion_matrix.csv.
@@ -57,15 +59,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="mask and box AP (multi-class and binary), per-class AP and a confusion matrix",
-        description=DESCRIPTION,
-        epilog=EPILOG,
+        description=DESCRIPTION.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
+        epilog=EPILOG.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("gt", metavar="GT.json", help="annotated set (chromoseg COCO instances JSON)")
     p.add_argument("results", metavar="RESULTS.json", help="COCO results list (chromoseg predict output)")
     p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
                    help="drop detections with score < S before AP (default: the threshold the predictions were made "
-                        "at, from predict's images.json beside RESULTS.json, else the paper's 0.5; 0 = standard COCO)")
+                        "at, from predict's images.json beside RESULTS.json, else the paper's "
+                        f"{PAPER_SCORE_THRESHOLD:g}; 0 = standard COCO)")
     p.add_argument("--all-images", action="store_true",
                    help="score every image of GT.json, counting the chromosomes of images that were not predicted as "
                         "misses (default: only the predicted images are scored, and the others are named)")

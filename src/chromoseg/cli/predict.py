@@ -14,7 +14,7 @@ or --model PATH, any checkpoint of `chromoseg train` or file of `chromoseg expor
 
 Inference follows the paper (section III): masks are computed for the top 100 detections, redundant
 results are removed by NMS at mask level, and detections under a confidence score threshold are dropped:
-the threshold the model file recommends ({shipped_thresholds}), else the paper's 0.5.
+the threshold the model file recommends ({shipped_thresholds}), else the paper's {paper_threshold:g}.
 Each step can be changed below; images.json records what each image was made with, and
 `chromoseg evaluate` scores at that threshold by default.
 
@@ -196,7 +196,12 @@ def _cmd_predict(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="segment chromosomes in images with a trained model", description=PREDICT_HELP.format(shipped_thresholds=_shipped_thresholds()),
+    from chromoseg.engine.settings import (AMP_MODES, CLASS_RULES, PAPER_RULE, PAPER_SCORE_THRESHOLD, SCORES,
+                                           InferenceConfig)
+
+    p = sub.add_parser("predict", help="segment chromosomes in images with a trained model",
+                       description=PREDICT_HELP.format(shipped_thresholds=_shipped_thresholds(),
+                                                       paper_threshold=PAPER_SCORE_THRESHOLD),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
@@ -207,12 +212,15 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--threads", type=nonneg_int, default=0, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--top-k", type=positive_int, default=100, help="detections whose masks are computed (paper: 100)")
-    p.add_argument("--mask-threshold", type=unit_float, default=0.5, help="mask probability threshold (default 0.5)")
-    p.add_argument("--mask-nms-iou", type=unit_float, default=0.5, help="mask-level NMS IoU threshold; 0 turns it off (default 0.5)")
+    p.add_argument("--top-k", type=positive_int, default=InferenceConfig.top_k,
+                   help=f"detections whose masks are computed (default and paper: {InferenceConfig.top_k})")
+    p.add_argument("--mask-threshold", type=unit_float, default=InferenceConfig.mask_threshold,
+                   help=f"mask probability threshold (default {InferenceConfig.mask_threshold})")
+    p.add_argument("--mask-nms-iou", type=unit_float, default=InferenceConfig.mask_nms_iou,
+                   help=f"mask-level NMS IoU threshold; 0 turns it off (default {InferenceConfig.mask_nms_iou})")
     p.add_argument("--score-threshold", type=unit_float, default=None,
                    help="confidence threshold, applied last. Default: the model file's recommendation (chosen on a "
-                        f"validation split; {_shipped_thresholds()}), else the paper's 0.5")
+                        f"validation split; {_shipped_thresholds()}), else the paper's {PAPER_SCORE_THRESHOLD:g}")
     p.add_argument("--proposals", type=positive_int, default=None, metavar="N",
                    help="region proposals per image kept after the RPN (more finds more crowded chromosomes, "
                         "slower). Default: the model file's recommendation, else the model's own 300")
@@ -220,19 +228,19 @@ def register(sub) -> None:
                    help="crop each image to its metaphase (plus a margin) before resizing it to the network's input, "
                         "so chromosome size does not depend on how the camera framed the cell; auto (default) = as the "
                         "model was trained (on for models trained with `chromoseg train --frame`)")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+    p.add_argument("--amp", default=InferenceConfig.amp, choices=AMP_MODES,
                    help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
                         "AMX; about 1.5x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "
                         "off = always fp32")
-    p.add_argument("--score", default=None, choices=["class", "object"],
+    p.add_argument("--score", default=None, choices=SCORES,
                    help="the confidence: class = the class probability (the paper); object = 1 - P(background), "
                         "so a chromosome of unsure class still counts (its class margin is flagged); with object the heads "
                         "give one candidate per region, not one per class. Default: "
-                        "the model file's recommendation (the shipped mfish model: object), else class")
-    p.add_argument("--classes", default=None, choices=["independent", "karyotype"],
+                        f"the model file's recommendation (the shipped mfish model: object), else {PAPER_RULE['score']}")
+    p.add_argument("--classes", default=None, choices=CLASS_RULES,
                    help="independent: each chromosome's most probable class; karyotype: the classes of a metaphase "
                         "chosen together, about two per autosome (a third copy only on strong evidence). Default: "
-                        "the model file's recommendation, else independent")
+                        f"the model file's recommendation, else {PAPER_RULE['classes']}")
     p.add_argument("--no-crop-classifier", action="store_true",
                    help="classes from the RoI head even when the model carries a second-stage crop classifier")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")

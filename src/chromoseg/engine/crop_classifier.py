@@ -61,8 +61,8 @@ def collect_detected_crops(model, dataset_json, max_images: int | None = None, m
     from chromoseg.models.crop_classifier import instance_crops, relative_lengths
     from chromoseg.ops import mask_iou
 
-    pred = Predictor.from_checkpoint(model, InferenceConfig(score=None, score_threshold=None, classes="independent",
-                                                            crop_classifier=False))
+    # the file's recommended score and threshold; each chromosome's own class, from the RoI head
+    pred = Predictor.from_checkpoint(model, InferenceConfig(classes="independent", crop_classifier=False))
     ds = ChromosomeDataset(dataset_json, max_images=max_images)
     crops, rel, labels, image = [], [], [], []
     for i in tqdm(range(len(ds)), desc=f"detected crops {Path(dataset_json).name}", disable=not progress, leave=False):

@@ -10,7 +10,8 @@ One entry point, :func:`evaluate`, takes a ground-truth set in chromoseg's COCO 
   maps every category to one "chromosome" class before evaluating (the paper's binary-class rows:
   segmentation quality without the classification).
 * **Score threshold**: the paper's tables are "under the confidence score threshold of 0.5"; by
-  default detections with ``score < 0.5`` are removed *before* COCOeval sees them
+  default detections with ``score < PAPER_SCORE_THRESHOLD`` (0.5, :mod:`chromoseg.engine.settings`,
+  shared with predict and the tables) are removed *before* COCOeval sees them
   (``score >= threshold`` is kept). ``score_threshold=0`` is the standard COCO protocol. The report
   always states which was used.
 * **maxDets = 100** (the paper keeps the top 100 detections). As in COCOeval, the cap applies per
@@ -50,8 +51,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-#: The paper's threshold ("under the confidence score threshold of 0.5").
-PAPER_SCORE_THRESHOLD = 0.5
+from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD  # the paper's threshold, shared with predict and the tables
+
 #: The paper evaluates the top 100 detections.
 MAX_DETS = 100
 MODES = ("multi", "binary")
@@ -641,15 +642,16 @@ def confusion_matrix(gt: _GroundTruth, dets: list[dict], iou_threshold: float = 
 # public API
 # --------------------------------------------------------------------------------------------------
 def _threshold_note(t: float, source: str | None = None) -> str:
+    paper = f"{PAPER_SCORE_THRESHOLD:g}"
     if source:
         return (f"detections with score < {t:g} removed before AP: the threshold the predictions were made at "
-                f"({source}); the paper's tables use 0.5 (--score-threshold 0.5), COCO none (0)")
+                f"({source}); the paper's tables use {paper} (--score-threshold {paper}), COCO none (0)")
     if t == PAPER_SCORE_THRESHOLD:
-        return ("detections with score < 0.5 removed before AP (the paper's protocol: its tables are "
-                "'under the confidence score threshold of 0.5')")
+        return (f"detections with score < {paper} removed before AP (the paper's protocol: its tables are "
+                f"'under the confidence score threshold of {paper}')")
     if t <= 0:
         return "no score threshold (standard COCO protocol: all detections ranked by score)"
-    return f"detections with score < {t:g} removed before AP (the paper uses 0.5, COCO uses none)"
+    return f"detections with score < {t:g} removed before AP (the paper uses {paper}, COCO uses none)"
 
 
 def evaluate(gt: Any, results: Any, score_threshold: float | None = PAPER_SCORE_THRESHOLD,

@@ -2,7 +2,8 @@
 
 The paper's inference rule is the default (section III): masks of the top 100 detections, mask-level
 NMS to remove redundant results, then the confidence threshold 0.5. Each step is configurable in
-:class:`InferenceConfig`.
+:class:`InferenceConfig` (:mod:`chromoseg.engine.settings`: the settings, the paper's rule and how a
+model file's recommendations and the caller's choices are resolved into the settings a call uses).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +21,10 @@ import torch
 from chromoseg.data.io import ImageReadError, image_record, read_image_with_info, to_float01
 from chromoseg.data.report import ProblemLog
 from chromoseg.engine.amp import autocast_context, float32_outputs
+from chromoseg.engine.settings import (LOAD_TIME_SETTINGS, PAPER_SCORE_THRESHOLD, InferenceConfig,  # noqa: F401
+                                       resolve_settings)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InferenceConfig:
-    top_k: int = 100  #: detections whose masks are computed (the paper: top 100)
-    mask_threshold: float = 0.5  #: mask probability -> binary mask
-    mask_nms_iou: float = 0.5  #: mask-level NMS threshold, class-agnostic (None/<=0: off)
-    #: the confidence threshold, applied last: the paper's 0.5; None (in ``Predictor.from_checkpoint``) = the
-    #: model file's ``default_score_threshold``, else 0.5
-    score_threshold: float | None = 0.5
-    min_area: int = 4  #: masks with fewer pixels are dropped
-    #: what ``score`` is: "class" = the detection's class probability (the paper, torchvision);
-    #: "object" = 1 - P(background) of its RoI (is it a chromosome at all), the class's own
-    #: probability then shows only in ``class_scores`` (rotated variants only); None (in
-    #: ``Predictor.from_checkpoint``) = the model file's ``default_score``, else "class"
-    score: str | None = "class"
-    #: how classes are chosen: "independent" = each chromosome's most probable class; "karyotype" =
-    #: jointly per metaphase (``chromoseg.karyotype.assign``: two slots per autosome, penalised gains);
-    #: None (in ``Predictor.from_checkpoint``) = the model file's ``default_classes``, else independent
-    classes: str | None = "independent"
-    #: use the model's second-stage crop classifier for the classes, when it has one
-    crop_classifier: bool = True
-    #: region proposals kept after the RPN's NMS (the RoI heads' candidates; each FPN level's top
-    #: ``max(600, proposals)`` anchors go into that NMS); None (in ``Predictor.from_checkpoint``) = the
-    #: model file's ``default_proposals``, else the model's own (300, torchvision: 1000). Rotated variants.
-    proposals: int | None = None
-    #: autocast of the model and crop classifier: "off" (fp32), "bf16", or "auto" = bf16 on a CPU with
-    #: bf16 instructions (AVX512-BF16 / AMX), else fp32. On the M-FISH validation split bf16 gives mask AP
-    #: within half a point of fp32's, about 1.5x faster on such a CPU (``benchmarks/results/predict_speed.md``)
-    amp: str = "auto"
-    #: crop each image to its metaphase (plus a margin) before the network's resize, so chromosome size
-    #: does not depend on how the camera framed the cell (``chromoseg.ops.frame_box``); None (in
-    #: ``Predictor.from_checkpoint``) = the model's own setting (on for models trained with ``--frame``)
-    frame: bool | None = None
 
 
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
@@ -70,11 +39,10 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     from chromoseg.data.coco import mask_bbox
     from chromoseg.ops import mask_areas, mask_endpoints, mask_nms, mask_to_rbox
 
+    cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
     cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
     labels = det["labels"].detach().cpu()
     scores = rank = cand
-    if cfg.score not in ("class", "object"):
-        raise ValueError(f"score {cfg.score!r}: use 'class' or 'object'")
     if "class_scores" in det:
         # a detection's class is the most probable of the 24 it reports (one RoI gives a candidate per
         # class above the heads' threshold; its likeliest class's candidate ranks first, mask NMS
@@ -96,7 +64,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
         sub = order.sort().values  # mask_nms ranks by the scores itself
         masks = binary if sub.numel() == binary.shape[0] else binary[sub]
         order = sub[mask_nms(masks, rank[sub], cfg.mask_nms_iou)]
-    order = order[scores[order] >= (0.5 if cfg.score_threshold is None else cfg.score_threshold)]
+    order = order[scores[order] >= cfg.score_threshold]
     out = []
     for i in order.tolist():
         m = binary[i].numpy().copy()  # not a view that keeps every candidate's mask alive
@@ -176,24 +144,61 @@ def check_image_list(images) -> None:
 
 
 class Predictor:
-    """A model plus the inference rule; ``predictor(image_arrays)`` returns instances per image."""
+    """A model plus the inference rule; ``predictor(image_arrays)`` returns instances per image.
 
-    def __init__(self, model, cfg: InferenceConfig | None = None, device: str | torch.device = "cpu"):
+    ``cfg``: the caller's settings (an :class:`InferenceConfig` or a mapping of its fields; None
+    values and no ``cfg`` at all: the model's recommendations); ``recommended``: the model file's
+    recommendations (its metadata). They are resolved once, here, into :attr:`cfg`
+    (:func:`chromoseg.engine.settings.resolve_settings`); the caller's object is not changed."""
+
+    def __init__(self, model, cfg: InferenceConfig | dict | None = None, device: str | torch.device = "cpu",
+                 recommended: dict | None = None):
         self.model = model.to(device).eval()
-        self.cfg = cfg or InferenceConfig()
         self.device = torch.device(device)
+        transform = getattr(model, "transform", None)
+        #: what the model recommends: its file's recommendations (``default_score``, ...: the metadata
+        #: of a ``chromoseg export`` file) and ``frame``, how it was trained
+        self.recommended: dict = {**dict(recommended or {}), "frame": bool(getattr(transform, "frame", False))}
+        #: the settings of every call that does not override them, complete (no None but ``proposals``)
+        self.cfg: InferenceConfig = resolve_settings(self.recommended, cfg)
+        if self.cfg.frame != self.recommended["frame"]:
+            if transform is None or not hasattr(transform, "frame"):
+                raise ValueError("this model cannot frame its images (frame=True is for the R-CNN variants)")
+            transform.frame = self.cfg.frame
         #: what the model was trained on ("fluorescence", "brightfield") or None; images of the other
-        #: polarity are refused by predict_paths
+        #: polarity are refused (:func:`image_problem`)
         self.stain: str | None = None
-        #: the score threshold the model file recommends (export --default-score-threshold), else the paper's 0.5
-        self.recommended_score_threshold: float = 0.5
         #: per image of the last call: how it reached the network (:func:`framing_of`)
         self.last_framing: list[dict] = []
+        #: per image of the last call: the settings it was predicted with
+        self.last_settings: list[InferenceConfig] = []
         #: the model as asked for (a shipped name or a path) and the file it was read from; None when
         #: the predictor was built around a model object
         self.model_name: str | None = None
         self.model_file: str | None = None
         self._model_record: dict | None = None
+
+    @property
+    def recommended_score_threshold(self) -> float:
+        """The score threshold the model file recommends (export --default-score-threshold), else the
+        paper's; benchmarks predict at threshold 0 and count at this one."""
+        return resolve_settings(self.recommended).score_threshold
+
+    def settings(self, **overrides) -> InferenceConfig:
+        """The settings of a call with ``overrides`` (fields of :class:`InferenceConfig`; None: the model
+        file's recommendation), a new object: the predictor's own :attr:`cfg` is not changed. The
+        settings the model was loaded with (:data:`~chromoseg.engine.settings.LOAD_TIME_SETTINGS`:
+        ``top_k``, ``score``, ``proposals``, ``frame``) cannot change per call (``ValueError``)."""
+        if not overrides:
+            return self.cfg
+        new = resolve_settings(self.recommended, {**asdict(self.cfg), **overrides})
+        fixed = [k for k in LOAD_TIME_SETTINGS if getattr(new, k) != getattr(self.cfg, k)]
+        if fixed:
+            raise ValueError(f"{fixed[0]} is fixed when the model is loaded ({fixed[0]}={getattr(self.cfg, fixed[0])!r}); "
+                             f"load it with {fixed[0]}={getattr(new, fixed[0])!r} instead (chromoseg.load_model(..., "
+                             f"{fixed[0]}=...)). Per call: "
+                             + ", ".join(f.name for f in fields(InferenceConfig) if f.name not in LOAD_TIME_SETTINGS))
+        return new
 
     @property
     def last_predictors(self) -> list["Predictor"]:
@@ -218,55 +223,38 @@ class Predictor:
         return {**self._model_record, "stain": self.stain}
 
     @classmethod
-    def from_checkpoint(cls, path=None, cfg: InferenceConfig | None = None, device="cpu") -> "Predictor":
+    def from_checkpoint(cls, path=None, cfg: InferenceConfig | dict | None = None, device="cpu") -> "Predictor":
         """``path``: a ``chromoseg train`` checkpoint, a ``chromoseg export`` file, a shipped model's
-        name (``mfish``) or None for the default shipped model (see :mod:`chromoseg.weights`)."""
+        name (``mfish``) or None for the default shipped model (see :mod:`chromoseg.weights`). ``cfg``:
+        the caller's settings; what it leaves None (all, without ``cfg``) is the file's recommendation,
+        else the paper's rule."""
         from chromoseg.engine.checkpoint import load_model, read_metadata
-        from chromoseg.weights import resolve_model
+        from chromoseg.weights import DEFAULT, resolve_model
 
-        cfg = replace(cfg) if cfg is not None else InferenceConfig()  # resolved on a copy
         name = str(path) if path is not None else None
         path = resolve_model(path)
         meta = read_metadata(path)  # an export's recommendations and stain ({} for a checkpoint)
-        if cfg.score is None:  # the model's own recommendation (export --default-score), else the paper's
-            cfg.score = meta.get("default_score", "class")
-        # likewise (export --default-score-threshold), else the paper's 0.5; kept for benchmarks that
-        # predict at threshold 0 and count at the recommended one
-        recommended = float(meta.get("default_score_threshold", 0.5))
-        if cfg.score_threshold is None:
-            cfg.score_threshold = recommended
-        if cfg.classes is None:  # likewise (export --default-classes), else each chromosome on its own
-            cfg.classes = meta.get("default_classes", "independent")
-        # keep enough candidates for the top-k rule; the score threshold is applied after mask NMS.
-        # object scores: the heads give one candidate per RoI (its likeliest class, 1 - P(background)),
-        # so a chromosome of unsure class is kept and top_k counts chromosomes, not runner-up classes
-        if cfg.proposals is None and "default_proposals" in meta:  # likewise (export --default-proposals)
-            cfg.proposals = int(meta["default_proposals"])
+        # what the model is built with (the same rule the predictor's settings come from): enough
+        # candidates for the top-k rule (the score threshold is applied after mask NMS); object scores:
+        # the heads give one candidate per RoI (its likeliest class, 1 - P(background)), so a
+        # chromosome of unsure class is kept and top_k counts chromosomes, not runner-up classes
+        build = resolve_settings(meta, cfg)
         rpn = {}
-        if cfg.proposals is not None:
-            if cfg.proposals < 1:
-                raise ValueError(f"proposals must be at least 1, got {cfg.proposals}")
-            rpn = dict(rpn_post_nms_top_n_test=int(cfg.proposals), rpn_pre_nms_top_n_test=max(600, int(cfg.proposals)))
-        model = load_model(path, device=device, box_detections_per_img=max(cfg.top_k, 1), box_score_thresh=0.05,
-                           box_score_mode="object" if cfg.score == "object" else "class", **rpn)
-        transform = getattr(model, "transform", None)
-        if cfg.frame is None:
-            cfg.frame = bool(getattr(transform, "frame", False))
-        elif transform is not None and hasattr(transform, "frame"):
-            transform.frame = bool(cfg.frame)
-        elif cfg.frame:
-            raise ValueError(f"{path}: this model cannot frame its images (frame=True is for the R-CNN variants)")
-        pred = cls(model, cfg, device)
-        pred.recommended_score_threshold = recommended
+        if build.proposals is not None:
+            rpn = dict(rpn_post_nms_top_n_test=build.proposals, rpn_pre_nms_top_n_test=max(600, build.proposals))
+        model = load_model(path, device=device, box_detections_per_img=build.top_k, box_score_thresh=0.05,
+                           box_score_mode=build.score, **rpn)
+        try:
+            pred = cls(model, cfg, device, recommended=meta)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         # an export records its stain; a checkpoint's config tells it by its input inversion
         pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
-        from chromoseg.weights import DEFAULT
-
         pred.model_name, pred.model_file = name or DEFAULT, str(path)
         return pred
 
     @contextlib.contextmanager
-    def _masks_only_above_threshold(self):
+    def _masks_only_above_threshold(self, cfg: InferenceConfig):
         """With object scores the rule's last step drops detections under the score threshold; a
         detection more than 2e-3 under it can neither pass it nor, ranked below every one that does
         (rank = score + 1e-3 x candidate score), suppress one in mask NMS: for the duration of this
@@ -274,8 +262,8 @@ class Predictor:
         which gives the same instances for fewer masks. Afterwards the heads make every mask again
         (``chromoseg.engine.diagnose`` calls the model itself and needs those under the threshold)."""
         heads = getattr(self.model, "roi_heads", None)
-        thr = self.cfg.score_threshold
-        use = (hasattr(heads, "mask_score_thresh") and self.cfg.score == "object"
+        thr = cfg.score_threshold
+        use = (hasattr(heads, "mask_score_thresh") and cfg.score == "object"
                and getattr(heads, "score_mode", None) == "object" and thr is not None)
         if not use:
             yield
@@ -287,28 +275,33 @@ class Predictor:
             heads.mask_score_thresh = 0.0
 
     @torch.no_grad()
-    def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
+    def __call__(self, images: list[np.ndarray], **overrides) -> list[list[dict]]:
+        """Instances of each image. ``overrides``: settings for this call only (see :meth:`settings`)."""
         check_image_list(images)
+        cfg = self.settings(**overrides)
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
-        with self._masks_only_above_threshold(), autocast_context(self.cfg.amp, self.device):
+        with self._masks_only_above_threshold(cfg), autocast_context(cfg.amp, self.device):
             outputs = [float32_outputs(o) for o in self.model(tensors)]
         size = getattr(getattr(self.model, "transform", None), "image_size", None)
         self.last_framing = [framing_of(o.get("frame"), a.shape[-2:], size) for o, a in zip(outputs, images)]
-        return [self.classes_of(t[0].cpu(), select_instances(o, self.cfg)) for t, o in zip(tensors, outputs)]
+        self.last_settings = [cfg] * len(images)
+        return [self.classes_of(t[0].cpu(), select_instances(o, cfg), cfg) for t, o in zip(tensors, outputs)]
 
-    def classes_of(self, image: torch.Tensor, instances: list[dict]) -> list[dict]:
-        """The final instances' classes by the settings: the crop classifier's when the model has one
-        (``cfg.crop_classifier``), then jointly per metaphase with ``cfg.classes == "karyotype"``."""
+    def classes_of(self, image: torch.Tensor, instances: list[dict], cfg: InferenceConfig | None = None) -> list[dict]:
+        """The final instances' classes by the settings (``cfg``, else the predictor's): the crop
+        classifier's when the model has one (``cfg.crop_classifier``), then jointly per metaphase with
+        ``cfg.classes == "karyotype"``."""
+        cfg = cfg or self.cfg
         clf = getattr(self.model, "crop_classifier", None)
-        if clf is not None and self.cfg.crop_classifier:
-            with autocast_context(self.cfg.amp, self.device):
+        if clf is not None and cfg.crop_classifier:
+            with autocast_context(cfg.amp, self.device):
                 instances = reclassify(clf, image, instances)
-        if self.cfg.classes == "karyotype":
+        if cfg.classes == "karyotype":
             from chromoseg.karyotype.assign import assign_instances
 
             instances = assign_instances(instances)
-        elif self.cfg.classes != "independent":
-            raise ValueError(f"classes {self.cfg.classes!r}: use 'independent' or 'karyotype'")
+        elif cfg.classes != "independent":
+            raise ValueError(f"classes {cfg.classes!r}: use 'independent' or 'karyotype'")
         return instances
 
 
@@ -333,16 +326,15 @@ class StainRouter:
         self.predictors = dict(predictors)
         self._last_framing: list[dict] = []
         self._last_predictors: list[Predictor] = []
+        self.last_settings: list[InferenceConfig] = []
 
     @classmethod
-    def shipped(cls, cfg: InferenceConfig | None = None, device="cpu") -> "StainRouter":
-        """The shipped model of each stain (:data:`chromoseg.weights.BY_STAIN`)."""
-        import copy
-
+    def shipped(cls, cfg: InferenceConfig | dict | None = None, device="cpu") -> "StainRouter":
+        """The shipped model of each stain (:data:`chromoseg.weights.BY_STAIN`), each with the
+        caller's settings over its own recommendations."""
         from chromoseg.weights import BY_STAIN
 
-        return cls({stain: Predictor.from_checkpoint(name, copy.deepcopy(cfg or InferenceConfig()), device)
-                    for stain, name in BY_STAIN.items()})
+        return cls({stain: Predictor.from_checkpoint(name, cfg, device) for stain, name in BY_STAIN.items()})
 
     @property
     def cfg(self) -> InferenceConfig:  # what images.json records: the fluorescence model's rule
@@ -362,14 +354,19 @@ class StainRouter:
         """The predictor each image of the last call went to."""
         return self._last_predictors
 
-    def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
+    def __call__(self, images: list[np.ndarray], **overrides) -> list[list[dict]]:
+        """Each image by the predictor of its stain; ``overrides``: settings for this call only, over
+        each model's own (:meth:`Predictor.settings`)."""
         check_image_list(images)
-        out, self._last_framing, self._last_predictors = [], [], []
+        for p in self.predictors.values():  # a setting one of the models refuses fails before any image
+            p.settings(**overrides)
+        out, self._last_framing, self._last_predictors, self.last_settings = [], [], [], []
         for a in images:
             p = self.predictors[self.stain_of(a)]
-            out.append(p([a])[0])
+            out.append(p([a], **overrides)[0])
             self._last_framing += p.last_framing
             self._last_predictors.append(p)
+            self.last_settings += p.last_settings
         return out
 
 
@@ -380,6 +377,24 @@ SAVE_EVERY_S = 10.0
 #: the image's own size, about 1.4 kB of peak memory per pixel (8.9 GB for 2500 x 2500, 21.4 GB for
 #: 4000 x 4000: benchmarks/results/predict_memory.md); 2500 x 2500 is the largest square accepted
 MAX_IMAGE_PIXELS = 2500 * 2500
+
+
+def image_problem(arr: np.ndarray, stain: str | None, path=None, python: bool = False) -> tuple[str, str] | None:
+    """Why an image is not predicted, as ``(kind, message)``, else None: the one rule of ``chromoseg
+    predict`` and ``chromoseg.load_model().predict``. In order: ``"too-large"`` (over
+    :data:`MAX_IMAGE_PIXELS`), ``"not-a-metaphase"`` (a label map or mask, or by ``path``'s name one of
+    predict's outputs: :func:`not_a_metaphase`), ``"wrong-stain"`` (its polarity does not fit the
+    model's ``stain``: :func:`polarity_problem`; ``python``: the message names the Python call)."""
+    if arr.size > MAX_IMAGE_PIXELS:
+        return "too-large", (f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the limit "
+                             f"is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it")
+    why = not_a_metaphase(path if path is not None else "", arr)
+    if why:
+        return "not-a-metaphase", why
+    why = polarity_problem(stain, arr, python=python)
+    if why:
+        return "wrong-stain", why
+    return None
 
 
 def polarity_problem(stain: str | None, arr: np.ndarray, python: bool = False) -> str | None:
@@ -646,36 +661,26 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 already += 1
                 bar.update(1)
                 continue
-            why = not_a_metaphase(path)
-            arr, info = None, {}
-            if not why:
+            why = not_a_metaphase(path)  # by its name: not read at all
+            problem = ("not-a-metaphase", why) if why else None
+            if not problem:
                 try:
                     arr, info = read_image_with_info(path, channel=channel)
                 except ImageReadError as err:
                     problems.add(err.path, err.problem, kind="unreadable")
                     bar.update(1)
                     continue
-                too_large = arr.size > MAX_IMAGE_PIXELS
-                why = None if too_large else not_a_metaphase(path, arr)
-                if not why or str(path) in named:  # a file left out with a note has no warnings to keep
+                problem = image_problem(arr, getattr(predictor, "stain", None), path)
+                noted = problem and problem[0] == "not-a-metaphase" and str(path) not in named
+                if not noted:  # a file left out with a note has no warnings to keep
                     for w in info["warnings"]:  # the readers worked around it: kept, the exit status unchanged
                         problems.add(path, w, action="kept", kind="read-warning")
-                if too_large:
-                    problems.add(path, f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; "
-                                       f"the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it",
-                                 kind="too-large")
-                    bar.update(1)
-                    continue
-            if why:  # named: the user asked for it, a problem; found in a folder: a note
-                if str(path) in named:
-                    problems.add(path, why, kind="not-a-metaphase")
-                else:
+            if problem:  # not a metaphase and found in a folder: a note; else a problem (the user asked for it)
+                kind, why = problem
+                if kind == "not-a-metaphase" and str(path) not in named:
                     not_metaphases.append({"file": str(path), "why": why})
-                bar.update(1)
-                continue
-            why = polarity_problem(getattr(predictor, "stain", None), arr)
-            if why:
-                problems.add(path, why, kind="wrong-stain")
+                else:
+                    problems.add(path, why, kind=kind)
                 bar.update(1)
                 continue
             batch.append((Path(path), arr, image_record(info, pixel_size_um)))

@@ -14,6 +14,13 @@ import platform
 import sys
 from pathlib import Path
 
+from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
+
+#: the two protocols each table reports, by their key in ``<table>.json``: the paper's ("under the
+#: confidence score threshold of 0.5") and COCO's (no threshold)
+PAPER, COCO = str(float(PAPER_SCORE_THRESHOLD)), str(0.0)
+THRESHOLDS = {PAPER: PAPER_SCORE_THRESHOLD, COCO: 0.0}
+
 #: Table I of the paper: (AP, AP@0.5, AP@0.75) per (network, mode); the paper's "ERMUR" is ermr.
 PAPER_TABLE1 = {
     ("snake", "multi"): (47.01, 58.26, 56.95), ("snake", "binary"): (64.16, 80.87, 77.83),
@@ -75,7 +82,7 @@ def run_table(table: str, checkpoints: dict[str, str], gt, work_dir, out_dir, de
     annotated set (e.g. BioImLab's test split, no classes) scored class-agnostically as an extra column."""
     from chromoseg.data.coco import load_coco, resolve_image_path
     from chromoseg.engine.evaluate import evaluate
-    from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
+    from chromoseg.engine.predict import Predictor, predict_paths
 
     spec = TABLES[table]
     missing = [v for v in spec["variants"] if v not in checkpoints]
@@ -91,15 +98,17 @@ def run_table(table: str, checkpoints: dict[str, str], gt, work_dir, out_dir, de
     rows = {}
     for v in spec["variants"]:
         ck = Path(checkpoints[v])
-        # all detections after mask NMS; the evaluation applies the score threshold
-        pred = Predictor.from_checkpoint(ck, InferenceConfig(score_threshold=0.0), device=device)
+        # the paper's rule (class scores, each chromosome's own class), whatever the file recommends; all
+        # detections after mask NMS: the evaluation applies each protocol's score threshold
+        pred = Predictor.from_checkpoint(ck, {"score": "class", "classes": "independent", "score_threshold": 0.0},
+                                         device=device)
         pdir = Path(work_dir) / table / v
         predict_paths(pred, paths, pdir, batch_size=batch_size, overlays=False, label_images=False, karyotype=False,
                       progress=progress)
         res = {}
-        for thr in (0.5, 0.0):
+        for key, thr in THRESHOLDS.items():
             rep = evaluate(gt, pdir / "results.json", score_threshold=thr, modes=spec["modes"], iou_types=("segm",))
-            res[str(thr)] = {m: {k: rep["metrics"][m]["segm"][k] for k in ("AP", "AP50", "AP75")} for m in spec["modes"]}
+            res[key] = {m: {k: rep["metrics"][m]["segm"][k] for k in ("AP", "AP50", "AP75")} for m in spec["modes"]}
         rows[v] = {"checkpoint": str(ck), "training": _training_summary(ck), "results": res,
                    "predictions": str(pdir / "results.json")}
         if extra is not None:
@@ -107,10 +116,10 @@ def run_table(table: str, checkpoints: dict[str, str], gt, work_dir, out_dir, de
             predict_paths(pred, extra, bdir, batch_size=batch_size, overlays=False, label_images=False,
                           karyotype=False, progress=progress)
             rows[v]["binary_extra"] = {}
-            for thr in (0.5, 0.0):
+            for key, thr in THRESHOLDS.items():
                 rep = evaluate(binary_gt, bdir / "results.json", score_threshold=thr, modes=("binary",),
                                iou_types=("segm",))
-                rows[v]["binary_extra"][str(thr)] = {k: rep["metrics"]["binary"]["segm"][k] for k in ("AP", "AP50", "AP75")}
+                rows[v]["binary_extra"][key] = {k: rep["metrics"]["binary"]["segm"][k] for k in ("AP", "AP50", "AP75")}
     report = {"table": table, "title": spec["title"], "ground_truth": str(gt), "images": len(paths),
               "binary_ground_truth": str(binary_gt) if binary_gt is not None else None,
               "instances": sum(1 for a in data["annotations"] if not a.get("iscrowd")),
@@ -138,15 +147,15 @@ def table_markdown(report: dict, spec: dict) -> str:
              f"- data: `{report['ground_truth']}` ({report['images']} images, {report['instances']} instances; "
              "chromoseg's fixed slide split)",
              f"- hardware: {report['hardware']}; date: {report['date']}",
-             "- metric: mask AP ×100 (pycocotools), 'paper' = under the 0.5 confidence threshold as in the paper's "
-             "tables; 'COCO' = no threshold", ""]
+             f"- metric: mask AP ×100 (pycocotools), 'paper' = under the {PAPER_SCORE_THRESHOLD:g} confidence threshold "
+             "as in the paper's tables; 'COCO' = no threshold", ""]
     head = "| network | mode | AP | AP@0.5 | AP@0.75 | AP (COCO) | paper AP | paper AP@0.5 | paper AP@0.75 |"
     lines += [head, "|---|---|---|---|---|---|---|---|---|"]
     for mode in spec["modes"]:
         for v in spec["variants"]:
             r = report["rows"][v]["results"]
-            p = r["0.5"][mode]
-            c = r["0.0"][mode]
+            p = r[PAPER][mode]
+            c = r[COCO][mode]
             key = (v, mode) if isinstance(next(iter(spec["paper"])), tuple) else v
             pp = spec["paper"].get(key, (None, None, None))
             lines.append(f"| {ROW_NAMES.get(v, v)} | {mode} | {_pct(p['AP'])} | {_pct(p['AP50'])} | {_pct(p['AP75'])} | "
@@ -157,8 +166,8 @@ def table_markdown(report: dict, spec: dict) -> str:
                   "| network | AP | AP@0.5 | AP@0.75 | AP (COCO) |", "|---|---|---|---|---|"]
         for v in spec["variants"]:
             b = report["rows"][v]["binary_extra"]
-            lines.append(f"| {ROW_NAMES.get(v, v)} | {_pct(b['0.5']['AP'])} | {_pct(b['0.5']['AP50'])} | "
-                         f"{_pct(b['0.5']['AP75'])} | {_pct(b['0.0']['AP'])} |")
+            lines.append(f"| {ROW_NAMES.get(v, v)} | {_pct(b[PAPER]['AP'])} | {_pct(b[PAPER]['AP50'])} | "
+                         f"{_pct(b[PAPER]['AP75'])} | {_pct(b[COCO]['AP'])} |")
     lines += ["", "Checkpoints and how they were trained:", ""]
     for v in spec["variants"]:
         row = report["rows"][v]
