@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     e.add_argument("--default-proposals", type=positive_int, default=None, metavar="N",
                    help="region proposals per image `predict` keeps after the RPN with this model unless "
                         "--proposals is given (default: the model's own, 300); choose it on a validation split")
+    e.add_argument("--default-rescore", choices=["on", "off"], default=None,
+                   help="whether `predict` scores each detection on its own final box with this model unless "
+                        "--rescore is given (default: off, the paper's scoring); choose it on a validation split")
     e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
                    help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
                         "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
@@ -47,6 +50,8 @@ def cmd_export(args) -> int:
                                   ("default_classes", args.default_classes)) if v}
         if args.default_score_threshold is not None:
             meta["default_score_threshold"] = str(args.default_score_threshold)
+        if args.default_rescore is not None:
+            meta["default_rescore"] = "true" if args.default_rescore == "on" else "false"
         if args.default_proposals is not None:
             meta["default_proposals"] = str(args.default_proposals)
         info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)

@@ -145,7 +145,8 @@ def _cmd_predict(args) -> int:
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
                           crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp,
-                          frame={"auto": None, "on": True, "off": False}[args.frame])
+                          frame={"auto": None, "on": True, "off": False}[args.frame],
+                          rescore={"auto": None, "on": True, "off": False}[args.rescore])
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -228,6 +229,10 @@ def register(sub) -> None:
                    help="crop each image to its metaphase (plus a margin) before resizing it to the network's input, "
                         "so chromosome size does not depend on how the camera framed the cell; auto (default) = as the "
                         "model was trained (on for models trained with `chromoseg train --frame`)")
+    p.add_argument("--rescore", default="auto", choices=["auto", "on", "off"],
+                   help="score each detection on its own final rotated box rather than on the proposal it came from "
+                        "(long chromosomes' proposals score low; ours, not the paper's); auto (default) = the model "
+                        "file's recommendation (on for the shipped G-band model), else off")
     p.add_argument("--amp", default=InferenceConfig.amp, choices=AMP_MODES,
                    help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
                         "AMX; about 1.5x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "

@@ -243,7 +243,7 @@ class Predictor:
         if build.proposals is not None:
             rpn = dict(rpn_post_nms_top_n_test=build.proposals, rpn_pre_nms_top_n_test=max(600, build.proposals))
         model = load_model(path, device=device, box_detections_per_img=build.top_k, box_score_thresh=0.05,
-                           box_score_mode=build.score, **rpn)
+                           box_score_mode=build.score, box_rescore=build.rescore, **rpn)
         try:
             pred = cls(model, cfg, device, recommended=meta)
         except ValueError as err:

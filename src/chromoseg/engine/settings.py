@@ -18,13 +18,16 @@ from typing import Any, Mapping
 PAPER_SCORE_THRESHOLD = 0.5
 
 #: the paper's rule for the settings a model file may recommend (what an unset one becomes without a
-#: recommendation): class probabilities as scores, each chromosome's own most probable class
-PAPER_RULE = {"score": "class", "score_threshold": PAPER_SCORE_THRESHOLD, "classes": "independent"}
+#: recommendation): class probabilities as scores, each chromosome's own most probable class, each
+#: detection scored on the proposal it was regressed from
+PAPER_RULE = {"score": "class", "score_threshold": PAPER_SCORE_THRESHOLD, "classes": "independent",
+              "rescore": False}
 
 #: setting -> the metadata key that carries a model file's recommendation for it (``chromoseg export
 #: --default-score``, ...); ``frame``: the model's own framing (trained with ``--frame``)
 RECOMMENDATION_KEYS = {"score": "default_score", "score_threshold": "default_score_threshold",
-                       "classes": "default_classes", "proposals": "default_proposals", "frame": "frame"}
+                       "classes": "default_classes", "proposals": "default_proposals", "frame": "frame",
+                       "rescore": "default_rescore"}
 
 SCORES = ("class", "object")
 CLASS_RULES = ("independent", "karyotype")
@@ -66,11 +69,15 @@ class InferenceConfig:
     #: does not depend on how the camera framed the cell (``chromoseg.ops.frame_box``); None = the
     #: model's own setting (on for models trained with ``--frame``)
     frame: bool | None = None
+    #: score each detection by the box head run again on its own final rotated box, not on the
+    #: proposal it was regressed from (``RotatedRoIHeads.rescore_detections``; ours, not the paper's:
+    #: long chromosomes' proposals score low). None = the model file's ``default_rescore``, else off
+    rescore: bool | None = None
 
 
 #: the settings fixed when a model is loaded (its heads' candidates, its RPN, its input framing): a
 #: per-call change of these would change the model, so ``Predictor.__call__`` refuses one
-LOAD_TIME_SETTINGS = ("top_k", "score", "proposals", "frame")
+LOAD_TIME_SETTINGS = ("top_k", "score", "proposals", "frame", "rescore")
 
 
 def _overrides(overrides: InferenceConfig | Mapping[str, Any] | None) -> dict:
@@ -118,6 +125,7 @@ def resolve_settings(recommended: Mapping[str, Any] | None = None,
     if cfg.proposals is not None:
         cfg.proposals = int(cfg.proposals)
     cfg.frame = _as_bool(cfg.frame) if cfg.frame is not None else False
+    cfg.rescore = _as_bool(cfg.rescore)
     _check(cfg)
     return cfg
 

@@ -61,7 +61,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                box_score_mode: str = "class",
+                box_score_mode: str = "class", box_rescore: bool = False,
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int | list[int] = 16,
@@ -80,7 +80,9 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     (6 = the paper; files exported before 2026-11-30 used 5 and are read as such).
     ``box_score_mode``: the RoI heads' inference candidates, "class" (one per RoI and class, the paper)
     or "object" (one per RoI, scored 1 - P(background); ``RotatedRoIHeads``; the other variants ignore
-    it); an inference setting, not saved in the model's config.
+    it); an inference setting, not saved in the model's config. ``box_rescore``: score each final
+    detection on its own regressed rotated box (``RotatedRoIHeads.rescore_detections``; the other
+    variants ignore it); likewise an inference setting.
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
     (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``);
     ``crop_classifier_members`` > 1: an ensemble of that many; ``crop_classifier_width`` a list: an
@@ -193,7 +195,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
             MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head, mask_predictor,
             batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, hr=sw["hr"],
-            hr_fusion=hr_fusion, score_mode=box_score_mode)
+            hr_fusion=hr_fusion, score_mode=box_score_mode, rescore=box_rescore)
         config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
     model = ChromoRCNN(body, rpn, heads, transform, variant=v, config=config)
     if crop_classifier:

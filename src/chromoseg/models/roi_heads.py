@@ -235,7 +235,7 @@ class RotatedRoIHeads(nn.Module):
                  positive_fraction=0.25, rbox_weights=(10.0, 10.0, 5.0, 5.0, 5.0),
                  hbox_weights=(10.0, 10.0, 5.0, 5.0), score_thresh=0.05, nms_thresh=0.5,
                  detections_per_img=100, hr: bool = False, hr_fusion: bool = True, box_beta: float = 1.0,
-                 score_mode: str = "class"):
+                 score_mode: str = "class", rescore: bool = False):
         super().__init__()
         if score_mode not in ("class", "object"):
             raise ValueError(f"score_mode {score_mode!r}: use 'class' or 'object'")
@@ -256,6 +256,9 @@ class RotatedRoIHeads(nn.Module):
         #: class is unsure (no class above the threshold) and spends ``detections_per_img`` on
         #: chromosomes, not on one chromosome's runner-up classes. Training is the same in both.
         self.score_mode = score_mode
+        #: inference only: score each final detection on its own regressed rotated box
+        #: (:meth:`rescore_detections`) instead of on the proposal it was regressed from.
+        self.rescore = rescore
         #: inference only: detections scored below it are dropped after NMS and H&R fusion, before the
         #: mask head (0 = none). ``Predictor`` sets it, for its own call only, just under the score
         #: threshold that its rule applies after mask NMS anyway (object scores): fewer masks, same result.
@@ -323,6 +326,8 @@ class RotatedRoIHeads(nn.Module):
         if not self.training:
             with no_autocast(class_logits):
                 dets = self.postprocess_boxes(class_logits, rreg, hreg, proposals, image_shapes)
+            if self.rescore:
+                dets = self.rescore_detections(features, dets, image_shapes)
             if self.mask_score_thresh > 0:
                 dets = [{k: v[r["scores"] >= self.mask_score_thresh] for k, v in r.items()} for r in dets]
             return self.postprocess_masks(features, dets, image_shapes), {}
@@ -432,6 +437,32 @@ class RotatedRoIHeads(nn.Module):
                 res["hboxes"] = hb[idx]
             results.append(res)
         return results
+
+    def rescore_detections(self, features, results, image_shapes):
+        """Each detection's class probabilities from the box head run once more, on the detection's
+        own final rotated box (``rboxes``), replacing those of the proposal it came from (ours, not the
+        paper's; like a one-stage cascade without a second regressor). A long, thin chromosome's
+        proposals overlap its rotated truth poorly (rotated IoU falls fast with a small turn), so the
+        head, trained to call RoIs under IoU 0.5 background, gives them low scores although their
+        regressed boxes fit. ``scores`` become the new probability of the detection's label (class
+        mode) or 1 - P(background) (object mode), ``class_scores`` the new 24 probabilities; boxes,
+        labels and order are kept. Measured: ``benchmarks/results/gband.md`` (2026-12-07, rescoring)."""
+        rboxes = [r["rboxes"] for r in results]
+        counts = [b.shape[0] for b in rboxes]
+        if not sum(counts):
+            return results
+        x = self.box_head(self.box_roi_pool(features, rboxes, image_shapes))
+        probs = F.softmax(self.box_predictor(x)[0].float(), -1)
+        out = []
+        for r, p in zip(results, probs.split(counts)):
+            r = dict(r)
+            if self.score_mode == "object":
+                r["scores"] = 1.0 - p[:, 0]
+            else:
+                r["scores"] = p.gather(1, r["labels"].view(-1, 1).to(torch.int64)).view(-1)
+            r["class_scores"] = p[:, 1:]
+            out.append(r)
+        return out
 
     def postprocess_masks(self, features, results, image_shapes):
         final_rboxes = [r["rboxes"] for r in results]
