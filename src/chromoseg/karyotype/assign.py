@@ -13,7 +13,9 @@ matching (``scipy.optimize.linear_sum_assignment``) of chromosomes to *class slo
   another one into its class).
 
 The sex chromosomes get 2 X and 1 Y slots whatever the cell's sex (a female cell simply leaves the
-Y slot empty, a male cell one X slot). Chromosomes without ``class_scores`` keep their class.
+Y slot empty, a male cell one X slot). Chromosomes without ``class_scores`` keep their class, and so
+do the detections that are not chromosomes (:func:`chromoseg.karyotype.counts.not_chromosomes`: a
+nucleus): they take no slot, so a nucleus called "2" cannot push a real 2 into another class.
 """
 from __future__ import annotations
 
@@ -61,11 +63,15 @@ def assign_classes(class_scores, gain_penalty: float = GAIN_PENALTY, extra: int 
     return out
 
 
-def assign_instances(instances: list[dict], **kw) -> list[dict]:
+def assign_instances(instances: list[dict], exclude_non_chromosomes: bool = True, **kw) -> list[dict]:
     """Copies of one metaphase's instances with ``category_id`` from :func:`assign_classes` (the
     per-chromosome argmax kept as ``category_id_independent``); instances without
-    ``class_scores`` are left as they are."""
-    idx = [i for i, inst in enumerate(instances) if inst.get("class_scores") is not None]
+    ``class_scores``, and those :func:`chromoseg.karyotype.counts.not_chromosomes` leaves out (unless
+    ``exclude_non_chromosomes`` is False), are left as they are and take no class slot."""
+    from chromoseg.karyotype.counts import not_chromosomes
+
+    skip = not_chromosomes(instances) if exclude_non_chromosomes else {}
+    idx = [i for i, inst in enumerate(instances) if inst.get("class_scores") is not None and i not in skip]
     out = [dict(inst) for inst in instances]
     if not idx:
         return out

@@ -16,11 +16,26 @@ Rules (all thresholds are arguments of :func:`count_karyotype`):
   with ``?`` (``45,XY,-?8``); when more than ``max_listed`` (8) classes depart from the expected
   count the result is no karyotype call and the summary is only ``total,sex,?`` (flag ``no_call``).
 
+**Not a chromosome** (:func:`not_chromosomes`): a model's detection (it has a ``score``) that is a
+large compact blob - an area at least ``NUCLEUS_AREA_RATIO`` (2.5) times the median area of the
+metaphase's other instances and a solidity (area / convex hull area) of at least
+``NUCLEUS_SOLIDITY`` (0.9) - is an interphase nucleus or a piece of one (most are cut by the image's
+edge), not a chromosome: no chromosome is that much larger than the metaphase's typical one and
+that filled out at once. It is left out of every count, the total and the summary, and named in the
+flag ``not_chromosome``; ``KaryotypeCounts.excluded`` keeps its index and why (and
+:func:`chromoseg.karyotype.assign.assign_instances` gives it no class slot). Chosen on the CIL
+validation split (``benchmarks/results/nucleus_rule.md``): with the shipped G-band model it leaves
+out 6 detections, all nuclei or pieces of nuclei, and none that matches an annotated chromosome
+(whose largest are at most 0.86 solid, the most solid at most 1.9 x the median); smaller pieces of
+nuclei (1.5-2.3 x) stay. It needs masks and at
+least ``NUCLEUS_MIN_INSTANCES`` (10) other instances with masks; instances without a score
+(annotations, a reviewer's confirmed chromosomes) are never left out.
+
 Flags (weak evidence, each ``code: message``): ``low_score`` (weak chromosomes by score),
 ``unsure_class`` (small class margin), ``unassigned`` (chromosomes without a class), ``count``
 (total more than ``max_count_deviation`` = 2 from 46), ``class_count`` (a class with 0 or >= 4
 chromosomes: more likely a mistake than a real nullisomy/tetrasomy), ``sex`` (no X, or more than 3
-sex chromosomes), ``no_call`` (see above), ``inconsistent`` (unassigned chromosomes make the summary's list not add up).
+sex chromosomes), ``not_chromosome`` (see above), ``no_call`` (see above), ``inconsistent`` (unassigned chromosomes make the summary's list not add up).
 ``findings`` lists the departures from a normal 46,XX / 46,XY (what a reader should look at even when
 the evidence is strong).
 """
@@ -34,6 +49,10 @@ from chromoseg.karyotype.iscn import AUTOSOMES, X_ID, Y_ID, format_iscn, id_to_c
 
 MIN_SCORE = 0.7
 MIN_MARGIN = 0.2
+#: the not-a-chromosome rule (:func:`not_chromosomes`), chosen on the CIL validation split
+NUCLEUS_AREA_RATIO = 2.5
+NUCLEUS_SOLIDITY = 0.9
+NUCLEUS_MIN_INSTANCES = 10
 
 
 @dataclass
@@ -47,6 +66,8 @@ class KaryotypeCounts:
     weak: list[int] = field(default_factory=list)  # indices of weak instances
     flags: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    #: indices of the instances left out as not chromosomes -> why (:func:`not_chromosomes`)
+    excluded: dict[int, str] = field(default_factory=dict)
 
     @property
     def flagged(self) -> bool:
@@ -64,6 +85,7 @@ class KaryotypeCounts:
             "summary": self.summary,
             "unassigned": self.unassigned,
             "n_weak": len(self.weak),
+            "n_not_chromosome": len(self.excluded),
             "flags": "; ".join(self.flags),
             "findings": "; ".join(self.findings),
         }
@@ -103,6 +125,64 @@ def instance_weakness(inst: dict, min_score: float = MIN_SCORE, min_margin: floa
     return out
 
 
+def mask_area(mask) -> int | None:
+    """Pixels of a mask (None for an instance without one)."""
+    if mask is None:
+        return None
+    return int(np.count_nonzero(mask))
+
+
+def solidity(mask) -> float:
+    """Area / area of the convex hull of all the mask's pixels (pixel-counted, so 1.0 for a convex
+    shape, about 0.9 for a straight chromosome, 0.5-0.8 for a bent one or a cluster)."""
+    import cv2
+
+    m = np.asarray(mask).astype(bool)
+    ys, xs = np.nonzero(m)
+    if ys.size == 0:
+        return 0.0
+    y0, x0 = ys.min(), xs.min()
+    crop = np.ascontiguousarray(m[y0:ys.max() + 1, x0:xs.max() + 1], dtype=np.uint8)
+    cnts, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = np.zeros_like(crop)
+    cv2.fillPoly(hull, [cv2.convexHull(np.vstack(cnts))], 1)
+    return float(ys.size) / max(int(hull.sum()), 1)
+
+
+def not_chromosomes(instances: list[dict], *, area_ratio: float = NUCLEUS_AREA_RATIO,
+                    min_solidity: float = NUCLEUS_SOLIDITY, min_instances: int = NUCLEUS_MIN_INSTANCES) -> dict[int, str]:
+    """The instances of one metaphase that are not chromosomes (see the module docstring): index ->
+    why, e.g. ``"large compact blob at (412, 35): 7,292 px = 4.9 x the metaphase's median, solidity
+    0.97 (a nucleus?)"``. Only a model's detections (with a ``score``) and ``mask`` are judged,
+    against the median mask area of the metaphase's other instances."""
+    areas = [mask_area(inst.get("mask")) for inst in instances]
+    have = [i for i, a in enumerate(areas) if a]
+    if len(have) < min_instances + 1:
+        return {}
+    out: dict[int, str] = {}
+    for i in have:
+        if instances[i].get("score") is None:
+            continue
+        others = [areas[j] for j in have if j != i]
+        median = float(np.median(others))
+        ratio = areas[i] / max(median, 1.0)
+        if ratio < area_ratio:
+            continue
+        sol = solidity(instances[i]["mask"])
+        if sol < min_solidity:
+            continue
+        ys, xs = np.nonzero(instances[i]["mask"])
+        out[i] = (f"large compact blob at ({int(xs.mean())}, {int(ys.mean())}): {areas[i]:,} px = {ratio:.1f} x the "
+                  f"metaphase's median, solidity {sol:.2f} (a nucleus?)")
+    return out
+
+
+def chromosomes_only(instances: list[dict], **kw) -> list[dict]:
+    """The instances without those :func:`not_chromosomes` leaves out (what a karyogram should show)."""
+    gone = not_chromosomes(instances, **kw)
+    return [inst for i, inst in enumerate(instances) if i not in gone]
+
+
 def expected_for_sex(n_y: int) -> dict[int, int]:
     exp = {c: 2 for c in AUTOSOMES}
     exp[X_ID], exp[Y_ID] = (1, 1) if n_y > 0 else (2, 0)
@@ -117,14 +197,19 @@ def count_karyotype(
     max_count_deviation: int = 2,
     max_unassigned: int = 0,
     max_listed: int = 8,
+    exclude_non_chromosomes: bool = True,
 ) -> KaryotypeCounts:
-    """Count the chromosomes of one metaphase and summarise them (see the module docstring)."""
+    """Count the chromosomes of one metaphase and summarise them (see the module docstring).
+    ``exclude_non_chromosomes=False`` counts every instance (no :func:`not_chromosomes` rule)."""
     counts = {c: 0 for c in range(1, 25)}
     unassigned = 0
     weak: list[int] = []
     n_low = n_unsure = 0
     questioned: set[int] = set()
+    excluded = not_chromosomes(instances) if exclude_non_chromosomes else {}
     for i, inst in enumerate(instances):
+        if i in excluded:
+            continue
         c = int(inst.get("category_id") or 0)
         if 1 <= c <= 24:
             counts[c] += 1
@@ -140,7 +225,7 @@ def count_karyotype(
             c2 = second_class(inst.get("class_scores"))
             if c2 is not None:
                 questioned.add(c2)
-    total = len(instances)
+    total = len(instances) - len(excluded)
     n_x, n_y = counts[X_ID], counts[Y_ID]
     sex = sex_call(n_x, n_y)
     expected = expected_for_sex(n_y)
@@ -151,6 +236,9 @@ def count_karyotype(
         summary = format_iscn(counts, total=total, questioned=questioned & _deviating(counts))
 
     flags: list[str] = []
+    if excluded:
+        flags.append(f"not_chromosome: {len(excluded)} instance(s) left out of the counts as not chromosomes: "
+                     + "; ".join(excluded.values()))
     if n_low:
         flags.append(f"low_score: {n_low} chromosome(s) with score < {min_score:g}")
     if n_unsure:
@@ -186,6 +274,7 @@ def count_karyotype(
         weak=weak,
         flags=flags,
         findings=findings,
+        excluded=excluded,
     )
 
 

@@ -34,7 +34,13 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
                       truth: str | None = None, chrom_height: int = 150, invert: bool | None = None,
                       min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN, overlay: bool = True) -> dict:
     """Count, summarise and draw one metaphase; writes ``stem.karyogram.png`` (and ``stem.overlay.png``)
-    into ``out_dir`` and returns the report row (see :mod:`chromoseg.karyotype.report`)."""
+    into ``out_dir`` and returns the report row (see :mod:`chromoseg.karyotype.report`).
+
+    Instances the not-a-chromosome rule leaves out (:func:`chromoseg.karyotype.counts.not_chromosomes`:
+    a large compact blob, a nucleus) are in no count, not in the karyogram, drawn grey with ``?`` in
+    the overlay, named in the ``not_chromosome`` flag, listed in the row's ``not_chromosomes``
+    ({index: why}) and marked on the instance dicts themselves (``inst["not_chromosome"] = why``),
+    so that a caller that keeps the instances keeps the mark."""
     from chromoseg.karyotype.counts import count_karyotype
     from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
     from chromoseg.karyotype.layout import render_karyogram, save_png
@@ -48,15 +54,20 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
         except ValueError:
             truth_summary = None
     counts = count_karyotype(instances, min_score=min_score, min_margin=min_margin)
-    kg = render_karyogram(image, instances, title=f"{name}   {counts.summary}", chrom_height=chrom_height,
+    for i, why in counts.excluded.items():
+        instances[i]["not_chromosome"] = why
+    chromosomes = [inst for i, inst in enumerate(instances) if i not in counts.excluded]
+    kg = render_karyogram(image, chromosomes, title=f"{name}   {counts.summary}", chrom_height=chrom_height,
                           invert=invert, min_score=min_score, min_margin=min_margin)
     flags = list(counts.flags)
     if truth_summary is not None and truth_summary.replace("?", "") != counts.summary.replace("?", ""):
         flags.append(truth_flag(counts.summary, truth, truth_summary))
     row = {"image": name, "truth": truth, "truth_summary": truth_summary, "flags": flags, "counts": counts,
-           "karyogram": str(save_png(out_dir / f"{stem}.karyogram.png", kg))}
-    if overlay:
-        ov = render_overlay(image, instances, min_score=min_score, min_margin=min_margin)
+           "karyogram": str(save_png(out_dir / f"{stem}.karyogram.png", kg)),
+           "not_chromosomes": dict(counts.excluded)}
+    if overlay:  # what was left out stays visible: grey, labelled "?"
+        shown = [{**inst, "category_id": 0} if i in counts.excluded else inst for i, inst in enumerate(instances)]
+        ov = render_overlay(image, shown, min_score=min_score, min_margin=min_margin)
         row["overlay"] = str(save_png(out_dir / f"{stem}.overlay.png", ov))
     return row
 
