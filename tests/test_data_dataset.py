@@ -79,3 +79,22 @@ def test_crowd_regions_left_out_by_default(tmp_path):
     path.write_text(json.dumps(data))
     assert ChromosomeDataset(path)[0][1]["labels"].tolist() == [1]
     assert ChromosomeDataset(path, keep_crowd=True)[0][1]["labels"].tolist() == [1, 2]
+
+
+def test_cache_keeps_masks_one_bit_per_pixel_and_gives_the_same_samples(tmp_path):
+    from chromoseg.data.dataset import _PackedMasks
+    from chromoseg.data.transforms import Resize
+
+    path = write_set(tmp_path, size=(50, 70))  # 2 x 50 x 70 mask bits: not a multiple of 8 per mask
+    plain = ChromosomeDataset(path, transforms=Resize((40, 56)))
+    cached = ChromosomeDataset(path, transforms=Resize((40, 56)), cache=True)
+    want_img, want = plain[0]
+    for _ in range(2):  # the first read fills the cache, the second comes from it
+        img, t = cached[0]
+        assert torch.equal(img, want_img) and set(t) == set(want)
+        for k in want:
+            assert torch.equal(t[k], want[k]), k
+    packed = cached._cache[0][1]["masks"]
+    assert isinstance(packed, _PackedMasks) and packed.bits.nbytes == -(-2 * 40 * 56 // 8)
+    t["masks"][0, 0, 0] = 7  # a caller's change does not reach the cache
+    assert cached[0][1]["masks"][0, 0, 0] == want["masks"][0, 0, 0]

@@ -36,7 +36,7 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             default they are left out, as in torchvision's detection references.
         cache: keep each image and its target in memory after decoding and after the deterministic
             leading transforms (``Resize``), so that later epochs only run the random augmentations
-            (same samples as without the cache; about 0.2 MB per chromosome at 640 x 512).
+            (same samples as without the cache; masks kept one bit per pixel).
 
     Broken annotations are left out when the file is loaded (``self.problems`` lists them); an image
     that cannot be read raises :class:`~chromoseg.data.io.ImageReadError` naming the file.
@@ -142,7 +142,9 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             for t in self._fixed:
                 item = t(*item)
             if self.cache:
-                self._cache[index] = item
+                self._cache[index] = _pack_masks(item)
+        else:
+            item = _unpack_masks(item)
         image, target = item
         return image, dict(target)  # the random transforms never modify their inputs in place
 
@@ -159,6 +161,37 @@ class ChromosomeDataset(torch.utils.data.Dataset):
             heat = torch.zeros((H, W), dtype=torch.float32)
         target["endpoint_heatmap"] = heat[None].float()
         return image, target
+
+
+class _PackedMasks:
+    """Binary instance masks kept in the cache one bit per pixel (``np.packbits``): a framed CIL
+    metaphase's 46 masks take ~3 MB instead of ~25 MB, so a training set of 900 metaphases fits."""
+
+    __slots__ = ("bits", "shape", "dtype")
+
+    def __init__(self, masks: torch.Tensor):
+        self.shape, self.dtype = tuple(masks.shape), masks.dtype
+        self.bits = np.packbits(masks.cpu().numpy().astype(bool, copy=False).reshape(-1))
+
+    def unpack(self) -> torch.Tensor:
+        n = int(np.prod(self.shape))
+        return torch.from_numpy(np.unpackbits(self.bits, count=n).reshape(self.shape)).to(self.dtype)
+
+
+def _pack_masks(item):
+    """``(image, target)`` with binary ``masks`` packed for the cache (other masks are kept as they are)."""
+    image, target = item
+    m = target.get("masks")
+    if isinstance(m, torch.Tensor) and m.numel() and m.dtype in (torch.uint8, torch.bool) and int(m.max()) <= 1:
+        target = dict(target, masks=_PackedMasks(m))
+    return image, target
+
+
+def _unpack_masks(item):
+    image, target = item
+    if isinstance(target.get("masks"), _PackedMasks):
+        target = dict(target, masks=target["masks"].unpack())
+    return image, target
 
 
 def _split_transforms(transforms) -> tuple[list, list]:
