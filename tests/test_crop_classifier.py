@@ -65,7 +65,17 @@ def test_training_learns_lengths(tmp_path):
     model, hist = fit_crop_classifier(train, val, epochs=6, lr=5e-3, batch=16, progress=False)
     acc = float((predict_probs(model, val).argmax(1) == val["labels"]).float().mean())
     assert acc > 0.9 and len(hist) == 6 and max(h["val_accuracy"] for h in hist) == pytest.approx(acc)
-    assert 0.0 <= joint_accuracy(predict_probs(model, val), val) <= 1.0
+    # joint accuracy: classes assigned per metaphase (about two per autosome), each image on its own
+    probs = torch.full((5, 24), 0.002)
+    probs[0, 0] = probs[1, 0] = 0.9  # image 0: two sure 1s ...
+    probs[2, 0], probs[2, 1] = 0.5, 0.45  # ... and a 2 that looks a little more like a third 1
+    probs[3:, 0], probs[3:, 2] = 0.6, 0.35  # image 1: two fairly sure 1s
+    probs = probs / probs.sum(1, keepdim=True)
+    cells = {"labels": torch.tensor([0, 0, 1, 0, 0]), "image": torch.tensor([0, 0, 0, 1, 1])}
+    assert int((probs.argmax(1) == cells["labels"]).sum()) == 4  # each on its own: the 2 is taken for a 1
+    assert joint_accuracy(probs, cells) == 1.0  # a third 1 in image 0 is unlikely: it becomes the 2
+    # taken as one metaphase, four 1s: two of them lose their class
+    assert joint_accuracy(probs, {**cells, "image": torch.zeros(5, dtype=torch.long)}) == 0.6
 
 
 def test_attach_export_load_and_predict_use_it(tmp_path):

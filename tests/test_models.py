@@ -274,9 +274,39 @@ def test_hr_fusion_empty():
     assert idx.numel() == 0 and use_h.numel() == 0
 
 
-def test_hr_fusion_switch():
-    model = small_model("erm3", hr_fusion=False)
-    assert model.roi_heads.hr and not model.roi_heads.hr_fusion
+def _hr_recovery_case():
+    """RoI heads inputs where rotated NMS removes candidate B (its rotated box overlaps A's) while B's
+    axis-aligned box lies 80 px away, isolated: H&R fusion recovers B, without fusion only A is left."""
+    proposals = [torch.tensor([[40.0, 40, 30, 6, 0], [41.0, 40, 30, 6, 0]])]  # B overlaps A (rotated IoU ~0.9)
+    logits = torch.full((2, 25), -10.0)
+    logits[:, 1] = 10.0  # both: class 1, sure
+    logits[0, 1] = 11.0  # A ranks first
+    rreg = torch.zeros(2, 25 * 5)
+    hreg = torch.zeros(2, 25 * 4)
+    hreg[1, 4] = 10.0 * 80 / 30  # B's class-1 hbox moved 80 px right (coder weight 10, width 30)
+    return logits, rreg, hreg, proposals
+
+
+def test_hr_fusion_switch(tmp_path):
+    """The switch as ``bench_hr_ablation`` uses it (``load_model(path, hr_fusion=False)``) and as a
+    model file records it: the same weights recover the isolated detection only with the fusion on."""
+    from chromoseg.engine.checkpoint import load_model
+
+    cfg = dict(SMALL, variant="erm3", backbone="resnet18", image_size=SIZE, anchor_ratios=(3.0,))
+    torch.save({"model": small_model("erm3").state_dict(), "model_config": cfg}, tmp_path / "on.pt")
+    off_cfg = dict(cfg, hr_fusion=False)
+    torch.save({"model": small_model("erm3", hr_fusion=False).state_dict(), "model_config": off_cfg},
+               tmp_path / "off.pt")
+    logits, rreg, hreg, proposals = _hr_recovery_case()
+    found = {}
+    for name, model in [("default", load_model(tmp_path / "on.pt")),
+                        ("asked off", load_model(tmp_path / "on.pt", hr_fusion=False)),
+                        ("file off", load_model(tmp_path / "off.pt")),
+                        ("built off", small_model("erm3", hr_fusion=False).eval())]:
+        (res,) = model.roi_heads.postprocess_boxes(logits, rreg, hreg, proposals, [(128, 160)])
+        found[name] = res["rboxes"].shape[0]
+    assert found == {"default": 2, "asked off": 1, "file off": 1, "built off": 1}
+    assert small_model("erm3", hr_fusion=False).config["hr_fusion"] is False  # what a saved model records
 
 
 @pytest.mark.parametrize("variant", ["mr", "ermr"])
@@ -370,7 +400,10 @@ def test_endpoint_branch_is_the_papers_six_layers_with_layer5_added_back():
     new, heat = br(OrderedDict(p=x), (40, 48))
     assert torch.allclose(new["p"], x + torch.relu(seen["l5"]))
     assert heat.shape == (1, 1, 40, 48)
-    assert torch.allclose(br.predictor(torch.relu(seen["l5"])).sum(), br.predictor(torch.relu(seen["l5"])).sum())
+    # the heatmap is layer 6 on layer 5's (ReLU) features, resized to the image (one level: no averaging)
+    want = torch.nn.functional.interpolate(br.predictor(torch.relu(seen["l5"])), size=(40, 48), mode="bilinear",
+                                           align_corners=False)
+    assert torch.allclose(heat, want, atol=1e-6) and heat.abs().max() > 0
     assert not torch.allclose(new["p"] - x, torch.zeros_like(x))
 
 
@@ -412,13 +445,7 @@ def test_hr_fusion_runs_inside_the_roi_heads():
     """RotatedRoIHeads.postprocess_boxes with H&R: a candidate that rotated NMS removes but whose
     axis-aligned box is isolated elsewhere is recovered (as an angle-0 box from its hbox) only when
     the fusion is on."""
-    proposals = [torch.tensor([[40.0, 40, 30, 6, 0], [41.0, 40, 30, 6, 0]])]  # B overlaps A (rotated IoU ~0.9)
-    logits = torch.full((2, 25), -10.0)
-    logits[:, 1] = 10.0  # both: class 1, sure
-    logits[0, 1] = 11.0  # A ranks first
-    rreg = torch.zeros(2, 25 * 5)
-    hreg = torch.zeros(2, 25 * 4)
-    hreg[1, 4] = 10.0 * 80 / 30  # B's class-1 hbox moved 80 px right (coder weight 10, width 30)
+    logits, rreg, hreg, proposals = _hr_recovery_case()
     out = {}
     for fusion in (True, False):
         heads = small_model("erm3", hr_fusion=fusion).roi_heads.eval()
