@@ -17,8 +17,9 @@ against the CIL set's CSV totals (exact, mean abs. error), per class against the
 (share of (metaphase, class) pairs right), with the classes chosen again from the saved class scores
 jointly over the detections kept (``chromoseg.karyotype.assign``), as predict at that threshold does
 -- without the rule, with it in the counts only, and with it also in the assignment (a left-out
-detection takes no class slot), which is what predict does now. A sweep over the rule's two thresholds (area ratio to the
-metaphase's median, solidity) shows the room around the chosen ones.
+detection takes no class slot), which is what predict does now. Sweeps over the compact tier's two
+thresholds (area ratio to the metaphase's median, solidity) and over the size-only tier's area ratio
+show the room around the chosen ones.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from bench_gband import annotator_boxes, cil_totals, nucleus_mask  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RATIOS = (1.5, 2.0, 2.5, 3.0, 4.0)
 SOLIDITIES = (0.8, 0.85, 0.9, 0.95)
+SIZE_RATIOS = (3.5, 4.0, 4.5, 5.0, 6.0)
 
 
 def box_iou(a, b) -> float:
@@ -122,6 +124,16 @@ def count_scores(images: list[dict], gt: dict, totals: dict, key: str) -> tuple[
     return exact, n, err / max(n, 1), right, pairs
 
 
+def size_sweep(dets: list[dict]) -> list[tuple]:
+    """The size-only tier: (area ratio, left out, matching a chromosome, matching none, on nucleus_mask)."""
+    rows = []
+    for k in SIZE_RATIOS:
+        sel = [d for d in dets if d["ratio"] >= k]
+        rows.append((k, len(sel), sum(d["iou"] >= 0.5 for d in sel), sum(d["iou"] < 0.5 for d in sel),
+                     sum(bool(d["on_nucleus"]) for d in sel)))
+    return rows
+
+
 def sweep(dets: list[dict]) -> list[tuple]:
     rows = []
     for ratio in RATIOS:
@@ -133,7 +145,7 @@ def sweep(dets: list[dict]) -> list[tuple]:
 
 
 def main(argv=None) -> int:
-    from chromoseg.karyotype.counts import NUCLEUS_AREA_RATIO, NUCLEUS_SOLIDITY
+    from chromoseg.karyotype.counts import NOT_CHROMOSOME_AREA_RATIO, NUCLEUS_AREA_RATIO, NUCLEUS_SOLIDITY
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", type=Path, default=REPO / "datasets" / "gband" / "val.json")
@@ -163,7 +175,8 @@ def main(argv=None) -> int:
              f"- split: `{shown(args.gt)}`, {len(gt['images'])} metaphases, {len(gt['annotations'])} annotated "
              f"chromosome boxes; detections kept at score >= {args.score_threshold:g}",
              f"- rule: area >= {NUCLEUS_AREA_RATIO:g} x the median area of the metaphase's other instances and "
-             f"solidity >= {NUCLEUS_SOLIDITY:g} (and >= 10 other instances, a score, a mask)", ""]
+             f"solidity >= {NUCLEUS_SOLIDITY:g}, or area >= {NOT_CHROMOSOME_AREA_RATIO:g} x that median whatever the "
+             "shape (and >= 10 other instances, a score, a mask)", ""]
     for path in args.results:
         t = time.perf_counter()
         results = json.loads(path.read_text())
@@ -227,6 +240,10 @@ def main(argv=None) -> int:
             cells = [r for r in sw if r[0] == ratio]
             lines.append(f"| {ratio:g} | " + " | ".join(
                 f"{n} / {c} / {o}" + ("" if args.no_nucleus_mask else f" / {nu}") for _, _, n, c, o, nu in cells) + " |")
+        lines += ["", "The size-only tier (area ratio >= k whatever the shape; left out / matching a chromosome / "
+                      "matching none" + ("" if args.no_nucleus_mask else " / on nucleus_mask") + "): "
+                  + "; ".join(f"{k:g} x: {n} / {c} / {o}" + ("" if args.no_nucleus_mask else f" / {nu}")
+                              for k, n, c, o, nu in size_sweep(dets)) + "."]
         lines += ["", f"({time.perf_counter() - t:.0f} s)", ""]
     text = "\n".join(lines) + "\n"
     print(text)

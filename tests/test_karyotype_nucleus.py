@@ -116,6 +116,18 @@ def test_large_but_not_compact_and_compact_but_not_large_stay():
     assert count_karyotype(small).excluded == {}
 
 
+def test_a_blob_larger_than_any_chromosome_is_left_out_whatever_its_shape():
+    """Two touching nuclei (the issue's own example: 5.3 x the median, solidity 0.83): not compact
+    enough for the first tier, too large for any chromosome."""
+    base = metaphase()
+    peanut = disc(400, 640, 31) | disc(452, 668, 31)
+    insts = base + [{"category_id": 2, "mask": peanut, "score": 0.53, "bbox": None}]
+    ratio = areas(insts)[-1] / np.median(areas(base))
+    assert ratio > 5 and solidity(peanut) < 0.9
+    c = count_karyotype(insts)
+    assert list(c.excluded) == [46] and "larger than any chromosome" in c.excluded[46] and c.summary == "46,XX"
+
+
 def test_annotations_and_small_sets_are_not_judged():
     insts = with_nucleus(metaphase())
     insts[-1]["score"] = None  # an annotation or a reviewer's confirmed chromosome: never second-guessed
