@@ -76,6 +76,20 @@ def edit(client, version, **op):
     return client.post("/api/images/1/edit", json={"version": version, **op})
 
 
+def saved(folder: Path) -> dict:
+    """What the store wrote (format 2): ``{"images": {"<id>": review/<id>.json}, "journal": review/journal.jsonl's lines}``."""
+    meta = json.loads((folder / "review.json").read_text())
+    assert meta["format"] == "chromoseg-review" and meta["format_version"] == 2
+    d = folder / "review"
+    images = {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
+    journal = [json.loads(line) for line in (d / "journal.jsonl").read_text().splitlines()]
+    return {"images": images, "journal": journal}
+
+
+def nothing_saved(folder: Path) -> bool:
+    return not (folder / "review.json").exists() and not (folder / "review").exists()
+
+
 def labels(view) -> dict[int, str]:
     return {i["id"]: i["label"] for i in view["instances"]}
 
@@ -112,10 +126,10 @@ def test_class_change_updates_the_karyotype_and_journal(client, folder):
     assert v["version"] == 1 and labels(v)[5] == "Y"
     assert "X" not in v["karyotype"]["summary"].split(",")[1] or v["karyotype"]["sex"] == "Y"
     assert v["karyotype"]["sex"] == "Y" and v["undo"] == "#5: class X -> Y"
-    saved = json.loads((folder / "review.json").read_text())
-    entry = saved["journal"][-1]
+    state = saved(folder)
+    entry = state["journal"][-1]
     assert entry["by"] == "Dr. Ünal" and entry["op"] == "class" and entry["at"].endswith("Z")
-    inst = next(i for i in saved["images"]["1"]["instances"] if i["id"] == 5)
+    inst = next(i for i in state["images"]["1"]["instances"] if i["id"] == 5)
     assert (inst["category_id"], inst["class_by"], inst["model_category_id"]) == (24, "Dr. Ünal", 23)
     # with the page's default user
     v = edit(client, 1, op="class", id=1, category_id=2).json()
@@ -168,8 +182,8 @@ def test_brush_paints_a_missed_chromosome(client, folder):
     v = edit(client, 1, op="brush", stroke=[[float(x), float(y)] for x, y in ring], radius=2, category_id=22).json()
     filled = next(i for i in v["instances"] if i["id"] == 7)
     assert filled["area"] > 3.14 * 15 * 10  # the inside too, not only the 4-px-wide ring
-    saved = json.loads((folder / "review.json").read_text())
-    assert next(i for i in saved["images"]["1"]["instances"] if i["id"] == 6)["drawn_with"] == "brush"
+    state = saved(folder)
+    assert next(i for i in state["images"]["1"]["instances"] if i["id"] == 6)["drawn_with"] == "brush"
     # a drawn chromosome is a confirmed one: its class is not weak evidence
     assert 6 not in v["karyotype"]["weak"]
     v = client.post("/api/images/1/undo", json={"version": 2}).json()
@@ -197,8 +211,8 @@ def test_turn_end_for_end_and_the_straightened_switch(client, folder):
         after = client.get("/api/images/1/karyogram.json", params={"straight": straight, "v": 1}).json()
         q = next(q for q in after["placements"] if q["id"] == 1)
         assert np.allclose(q["top"], p["bottom"], atol=2), (straight, q, p)
-    saved = json.loads((folder / "review.json").read_text())
-    inst = next(i for i in saved["images"]["1"]["instances"] if i["id"] == 1)
+    state = saved(folder)
+    inst = next(i for i in state["images"]["1"]["instances"] if i["id"] == 1)
     assert inst["top_end"] == [round(v, 2) for v in p["bottom"]]
     edit(client, 1, op="reviewed", reviewed=True)
     client.post("/api/export", json={})
@@ -225,7 +239,61 @@ def test_edits_are_saved_and_found_after_a_reload(folder, client):
         assert b["version"] == 2 and b["summary"] == v["karyotype"]["summary"]
         j = c2.get("/api/journal", params={"image_id": 1}).json()["journal"]
         assert [e["op"] for e in j] == ["class", "delete"] and all(e["by"] == "tester" for e in j)
-    assert not list(folder.glob(".review.json.*.tmp"))  # no temporary file left behind
+    assert not list(folder.glob("**/.*.tmp"))  # no temporary file left behind
+
+
+def test_an_edit_writes_only_its_metaphase(tmp_path):
+    """Two metaphases: editing the first leaves the second's file as it was (saving does not grow with
+    the number of edited metaphases), and a journal line cut short by a crash is left out."""
+    folder = make_predict_folder(tmp_path)
+    meta = json.loads((folder / "images.json").read_text())
+    second = dict(meta["images"][0], id=2, file_name=str(tmp_path / "meta2.png"), stem="meta2")
+    (tmp_path / "meta2.png").write_bytes((tmp_path / "meta.png").read_bytes())
+    meta["images"].append(second)
+    (folder / "images.json").write_text(json.dumps(meta))
+    results = json.loads((folder / "results.json").read_text())
+    results += [dict(r, image_id=2, file_name=second["file_name"]) for r in results]
+    (folder / "results.json").write_text(json.dumps(results))
+    store = ReviewStore(folder, user="a")
+    store.edit(2, 0, {"op": "delete", "id": 1})
+    before = (folder / "review" / "2.json").stat()
+    store.edit(1, 0, {"op": "class", "id": 1, "category_id": 4})
+    store.edit(1, 1, {"op": "class", "id": 1, "category_id": 5})
+    after = (folder / "review" / "2.json").stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    with open(folder / "review" / "journal.jsonl", "a") as fh:
+        fh.write('{"seq": 4, "by": "cut sh')  # a crash while a line was appended
+    other = ReviewStore(folder)
+    assert [e["seq"] for e in other.journal()] == [1, 2, 3] and other.version == 3
+    assert {i["id"] for i in other.snapshot(2)["instances"]} == {2, 3, 4, 5}
+    assert other.snapshot(1)["instances"][0]["category_id"] == 5
+
+
+def test_a_format_1_review_file_is_read_and_moved(folder):
+    """review.json as the first version wrote it (every metaphase and the journal in it) is read as it
+    is; the next edit moves it into review/ and carries on (versions, undo, journal)."""
+    store = ReviewStore(folder, user="old")
+    store.edit(1, 0, {"op": "class", "id": 5, "category_id": 24})
+    store.edit(1, 1, {"op": "delete", "id": 2})
+    state = saved(folder)
+    v1 = {"format": "chromoseg-review", "format_version": 1, "version": 2, "results_sha256": "x" * 64,
+          "images": state["images"], "journal": state["journal"]}
+    import shutil
+
+    shutil.rmtree(folder / "review")
+    (folder / "review.json").write_text(json.dumps(v1))
+    old = ReviewStore(folder, user="new")
+    assert any("results.json changed" in w for w in old.warnings)  # the sha recorded in the old file
+    snap = old.snapshot(1)
+    assert snap["version"] == 2 and snap["undo"] == ["#5: class X -> Y", "#2 (1) deleted"]
+    assert old.version == 2 and [e["by"] for e in old.journal()] == ["old", "old"]
+    old.undo(1, 2)
+    state = saved(folder)
+    assert json.loads((folder / "review.json").read_text()).get("moved_from_format") == 1
+    assert "images" not in json.loads((folder / "review.json").read_text())
+    assert [e["seq"] for e in state["journal"]] == [1, 2, 3] and state["journal"][-1]["by"] == "new"
+    assert {i["id"] for i in state["images"]["1"]["instances"]} == {1, 2, 3, 4, 5}
+    assert ReviewStore(folder).snapshot(1)["version"] == 3
 
 
 def test_stale_version_is_refused_with_409(client, folder):
@@ -289,7 +357,7 @@ def test_edits_are_validated(client, folder, op, status):
     r = client.post("/api/images/1/edit", json={"version": 0, **op})
     assert r.status_code == status, r.text
     assert "error" in r.json()
-    assert not (folder / "review.json").exists()  # nothing was written
+    assert nothing_saved(folder)  # nothing was written
 
 
 def test_bad_requests(client):
@@ -343,7 +411,7 @@ def test_token_is_required_on_every_request(folder):
         assert r.status_code == 403
         r = c.post("/api/images/1/edit", json={"version": 0, "op": "delete", "id": 1}, params={"token": TOKEN})
         assert r.status_code == 403
-    assert not (folder / "review.json").exists()
+    assert nothing_saved(folder)
 
 
 def test_only_files_of_the_folder_are_served(client, folder, tmp_path):
@@ -457,7 +525,7 @@ def test_real_server_on_localhost(folder):
         assert err.value.code in (403, 404)
     finally:
         srv.stop()
-    assert json.loads((folder / "review.json").read_text())["journal"][0]["by"] == "http"
+    assert saved(folder)["journal"][0]["by"] == "http"
 
 
 def test_the_folder_must_be_writable(folder):

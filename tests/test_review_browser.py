@@ -1,7 +1,7 @@
 """``chromoseg review`` in a real browser: headless Chromium (Debian's ``chromium``) driven by
 Playwright opens a synthetic predict folder, changes chromosomes' classes with keys (one and two
 digits), deletes one, joins two, splits one along a clicked line, reloads the page and finds the edits
-(on the page and in ``review.json``), undoes the last, switches the karyogram between straightened
+(on the page and in the files of ``review/``), undoes the last, switches the karyogram between straightened
 and as cut, turns one chromosome end for end, paints a missed one with the brush, and exports.
 
 Skipped, with the reason, when Chromium or Playwright is missing (``make test`` installs Chromium with
@@ -38,7 +38,7 @@ def browser():
 
 def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp_path):
     from playwright.sync_api import expect
-    from test_review_api import TOKEN, make_predict_folder
+    from test_review_api import TOKEN, make_predict_folder, saved
 
     from chromoseg.review.app import create_app
     from chromoseg.review.server import ReviewServer
@@ -133,7 +133,7 @@ def test_change_a_class_delete_join_split_reload_and_find_the_edits(browser, tmp
         assert not errors, errors
     finally:
         srv.stop()
-    state = json.loads((folder / "review.json").read_text())
+    state = saved(folder)
     insts = {i["id"]: i["category_id"] for i in state["images"]["1"]["instances"]}
     assert insts == {3: 12, 5: 24, 6: 1, 9: 21}
     assert [e["op"] for e in state["journal"]] == ["class", "delete", "class", "join", "split", "undo", "turn", "brush"]

@@ -12,13 +12,15 @@ from chromoseg.cli import nonneg_int
 DESCRIPTION = """\
 Open a `chromoseg predict` output folder DIR in a local web app: one metaphase per page (the batch
 in a list, flagged ones first), every chromosome outlined and labelled on the image, the karyogram
-beside it re-drawn after every edit, the karyotype line and counts. Change a chromosome's class
-(keys 1-22, X, Y), delete one, join two, split one along a line, draw a missed one, mark the
-metaphase reviewed; undo / redo.
+beside it re-drawn after every edit (straightened along each chromosome's axis, or as cut: V),
+the karyotype line and counts. Change a chromosome's class (keys 1-22, X, Y), delete one, join two,
+split one along a line, draw a missed one (polygon, or brush: B), turn one end for end in the
+karyogram (T), mark the metaphase reviewed; undo / redo.
 
-Every edit is saved at once, atomically, in DIR/review.json (the state, and a journal of who did
-what when); images.json and results.json are never changed. Each metaphase has a version, and an
-edit made on a stale one (another tab) is refused, so nothing is overwritten. Export writes
+Every edit is saved at once, atomically, in DIR/review/ (a file per edited metaphase and a journal of
+who did what when; DIR/review.json says which format); images.json and results.json are never
+changed. Each metaphase has a version, and an edit made on a stale one (another tab) is refused, so
+nothing is overwritten. Export writes
 DIR/reviewed/: the corrected results.json, karyograms, overlays, label images, report, and
 dataset.json, the reviewed metaphases as a COCO dataset for `chromoseg train --extra-train`.
 

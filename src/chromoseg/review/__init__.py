@@ -2,8 +2,9 @@
 
 - :mod:`chromoseg.review.store` - the reviewed state of a predict folder: the current instances of
   every metaphase, the edits (class, delete, join, split, draw or brush, turn, reviewed) with
-  undo/redo, kept in ``DIR/review.json`` (every edit saved at once, atomically, with who and when; versioned per
-  metaphase, so an edit made on a stale version is refused).
+  undo/redo, kept in ``DIR/review/`` (a file per edited metaphase and a journal; every edit saved at
+  once, atomically, with who and when; versioned per metaphase, so an edit made on a stale version is
+  refused).
 - :mod:`chromoseg.review.geometry` - mask work: outlines (OpenCV contours), join, split along a line,
   a drawn polygon or brush stroke, the geometry (bbox, rbox, endpoints) of a new mask.
 - :mod:`chromoseg.review.render` - the karyotype line, counts and flags of the current instances,

@@ -1,29 +1,36 @@
-"""The reviewed state of a ``chromoseg predict`` folder, kept in ``DIR/review.json``.
+"""The reviewed state of a ``chromoseg predict`` folder, kept in ``DIR/review.json`` and ``DIR/review/``.
 
 The predict folder's ``images.json`` and ``results.json`` are never changed. A metaphase that was
-never edited is as predicted; the first edit copies its instances into ``review.json``, and from then on
-that file holds them. Instance ids are 1, 2, ... in ``results.json``'s order per image; an instance made
-by an edit (join, split, draw) gets a new id, and ids are never reused.
+never edited is as predicted; its first edit copies its instances into its own file,
+``DIR/review/<image id>.json``, and from then on that file holds them. Instance ids are 1, 2, ... in
+``results.json``'s order per image; an instance made by an edit (join, split, draw, brush) gets a new
+id, and ids are never reused.
 
 Every edit is one *diff*: the instances it removes and those it adds (a class change removes the
 instance and adds it back with its new class), plus the reviewed mark where that changes. Undo applies
 a diff backwards, redo forwards again; a new edit empties the redo list. Per metaphase the last
 :data:`MAX_UNDO` diffs are kept.
 
-``review.json``::
+Files (format 2)::
 
-    {"format": "chromoseg-review", "format_version": 1,
-     "version": N,                       # raised by every write
-     "results_sha256": "...",            # the results.json the first edit was made on
-     "images": {"<image id>": {"version": n, "next_id": k, "reviewed": null | {"by", "at"},
-                               "instances": [...], "undo": [diff, ...], "redo": [diff, ...]}},
-     "journal": [{"seq", "at", "by", "image_id", "file_name", "op", "label", "image_version"}, ...]}
+    review.json                 {"format": "chromoseg-review", "format_version": 2,
+                                 "results_sha256": "..."}    # the results.json the first edit was made on
+    review/<image id>.json      {"version": n, "next_id": k, "reviewed": null | {"by", "at"},
+                                 "instances": [...], "undo": [diff, ...], "redo": [diff, ...]}
+    review/journal.jsonl        one line per edit: {"seq", "at", "by", "image_id", "file_name", "op",
+                                 "label", "image_version"}
+
+An edit writes only its metaphase's file (and a line of the journal), so saving takes as long for the
+hundredth edited metaphase as for the first (format 1 kept every metaphase in ``review.json`` and
+wrote it all for every edit: 150 ms of JSON per edit once 100 metaphases were edited). A format-1
+``review.json`` is read as it is and moved into this layout by the next edit.
 
 Nothing is lost: every edit is written at once, atomically (a temporary file, flushed to disk, then
-renamed over ``review.json``), under an exclusive lock (``DIR/.review.lock``) so two servers on one
-folder take turns, and the file is read again whenever another process changed it. Each metaphase has
-a version; an edit names the version it was made on, and a stale one is refused (:class:`Conflict`,
-HTTP 409), so two tabs cannot overwrite each other's work.
+renamed over the metaphase's file; the diff in it says who and when), the journal line appended and
+flushed after it, under an exclusive lock (``DIR/.review.lock``) so two servers on one folder take
+turns; a file another process changed is read again. Each metaphase has a version; an edit names the
+version it was made on, and a stale one is refused (:class:`Conflict`, HTTP 409), so two tabs cannot
+overwrite each other's work.
 """
 from __future__ import annotations
 
@@ -39,8 +46,11 @@ from pathlib import Path
 from chromoseg.review.geometry import GeometryError
 
 FORMAT = "chromoseg-review"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STATE_FILE = "review.json"
+#: the folder of the per-metaphase files and the journal
+STATE_DIR = "review"
+JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".review.lock"
 #: undo steps kept per metaphase
 MAX_UNDO = 100
@@ -114,8 +124,22 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _empty_state() -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "version": 0, "images": {}, "journal": []}
+def _stat_of(path: Path):
+    """What tells one version of a file from another (a rename makes a new inode); None when missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # the rename itself on disk
+        dfd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 class ReviewStore:
@@ -133,19 +157,26 @@ class ReviewStore:
         self.image_roots = [Path(r) for r in image_roots]
         self.user = user
         self.state_path = self.dir / STATE_FILE
+        self.state_dir = self.dir / STATE_DIR
+        self.journal_path = self.state_dir / JOURNAL_FILE
         self.lock_path = self.dir / LOCK_FILE
         self._lock = threading.RLock()
         self.warnings: list[str] = []
         self._load_predict_folder()
-        self._stat = None
-        self._state = _empty_state()
+        self._meta: dict | None = None  # review.json (None: nothing edited yet)
+        self._meta_stat = None
+        self._legacy: dict | None = None  # a format-1 review.json's images and journal, until the next edit
+        self._entries: dict[int, dict | None] = {}
+        self._entry_stats: dict[int, tuple | None] = {}
+        self._journal: list[dict] = []
+        self._journal_stat = None
         self._refresh()
         try:  # the folder must be writable: every edit is saved at once
             with open(self.lock_path, "a"):
                 pass
         except OSError as err:
             raise ReviewError(f"{self.dir}: cannot write here ({err.strerror}); edits could not be saved") from err
-        sha = self._state.get("results_sha256")
+        sha = (self._meta or {}).get("results_sha256")
         if sha and sha != self.results_sha256:
             self.warnings.append("results.json changed since the first edit; edited metaphases keep their edited "
                                  "chromosomes, the others show the new results")
@@ -227,36 +258,82 @@ class ReviewStore:
         return found
 
     # ----------------------------------------------------------------------------------------- state
-    def _read_state(self) -> dict:
+    def _read_json(self, path: Path, what: str):
         try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return _empty_state()
-        except (OSError, ValueError) as err:
-            raise StorageError(f"{self.state_path} is not readable ({err}); move it away to start the review "
-                               "afresh (nothing else is changed)") from err
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
-            raise StorageError(f"{self.state_path} is not a chromoseg review file; move it away to start afresh")
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise StorageError(f"{self.state_path} was written by a newer chromoseg (format "
-                               f"{data.get('format_version')}); update chromoseg")
-        data.setdefault("journal", [])
-        return data
-
-    def _file_stat(self):
-        try:
-            st = os.stat(self.state_path)
+            return json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except (OSError, ValueError) as err:
+            raise StorageError(f"{path} is not readable ({err}); move it away to start the review of {what} "
+                               "afresh (nothing else is changed)") from err
 
     def _refresh(self) -> None:
-        """Read ``review.json`` again when another process (or a person) changed it."""
+        """Read ``review.json`` again when another process (or a person) changed it; the metaphases'
+        files and the journal are checked when they are used."""
         with self._lock:
-            st = self._file_stat()
-            if st != self._stat:
-                self._state = self._read_state()
-                self._stat = st
+            st = _stat_of(self.state_path)
+            if st == self._meta_stat and (st is not None or self._meta is None):
+                return
+            data = self._read_json(self.state_path, "this folder")
+            if data is not None:
+                if not isinstance(data, dict) or data.get("format") != FORMAT:
+                    raise StorageError(f"{self.state_path} is not a chromoseg review file; move it away to start afresh")
+                try:
+                    fv = int(data.get("format_version", 0))
+                except (TypeError, ValueError):
+                    fv = 0
+                if fv > FORMAT_VERSION:
+                    raise StorageError(f"{self.state_path} was written by a newer chromoseg (format "
+                                       f"{data.get('format_version')}); update chromoseg")
+                if fv <= 1 and not isinstance(data.get("images"), dict):
+                    raise StorageError(f"{self.state_path} is not a chromoseg review file; move it away to start afresh")
+            self._meta = data
+            self._legacy = ({"images": data["images"], "journal": list(data.get("journal", []))}
+                            if data is not None and int(data.get("format_version", 0)) <= 1 else None)
+            self._meta_stat = st
+            self._entries.clear()
+            self._entry_stats.clear()
+            self._journal, self._journal_stat = [], None
+
+    def _entry_path(self, iid: int) -> Path:
+        return self.state_dir / f"{int(iid)}.json"
+
+    def _entry(self, iid: int) -> dict | None:
+        """The edited state of metaphase ``iid`` (None: never edited), read again when its file changed."""
+        if self._legacy is not None:
+            return self._legacy["images"].get(str(iid))
+        path = self._entry_path(iid)
+        st = _stat_of(path)
+        if iid in self._entry_stats and self._entry_stats[iid] == st:
+            return self._entries[iid]
+        entry = None if st is None else self._read_json(path, f"image {iid}")
+        if entry is not None and (not isinstance(entry, dict) or not isinstance(entry.get("instances"), list)
+                                  or type(entry.get("version")) is not int):
+            raise StorageError(f"{path} is not a chromoseg review file; move it away to start the review of image "
+                               f"{iid} afresh")
+        self._entries[iid], self._entry_stats[iid] = entry, st
+        return entry
+
+    def _journal_entries(self) -> list[dict]:
+        if self._legacy is not None:
+            return self._legacy["journal"]
+        st = _stat_of(self.journal_path)
+        if st != self._journal_stat:
+            lines = []
+            if st is not None:
+                try:
+                    text = self.journal_path.read_text(encoding="utf-8")
+                except OSError as err:
+                    raise StorageError(f"{self.journal_path} is not readable ({err})") from err
+                for line in text.splitlines():
+                    try:  # a line cut short by a crash while it was appended is left out
+                        e = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(e, dict):
+                        lines.append(e)
+            self._journal, self._journal_stat = lines, st
+        return self._journal
 
     @contextlib.contextmanager
     def _locked(self):
@@ -275,39 +352,52 @@ class ReviewStore:
             finally:
                 os.close(fd)  # closing releases the flock
 
-    def _save(self) -> None:
+    def _write_json(self, path: Path, obj) -> None:
+        """``obj`` as JSON in ``path``, atomically (temporary file, fsync, rename, the folder fsynced)."""
         from chromoseg.atomic import atomic_path
 
-        self._state["version"] = int(self._state.get("version", 0)) + 1
-        self._state.setdefault("results_sha256", self.results_sha256)
-        text = json.dumps(self._state, separators=(",", ":"))
+        text = json.dumps(obj, separators=(",", ":"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        _fsync_dir(path.parent)
+
+    def _prepare_writes(self) -> None:
+        """Before the first write: ``review.json`` (format 2) made, or a format-1 one moved into the
+        per-metaphase files (its entries, then its journal, then ``review.json`` itself, so an interrupted
+        move is simply made again)."""
+        if self._legacy is None and self._meta is not None:
+            return
         try:
-            with atomic_path(self.state_path) as tmp:
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "results_sha256": (self._meta or {}).get("results_sha256") or self.results_sha256}
+            if self._legacy is not None:
+                for key, entry in self._legacy["images"].items():
+                    self._write_json(self._entry_path(int(key)), entry)
+                from chromoseg.atomic import atomic_path
+
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(self.journal_path) as tmp:
+                    with open(tmp, "w", encoding="utf-8") as fh:
+                        fh.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self._legacy["journal"]))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                meta["moved_from_format"] = 1
+            self._write_json(self.state_path, meta)
         except OSError as err:
-            self._stat = None  # the memory's changes were not saved: read the file again next time
-            self._state = self._read_state()
-            raise StorageError(f"could not save {self.state_path} ({err}); the edit was not made") from err
-        with contextlib.suppress(OSError):  # the rename itself on disk
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        self._stat = self._file_stat()
+            raise StorageError(f"could not write in {self.dir} ({err}); the edit was not made") from err
+        self._meta_stat = None
+        self._refresh()
 
     @property
     def version(self) -> int:
-        """The file's version: raised by every saved edit."""
+        """How many edits were saved in this folder (the journal's length)."""
         with self._lock:
             self._refresh()
-            return int(self._state.get("version", 0))
-
-    def _entry(self, iid: int) -> dict | None:
-        return self._state["images"].get(str(iid))
+            return len(self._journal_entries())
 
     def snapshot(self, iid) -> dict:
         """A copy of one metaphase's current state: ``instances``, ``version``, ``reviewed``,
@@ -339,7 +429,7 @@ class ReviewStore:
     def journal(self, iid=None, limit: int = 200) -> list[dict]:
         with self._lock:
             self._refresh()
-            j = self._state.get("journal", [])
+            j = self._journal_entries()
             if iid is not None:
                 iid = self.image(iid)["id"]
                 j = [e for e in j if e.get("image_id") == iid]
@@ -362,7 +452,8 @@ class ReviewStore:
             raise ReviewError("an edit is a JSON object with an 'op'")
         img = self.image(iid)
         with self._locked():
-            entry = self._entry(img["id"]) or self._new_entry(img["id"])
+            # a shallow copy: the cached entry stays as saved until the new one is (edits replace its lists)
+            entry = copy.copy(self._entry(img["id"]) or self._new_entry(img["id"]))
             self._check_version(entry, version)
             diff = self._make_diff(img, entry, op, user)
             self._apply(entry, diff, backwards=False)
@@ -383,10 +474,11 @@ class ReviewStore:
         user = check_user(user, self.user)
         img = self.image(iid)
         with self._locked():
-            entry = self._entry(img["id"]) or self._new_entry(img["id"])
+            entry = copy.copy(self._entry(img["id"]) or self._new_entry(img["id"]))
             self._check_version(entry, version)
             if not entry[which]:
                 raise ReviewError(f"nothing to {which}")
+            entry[which] = list(entry[which])
             diff = entry[which].pop()
             self._apply(entry, diff, backwards=which == "undo")
             other = "redo" if which == "undo" else "undo"
@@ -408,12 +500,34 @@ class ReviewStore:
                            f"version {version}): reload it and make the edit again", version=int(entry["version"]))
 
     def _commit(self, img: dict, entry: dict, op: str, label: str, user: str) -> None:
+        """Save the metaphase's new state (atomically), then append its journal line."""
+        self._prepare_writes()
+        iid = img["id"]
         entry["version"] = int(entry["version"]) + 1
-        self._state["images"][str(img["id"])] = entry
-        self._state.setdefault("journal", []).append(
-            {"seq": int(self._state.get("version", 0)) + 1, "at": now_iso(), "by": user, "image_id": img["id"],
-             "file_name": img["file_name"], "op": op, "label": label, "image_version": entry["version"]})
-        self._save()
+        path = self._entry_path(iid)
+        try:
+            self._write_json(path, entry)
+        except OSError as err:
+            self._entries.pop(iid, None)  # read the file again next time
+            self._entry_stats.pop(iid, None)
+            raise StorageError(f"could not save {path} ({err}); the edit was not made") from err
+        self._entries[iid], self._entry_stats[iid] = entry, _stat_of(path)
+        journal = self._journal_entries()
+        line = {"seq": (int(journal[-1].get("seq", len(journal))) if journal else 0) + 1, "at": now_iso(), "by": user,
+                "image_id": iid, "file_name": img["file_name"], "op": op, "label": label,
+                "image_version": entry["version"]}
+        try:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:  # the edit itself is saved (its diff says who and when)
+            self.warnings.append(f"the journal {self.journal_path} could not be written ({err.strerror or err})")
+            return
+        journal.append(line)
+        self._journal_stat = _stat_of(self.journal_path)
 
     @staticmethod
     def _apply(entry: dict, diff: dict, backwards: bool) -> None:
