@@ -405,3 +405,30 @@ def test_a_call_takes_its_own_settings_without_changing_the_predictors(tiny_chec
         pred([image], score="class")
     with pytest.raises(TypeError, match="unknown setting 'threshold'"):
         pred([image], threshold=0.3)
+
+
+# ------------------------------------------------------------------------------------------------
+# --model auto, the default: each image to the shipped model of its stain
+
+
+def test_a_folder_of_both_stains_is_predicted_by_default_each_with_its_model(tmp_path, capsys):
+    """`chromoseg predict FOLDER` with DAPI and G-band images: the default model skipped the G-band one
+    (wrong stain, exit 3); now each goes to the shipped model of its stain, exit 0, and images.json,
+    the report and the summary say which."""
+    import shutil
+
+    from chromoseg.cli import main
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "dapi.tif")
+    shutil.copy(REPO / "examples" / "cil-gband" / "103203.jpg", folder / "gband.jpg")
+    assert main(["predict", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    meta = json.loads((tmp_path / "out" / "images.json").read_text())
+    by = {Path(im["file_name"]).name: im["model"]["name"] for im in meta["images"]}
+    assert by == {"dapi.tif": "mfish", "gband.jpg": "gband"}
+    assert all(im["instances"] > 0 for im in meta["images"]) and "settings_differ" in meta
+    assert "mfish (fluorescence) 1 image(s), gband (brightfield) 1 image(s)" in said
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "model mfish (fluorescence)" in html and "model gband (brightfield)" in html

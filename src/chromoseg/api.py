@@ -1,7 +1,7 @@
 """One call from Python, as a notebook user expects (in the spirit of Cellpose's ``model.eval``)::
 
     import chromoseg
-    model = chromoseg.load_model()            # the shipped default (mfish); or a name, or a file
+    model = chromoseg.load_model()            # each image to the shipped model of its stain; or a name, or a file
     result = model.predict("metaphase.tif")   # a path or a 2-D array (8/16-bit grey)
     model.predict("cells.ome.tif", channel="dapi")   # one channel of a multi-channel file (name or index)
     model.predict("metaphase.tif", score_threshold=0.4)   # settings for this call only (result.settings)
@@ -169,11 +169,14 @@ class Model:
         model = by.model_record() if hasattr(by, "model_record") else {}
         insts = [Instance(i) for i in insts]
         counts = count_karyotype(insts)
+        for i, why in counts.excluded.items():  # as chromoseg predict marks them (karyotype.pipeline)
+            insts[i]["not_chromosome"] = why
         kg = None
         if karyogram:
             from chromoseg.karyotype.layout import render_karyogram
 
-            kg = render_karyogram(arr, insts, title=counts.summary)
+            kg = render_karyogram(arr, [inst for i, inst in enumerate(insts) if i not in counts.excluded],
+                                  title=counts.summary)
         framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
         return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source,
                       used, model)
@@ -182,8 +185,9 @@ class Model:
 
 
 def load_model(name: str | Path | None = None, device: str = "cpu", **settings) -> Model:
-    """A shipped model by name (``mfish``, the default; ``auto``: each image goes to the shipped model
-    of its stain, by its polarity), or a ``chromoseg train`` checkpoint / ``chromoseg export`` file.
+    """``auto`` or None (the default): each image goes to the shipped model of its stain, by its polarity
+    (``mfish`` for fluorescence, ``gband`` for G-band; ``result.model`` says which); a shipped model by
+    name; or a ``chromoseg train`` checkpoint / ``chromoseg export`` file.
     ``settings`` override the inference settings the model file recommends (``score_threshold``,
     ``classes="karyotype"``, ...: :class:`chromoseg.engine.settings.InferenceConfig`; an unknown name
     is a ``TypeError``); ``Model.predict`` takes them per call too. ``predict`` refuses (ValueError)
@@ -191,6 +195,6 @@ def load_model(name: str | Path | None = None, device: str = "cpu", **settings) 
     the model's stain."""
     from chromoseg.engine.predict import Predictor, StainRouter
 
-    if str(name) == "auto":
+    if name is None or str(name) == "auto":
         return Model(StainRouter.shipped(settings, device=device))
     return Model(Predictor.from_checkpoint(name, settings, device=device))

@@ -8,9 +8,12 @@ from pathlib import Path
 from chromoseg.cli import nonneg_int, positive_float, positive_int, unit_float
 
 PREDICT_HELP = """\
-Segment and classify the chromosomes of metaphase images with a trained model: by default the
-model that ships with chromoseg (`mfish`: see its card, chromoseg/weights/mfish_ermr_r18.md),
-or --model PATH, any checkpoint of `chromoseg train` or file of `chromoseg export`.
+Segment and classify the chromosomes of metaphase images with a trained model: by default each
+image with the shipped model of its stain, told by its polarity (--model auto: bright chromosomes on
+dark, DAPI / Q-band: `mfish`; dark on light, G-band: `gband`; see their cards in chromoseg/weights/),
+so a folder of both is predicted in one run; --model mfish or gband for one of them, or --model PATH,
+any checkpoint of `chromoseg train` or file of `chromoseg export`. images.json records the model
+each image used.
 
 Inference follows the paper (section III): masks are computed for the top 100 detections, redundant
 results are removed by NMS at mask level, and detections under a confidence score threshold are dropped:
@@ -54,7 +57,8 @@ image of at most 64 grey values, mostly 0, like the M-FISH expert's *K.tif besid
 predict's own outputs are left out with a note.
 
 examples:
-  chromoseg predict metaphase.tif                       # the shipped model, writes out/predict
+  chromoseg predict metaphase.tif                       # the shipped model of its stain, writes out/predict
+  chromoseg predict scans/                              # a folder of DAPI and G-band images: each its own model
   chromoseg predict metaphase.tif --model runs/ermr/best.pt --out out/pred
   chromoseg predict 'scans/*.tif' --model runs/ermr/best.pt --out out/pred --device cuda --batch-size 4
   chromoseg predict cells.ome.tif --channel dapi --pixel-size 0.065   # DAPI of a 3-channel OME-TIFF
@@ -177,6 +181,13 @@ def _cmd_predict(args) -> int:
     print(f"this run: {summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
           f"{done_before}; results in {summary['out']}"
           + (f" ({summary['problems']})" if summary["skipped"] or summary.get("warnings") else ""))
+    if args.model == "auto" and summary["settings"]:  # which shipped model each image went to
+        used: dict[str, int] = {}
+        for model, _inference, n in summary["settings"]:
+            name = f"{model.get('name')} ({model.get('stain')})" if isinstance(model, dict) else "?"
+            used[name] = used.get(name, 0) + n
+        print("models, by each image's stain (--model auto; each image's in images.json): "
+              + ", ".join(f"{name} {n} image(s)" for name, n in used.items()))
     warned = summary.get("warned_files") or []
     if warned:  # kept: used all the same, so the exit status does not change
         shown = ", ".join(Path(f).name for f in warned[:5]) + (", ..." if len(warned) > 5 else "")
@@ -205,9 +216,10 @@ def register(sub) -> None:
                                                        paper_threshold=PAPER_SCORE_THRESHOLD),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
-    p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help="a shipped model (mfish: fluorescence, the default; gband: G-band; auto: each image goes to the "
-                        "shipped model of its stain, by its polarity) or a file: best.pt / last.pt of `chromoseg train`, "
+    p.add_argument("--model", default="auto", metavar="NAME|PATH",
+                   help="auto (default): each image goes to the shipped model of its stain, by its polarity (mfish: "
+                        "fluorescence; gband: G-band), each loaded when its first image comes; a shipped model's name "
+                        "(mfish, gband) for that one only; or a file: best.pt / last.pt of `chromoseg train`, "
                         ".safetensors of `chromoseg export`")
     p.add_argument("--out", default="out/predict", help="output folder (default: out/predict)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")

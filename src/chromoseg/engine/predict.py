@@ -315,15 +315,20 @@ def framing_of(frame, image_hw, input_hw) -> dict:
 
 
 class StainRouter:
-    """``--model auto``: one predictor per stain, chosen per image by its polarity
-    (:func:`chromoseg.data.io.light_background`: dark on light -> ``"brightfield"``, else
-    ``"fluorescence"``). Used like a :class:`Predictor` by :func:`predict_paths`; each model keeps its
-    own recommendations (score, classes)."""
+    """``--model auto`` (the default of ``chromoseg predict`` and ``chromoseg.load_model()``): one
+    predictor per stain, chosen per image by its polarity (:func:`chromoseg.data.io.light_background`:
+    dark on light -> ``"brightfield"``, else ``"fluorescence"``). Used like a :class:`Predictor` by
+    :func:`predict_paths`; each model keeps its own recommendations (score, classes). ``predictors``:
+    stain -> predictor; ``loaders``: stain -> a function that makes it, called the first time an image of
+    that stain comes (a folder of DAPI images never loads the G-band model)."""
 
     stain = None  # every image finds its model: none is refused for its polarity
 
-    def __init__(self, predictors: dict):
-        self.predictors = dict(predictors)
+    def __init__(self, predictors: dict | None = None, loaders: dict | None = None):
+        self.predictors = dict(predictors or {})
+        self.loaders = {k: v for k, v in (loaders or {}).items() if k not in self.predictors}
+        if not self.predictors and not self.loaders:
+            raise ValueError("a stain router needs a predictor for at least one stain")
         self._last_framing: list[dict] = []
         self._last_predictors: list[Predictor] = []
         self.last_settings: list[InferenceConfig] = []
@@ -331,14 +336,31 @@ class StainRouter:
     @classmethod
     def shipped(cls, cfg: InferenceConfig | dict | None = None, device="cpu") -> "StainRouter":
         """The shipped model of each stain (:data:`chromoseg.weights.BY_STAIN`), each with the
-        caller's settings over its own recommendations."""
-        from chromoseg.weights import BY_STAIN
+        caller's settings over its own recommendations, loaded when its first image comes (settings
+        that no model takes are refused here, before any image)."""
+        from functools import partial
 
-        return cls({stain: Predictor.from_checkpoint(name, cfg, device) for stain, name in BY_STAIN.items()})
+        from chromoseg.weights import BY_STAIN, shipped_path
+
+        resolve_settings(None, cfg)  # an unknown or impossible setting: TypeError / ValueError now
+        for name in BY_STAIN.values():
+            shipped_path(name)  # a shipped file missing from this installation: said now
+        return cls(loaders={stain: partial(Predictor.from_checkpoint, name, cfg, device)
+                            for stain, name in BY_STAIN.items()})
+
+    def predictor_for(self, stain: str) -> Predictor:
+        """The predictor of ``stain``, loaded now if it was not yet."""
+        if stain not in self.predictors:
+            if stain not in self.loaders:
+                raise ValueError(f"no model for {stain} images here (models for: "
+                                 f"{', '.join(sorted({*self.predictors, *self.loaders}))})")
+            self.predictors[stain] = self.loaders.pop(stain)()
+        return self.predictors[stain]
 
     @property
     def cfg(self) -> InferenceConfig:  # what images.json records: the fluorescence model's rule
-        return self.predictors.get("fluorescence", next(iter(self.predictors.values()))).cfg
+        stains = [*self.predictors, *self.loaders]
+        return self.predictor_for("fluorescence" if "fluorescence" in stains else stains[0]).cfg
 
     def stain_of(self, arr: np.ndarray) -> str:
         from chromoseg.data.io import light_background
@@ -358,11 +380,11 @@ class StainRouter:
         """Each image by the predictor of its stain; ``overrides``: settings for this call only, over
         each model's own (:meth:`Predictor.settings`)."""
         check_image_list(images)
-        for p in self.predictors.values():  # a setting one of the models refuses fails before any image
+        for p in self.predictors.values():  # a setting a loaded model refuses fails before any image
             p.settings(**overrides)
         out, self._last_framing, self._last_predictors, self.last_settings = [], [], [], []
         for a in images:
-            p = self.predictors[self.stain_of(a)]
+            p = self.predictor_for(self.stain_of(a))
             out.append(p([a], **overrides)[0])
             self._last_framing += p.last_framing
             self._last_predictors.append(p)
@@ -598,7 +620,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             settings = [(predictor.model_record(), asdict(predictor.cfg), 0)]
         top = {"model": settings[0][0], "inference": settings[0][1]} if len(settings) == 1 else {
             "settings_differ": "the images were predicted with different models or settings: see each image's "
-                               "'model' and 'inference'"}
+                               "'model' and 'inference'"} if settings else {}
         write_text(out_dir / "images.json", json.dumps({"images": images_meta, "categories": coco_categories(), **top,
                                                         **({"not_metaphases": not_metaphases} if not_metaphases else {})},
                                                        indent=1))
