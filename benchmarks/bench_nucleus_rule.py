@@ -191,7 +191,9 @@ def main(argv=None) -> int:
         c = count_scores(images, gt, totals, "counts")
         a = count_scores(images, gt, totals, "after")
         changed = [im for im in images if im["before"].summary != im["after"].summary]
-        lines += [f"### `{shown(path)}` (model {model.get('name', '?')}, sha256 {model.get('sha256', '?')})", "",
+        name = str(model.get("name", "?"))
+        name = Path(name).name if "/" in name else name  # a run's file: its name, never a machine's path
+        lines += [f"### `{shown(path)}` (model {name}, sha256 {model.get('sha256', '?')})", "",
                   f"- detections: {len(dets)} in {len(images)} metaphases; {sum(d['iou'] >= 0.5 for d in dets)} match an "
                   f"annotated chromosome (box IoU >= 0.5), {sum(d['iou'] < 0.5 for d in dets)} match none",
                   f"- **left out by the rule: {len(out)}** in {len({d['image'] for d in out})} metaphases; "
