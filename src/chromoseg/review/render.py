@@ -256,17 +256,13 @@ class Renderer:
         same karyogram meanwhile waits for this rendering instead of doing it twice. Errors are left to
         the page's own requests to report."""
         try:
-            import scipy.sparse.csgraph  # noqa: F401
-            import skimage.morphology  # noqa: F401
-
-            import chromoseg.ops  # noqa: F401  (torch)
-
             rows = self.batch()
             if rows:
                 iid = rows[0]["id"]
                 self.view(iid)
                 self.image_array(iid)
                 self.karyogram(iid)
+            import chromoseg.ops  # noqa: F401  (torch, about 3 s of CPU: after what the page shows first)
         except Exception:  # noqa: BLE001 - the page asks again and reports what fails
             pass
 

@@ -1,0 +1,284 @@
+"""Issue 27's aims for ``chromoseg review``: "the page opens in under 2 s for a folder of 100 metaphases"
+and "an edit is saved in under 200 ms".
+
+Builds a predict folder of 100 metaphases in a temporary folder by replicating an existing predict
+output (``--src``, default the 75 CIL validation metaphases of ``out/bench-gband-e3-val/cil-as-is``,
+cycled; each copy its own image file, so nothing is shared between metaphases), starts
+``chromoseg review DIR --no-browser`` in a subprocess (a real uvicorn server on 127.0.0.1), and times:
+
+* **start**: from starting the command to its printed address (Python, imports, reading the folder);
+* **page open** in headless Chromium (Playwright, where installed): from ``goto`` of the printed address
+  to the first metaphase shown with its outlines, the karyogram picture loaded and its layout drawn -
+  cold (first load after start: nothing cached) and again after a reload, and the next metaphase (N);
+* **the page's requests** one after the other with ``urllib`` (cold), the browser sends the last
+  three together;
+* **edit saved**: ``POST /api/images/{id}/edit`` (a class change) until its answer (the edit written to
+  ``review.json`` with fsync, the new metaphase view returned) - first with one metaphase edited, then
+  after an edit on every one of the 100 (``review.json`` then holds all of them); and the karyogram
+  of the edited metaphase, rendered afresh after each edit (what the page shows next, not part of
+  saving).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_review_speed.py --md benchmarks/results/review_speed.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import REPO, append_markdown, commit, shown  # noqa: E402
+
+TOKEN = "bench-token-0123456789abcdef"
+
+
+def make_folder(src: Path, out: Path, n: int) -> Path:
+    """``out/pred``: a predict folder of ``n`` metaphases replicated from ``src`` (images copied)."""
+    meta = json.loads((src / "images.json").read_text())
+    images = meta["images"] if isinstance(meta, dict) else meta
+    results = json.loads((src / "results.json").read_text())
+    by_file: dict[str, list] = {}
+    for r in results:
+        by_file.setdefault(str(r["file_name"]), []).append(r)
+    pred, imdir = out / "pred", out / "images"
+    pred.mkdir(parents=True)
+    imdir.mkdir()
+    new_images, new_results = [], []
+    for k in range(n):
+        im = images[k % len(images)]
+        f = Path(im["file_name"])
+        dst = imdir / f"m{k:03d}_{f.name}"
+        shutil.copyfile(f, dst)
+        new_images.append(dict(im, id=k + 1, file_name=str(dst), stem=dst.stem))
+        for r in by_file.get(str(f), []):
+            new_results.append(dict(r, image_id=k + 1, file_name=str(dst)))
+    (pred / "images.json").write_text(json.dumps(dict(meta, images=new_images) if isinstance(meta, dict) else new_images))
+    (pred / "results.json").write_text(json.dumps(new_results))
+    return pred
+
+
+def call(base: str, path: str, body=None) -> tuple[float, bytes]:
+    req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"X-Chromoseg-Token": TOKEN, "Content-Type": "application/json"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        data = resp.read()
+    return time.perf_counter() - t, data
+
+
+def start_server(pred: Path) -> tuple[subprocess.Popen, str, float]:
+    exe = Path(sys.executable).with_name("chromoseg")
+    cmd = [str(exe), "review", str(pred), "--no-browser", "--port", "0", "--token", TOKEN, "--user", "bench"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        m = re.search(r"open (http://\S+?)/\?token=", line)
+        if m:
+            return proc, m.group(1), time.perf_counter() - t0
+    raise SystemExit("the review server did not start: " + (proc.stdout.read() if proc.stdout else ""))
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def stats(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+    return f"median {1000 * statistics.median(xs):.0f} ms, p90 {1000 * p90:.0f} ms, max {1000 * xs[-1]:.0f} ms (n={len(xs)})"
+
+
+def browser_times(url_with_token: str, pid: int) -> dict | None:
+    chromium = os.environ.get("CHROMOSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not Path(chromium).is_file():
+        return None
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+    out = {}
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=args, timeout=120_000)
+        try:
+            page = b.new_page(viewport={"width": 1400, "height": 900})
+
+            def shown_fully():
+                page.wait_for_function(
+                    "() => document.querySelectorAll('g.chrom').length > 0 && "
+                    "document.querySelectorAll('#ksvg rect.kp').length > 0 && "
+                    "document.getElementById('karyogram').complete && "
+                    "document.getElementById('karyogram').naturalWidth > 0 && "
+                    "!document.getElementById('kwrap').classList.contains('stale')", timeout=120_000)
+
+            t, c = time.perf_counter(), cpu_s(pid)
+            page.goto(url_with_token, wait_until="commit")
+            shown_fully()
+            out["cold"] = time.perf_counter() - t
+            out["cold_cpu"] = cpu_s(pid) - c
+            out["batch_items"] = page.locator("#batch li").count()
+            t, c = time.perf_counter(), cpu_s(pid)
+            page.reload(wait_until="commit")
+            shown_fully()
+            out["reload"] = time.perf_counter() - t
+            out["reload_cpu"] = cpu_s(pid) - c
+            first = page.evaluate("() => location.hash")
+            t, c = time.perf_counter(), cpu_s(pid)
+            page.keyboard.press("n")
+            page.wait_for_function(f"() => location.hash !== {json.dumps(first)}", timeout=120_000)
+            page.wait_for_function("() => document.querySelector('#batch li.current') !== null", timeout=120_000)
+            page.wait_for_timeout(50)
+            shown_fully()
+            out["next"] = time.perf_counter() - t
+            out["next_cpu"] = cpu_s(pid) - c
+        finally:
+            b.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", type=Path, default=REPO / "out/bench-gband-e3-val/cil-as-is",
+                    help="a predict output folder to replicate")
+    ap.add_argument("-n", type=int, default=100, help="metaphases in the folder (default 100)")
+    ap.add_argument("--edits", type=int, default=20, help="timed edits in each condition")
+    ap.add_argument("--md", type=Path, help="append the results to this Markdown file")
+    ap.add_argument("--date", default=None)
+    ap.add_argument("--hardware", default=None)
+    a = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="chromoseg-review-bench-"))
+    lines = []
+    try:
+        pred = make_folder(a.src, tmp, a.n)
+        n_inst = len(json.loads((pred / "results.json").read_text()))
+        proc, base, t_start = start_server(pred)
+        try:
+            # the page's requests, cold, in order
+            req_times = {}
+            t_all = time.perf_counter()
+            for path in ("/", "/static/app.css", "/static/app.js", "/api/batch"):
+                req_times[path], data = call(base, path)
+            first = json.loads(data)["images"][0]["id"]
+            for path in (f"/api/images/{first}", f"/api/images/{first}/image.png",
+                         f"/api/images/{first}/karyogram.png?v=0&straight=1",
+                         f"/api/images/{first}/karyogram.json?v=0&straight=1"):
+                req_times[path.replace(str(first), "{id}")], _ = call(base, path)
+            t_seq = time.perf_counter() - t_all
+            proc.terminate()
+            proc.wait(timeout=30)
+            # the browser, on a fresh server (nothing cached but what it warms up as it starts), opened at once
+            # as `chromoseg review` opens it
+            proc, base, _ = start_server(pred)
+            bt = browser_times(base + "/?token=" + TOKEN, proc.pid)
+            # edits
+            _, data = call(base, f"/api/images/{first}")
+            version = json.loads(data)["version"]
+            insts = json.loads(data)["instances"]
+            target = insts[0]["id"]
+
+            def edits(iid, version, k):
+                times, kg = [], []
+                for j in range(k):
+                    c = cpu_s(proc.pid)
+                    dt, data = call(base, f"/api/images/{iid}/edit",
+                                    {"version": version, "op": "class", "id": target_of[iid], "category_id": 1 + j % 24})
+                    cpu_edit.append(cpu_s(proc.pid) - c)
+                    version = json.loads(data)["version"]
+                    times.append(dt)
+                    c = cpu_s(proc.pid)
+                    dk, _ = call(base, f"/api/images/{iid}/karyogram.png?v={version}&straight=1")
+                    cpu_kg.append(cpu_s(proc.pid) - c)
+                    kg.append(dk)
+                return version, times, kg
+
+            cpu_edit, cpu_kg = [], []
+
+            target_of = {first: target}
+            version, t_one, kg_one = edits(first, version, a.edits)
+            cpu_one, cpu_edit = cpu_edit, []
+            _, data = call(base, "/api/batch")
+            ids = [im["id"] for im in json.loads(data)["images"]]
+            t_fill = []
+            for iid in ids:  # one edit on every metaphase: review.json then holds them all
+                if iid == first:
+                    continue
+                _, d = call(base, f"/api/images/{iid}")
+                v = json.loads(d)
+                if not v["instances"]:
+                    continue
+                dt, _ = call(base, f"/api/images/{iid}/edit",
+                             {"version": v["version"], "op": "class", "id": v["instances"][0]["id"], "category_id": 5})
+                t_fill.append(dt)
+            size = sum(f.stat().st_size for f in (pred / "review").glob("*")) + (pred / "review.json").stat().st_size
+            version, t_all_edited, kg_all = edits(first, version, a.edits)
+            dt_batch, _ = call(base, "/api/batch")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    date = a.date or time.strftime("%Y-%m-%d")
+    hw = a.hardware or f"{platform.machine()}, {os.cpu_count()} cores"
+    argv_shown = [shown(x) if Path(x).exists() else x for x in (argv or sys.argv[1:])]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines += [
+        "", f"## {a.n} metaphases ({date}, commit {commit()})", "",
+        f"- command: `OMP_NUM_THREADS=1 {shlex.join(['python', 'benchmarks/bench_review_speed.py'] + argv_shown)}`",
+        f"- hardware: {hw}; load average {load:.1f} at the end. Times are wall-clock as the page sees them; "
+        "\"server CPU\" is the CPU time the server process spent meanwhile (`/proc`), what the time would be on "
+        "an idle core",
+        f"- folder: {a.n} metaphases replicated from `{shown(a.src)}` ({n_inst} chromosomes), images copied to a "
+        "temporary folder; server: `chromoseg review DIR --no-browser` in a subprocess on 127.0.0.1", "",
+        "| what | time | aim |", "|---|---|---|",
+        f"| server start (command to printed address) | {t_start:.2f} s | |",
+    ]
+    if bt:
+        lines += [
+            f"| page open in headless Chromium, cold (first metaphase with outlines, karyogram and its layout) | "
+            f"{bt['cold']:.2f} s (server CPU {bt['cold_cpu']:.2f} s) | < 2 s |",
+            f"| page open again (reload) | {bt['reload']:.2f} s (server CPU {bt['reload_cpu']:.2f} s) | < 2 s |",
+            f"| next metaphase (N) | {bt['next']:.2f} s (server CPU {bt['next_cpu']:.2f} s) | |",
+        ]
+    else:
+        lines.append("| page open in a browser | not measured (Playwright or Chromium missing) | < 2 s |")
+    lines += [
+        f"| the page's 8 requests one after the other, cold (urllib) | {t_seq:.2f} s | |",
+        f"| edit saved (POST, class change), one metaphase edited | {stats(t_one)} | < 200 ms |",
+        f"| edit saved, all {a.n} metaphases edited (saved state {size / 1e6:.1f} MB) | {stats(t_all_edited)} | < 200 ms |",
+        f"| server CPU per edit: one metaphase edited / all edited | {stats(cpu_one)} / {stats(cpu_edit)} | |",
+        f"| first edit of each other metaphase | {stats(t_fill)} | < 200 ms |",
+        f"| the karyogram after an edit (rendered afresh, straightened) | {stats(kg_one + kg_all)} | |",
+        f"| server CPU per karyogram after an edit | {stats(cpu_kg)} | |",
+        f"| batch list (`/api/batch`) with all edited | {1000 * dt_batch:.0f} ms | |",
+        "", "The page's requests (cold):", "",
+        "| request | time |", "|---|---|",
+        *[f"| `{p}` | {1000 * t:.0f} ms |" for p, t in req_times.items()],
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.md:
+        append_markdown(a.md, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
