@@ -21,7 +21,7 @@ def _cmd_demo(args) -> int:
     from chromoseg.data.importers.mfish import import_mfish
     from chromoseg.data.io import list_images
     from chromoseg.data.show import show_dataset
-    from chromoseg.engine.predict import InferenceConfig, Predictor, predict_paths
+    from chromoseg.engine.predict import Predictor, predict_paths
 
     src = Path(args.example)
     if not src.is_dir():
@@ -31,7 +31,7 @@ def _cmd_demo(args) -> int:
     if not images:
         raise CliError(f"{src}: no DAPI image (*D.tif) in the example folder")
     try:
-        predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score=None, score_threshold=None, classes=None), device="cpu")
+        predictor = Predictor.from_checkpoint(args.model, device="cpu")  # the file's recommendations
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     pred = predict_paths(predictor, images, out, progress=not args.quiet)
@@ -56,7 +56,7 @@ def _cmd_demo(args) -> int:
     print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
     gband = list_images([str(GBAND_EXAMPLE)]) if args.model is None and GBAND_EXAMPLE.is_dir() else []
     if gband:  # the G-band example with the G-band model
-        gp = Predictor.from_checkpoint("gband", InferenceConfig(score=None, score_threshold=None, classes=None), device="cpu")
+        gp = Predictor.from_checkpoint("gband", device="cpu")
         predict_paths(gp, gband, out / "gband", progress=not args.quiet)
         for img in json.loads((out / "gband" / "images.json").read_text())["images"]:
             stem = Path(img["file_name"]).stem
