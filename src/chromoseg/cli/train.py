@@ -26,6 +26,17 @@ Recipe (paper, Sec. III; the defaults):
   There are no downloadable ImageNet weights here: start from scratch or from
   --backbone-weights (e.g. the file `chromoseg pretrain` writes).
 
+Validation by AP: every --val-every epochs (default 1) the validation images are also predicted
+as `chromoseg predict` predicts them with a checkpoint of the run (eval mode, the paper's rule) and
+scored as `chromoseg evaluate` scores them: metrics.jsonl gets val/mask_ap, val/mask_ap50,
+val/mask_ap75, val/box_ap, val/box_ap50, val/box_ap75 (24 classes) and the same with _binary
+(class-agnostic), under the paper's score threshold 0.5 and, with _coco, without one. Box AP is
+scored against the annotators' boxes where the set keeps them beside pseudo-masks (source_bbox, the
+G-band validation split). --early-stop-metric mask_ap (or any of those names; higher is better)
+chooses best.pt and counts patience on it instead of the mask loss. --val-score object scores as
+`predict --score object` does, how the shipped models are measured (with class scores, the paper's,
+few of their detections reach 0.5, and the APs under that threshold stay near 0).
+
 Run folder (--out): config.yaml, metrics.jsonl (one JSON line per epoch), last.pt, best.pt,
 tb/ (TensorBoard, if installed). Checkpoints are written atomically every epoch; after a kill,
 `--resume` (or `--resume PATH`) continues from last.pt with the same data order and RNG state.
@@ -71,6 +82,17 @@ def _size(text: str):
     if not (32 <= w <= 8192 and 32 <= h <= 8192):
         raise argparse.ArgumentTypeError(f"image size {text!r}: width and height must be 32-8192 px")
     return (h, w)
+
+
+def _metric(text: str) -> str:
+    from chromoseg.engine.train import AP_METRIC_EXAMPLES, is_ap_metric
+
+    t = text.strip().lower()
+    t = t[4:] if t.startswith("val/") else t
+    if not (t.startswith("loss") or is_ap_metric(t)):
+        raise argparse.ArgumentTypeError(f"{text!r}: a validation loss (loss_mask, loss, ...) or AP "
+                                         f"({', '.join(AP_METRIC_EXAMPLES)}, ...)")
+    return t
 
 
 def register(subparsers) -> None:
@@ -130,7 +152,21 @@ def register(subparsers) -> None:
     g.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN",
                    help="stop after MIN minutes of training in this call: the epoch running then ends early, is "
                         "validated and saved (for runs under a common time budget, e.g. the tables)")
-    g.add_argument("--patience", type=nonneg_int, default=10, help="early stop after N epochs without a better validation mask loss (default 10; 0 = never)")
+    g.add_argument("--patience", type=nonneg_int, default=10, help="early stop after N epochs without a better validation mask loss, or whatever --early-stop-metric names (default 10; 0 = never)")
+    g.add_argument("--early-stop-metric", type=_metric, default=None, metavar="NAME",  # None: not typed
+                   help="what early stopping and best.pt follow: a validation loss (loss_mask, the default and the "
+                        "paper's; loss; lower is better) or a validation AP (mask_ap, mask_ap50, box_ap50, "
+                        "mask_ap_binary, ..., _coco for no score threshold; higher is better: see above). With "
+                        "--resume it switches a run's metric (its stopper starts afresh)")
+    g.add_argument("--val-every", type=nonneg_int, default=1, metavar="N",
+                   help="the AP pass on the validation set every N epochs and at the last (default 1; 0 = losses "
+                        "only); patience still counts epochs")
+    g.add_argument("--val-score", default="class", choices=["class", "object"],
+                   help="the AP pass's scores: class (default: the paper's rule, what predict applies to the run's "
+                        "checkpoints) or object (1 - P(background), predict --score object: how the shipped models "
+                        "are measured; rotated variants). Class scores can stay under 0.5 long after the "
+                        "chromosomes are found: then the APs under the 0.5 threshold stay near 0 (the _coco ones do "
+                        "not). With --resume it changes a run's (an AP-monitoring stopper starts afresh)")
     g.add_argument("--grad-clip", type=nonneg_float, default=10.0, help="max gradient norm (default 10; 0 = off)")
     g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision: auto (default) = bf16/fp16 on a GPU, bf16 on a CPU with bf16 instructions "
                         "(AVX512-BF16 / AMX: about 1.7x faster; within the noise of two fp32 seeds), else fp32; "
@@ -261,6 +297,8 @@ def cmd_train(args) -> int:
                 num_classes=args.num_classes, image_size=args.image_size, epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
+                early_stop_metric=args.early_stop_metric or "loss_mask", val_every=args.val_every,
+                val_score=args.val_score,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
                 out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
@@ -313,7 +351,8 @@ def cmd_train(args) -> int:
         if not resume.is_file():
             raise CliError(f"--resume: checkpoint not found: {resume}")
     try:
-        summary = fit(cfg, resume=str(resume) if resume else None, show_progress=not args.no_progress)
+        summary = fit(cfg, resume=str(resume) if resume else None, show_progress=not args.no_progress,
+                      switch_metric=bool({"early_stop_metric", "val_score"} & explicit))
     except TrainingError as err:
         raise CliError(str(err)) from None
     except FileNotFoundError as err:

@@ -5,9 +5,18 @@ linear warm-up added, as in torchvision's detection references), inputs resized 
 (W x H), up to 100 epochs, early stop when the validation mask loss has not improved for 10 epochs;
 the checkpoint with the best validation mask loss is kept as ``best.pt``.
 
+Validation by AP (:func:`validate_ap`, every ``val_every`` epochs, the loss pass every epoch): the
+validation images are predicted as ``chromoseg predict`` predicts them with a checkpoint of the run
+(:class:`~chromoseg.engine.predict.Predictor`, eval mode, the paper's rule) and scored by
+:func:`~chromoseg.engine.evaluate.evaluate` (pycocotools): ``val/mask_ap``, ``val/mask_ap50``,
+``val/mask_ap75``, ``val/box_ap`` ... multi-class, ``..._binary`` class-agnostic, under the paper's
+score threshold (``PAPER_SCORE_THRESHOLD``, 0.5: the tables' protocol) and, with ``_coco``, without one.
+``early_stop_metric`` may name any of them (higher is better) instead of a loss (lower is better).
+
 Run folder (``--out``): ``config.yaml`` (the full configuration), ``metrics.jsonl`` (one JSON
 record per epoch, plus ``"event"`` records), ``last.pt`` (every epoch, written atomically),
-``best.pt`` (best validation mask loss), ``tb/`` (TensorBoard, when installed).
+``best.pt`` (best monitored value: by default the validation mask loss), ``tb/`` (TensorBoard, when
+installed).
 
 Determinism and resume: every epoch re-seeds Python, NumPy and torch with ``seed + epoch`` and the
 data order comes from a generator seeded the same way, so a run resumed from ``last.pt`` after a kill
@@ -25,6 +34,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +73,9 @@ class TrainConfig:
     warmup_iters: int = 200
     warmup_factor: float = 0.001
     patience: int = 10
-    early_stop_metric: str = "loss_mask"
+    early_stop_metric: str = "loss_mask"  # a loss (lower is better) or a validation AP name (higher): AP_METRIC
+    val_every: int = 1  # the AP pass every N epochs (and at the run's last epoch); 0: losses only
+    val_score: str = "class"  # the AP pass's scores: class (the paper's rule) or object (1 - P(background); rotated variants)
     grad_clip: float = 10.0
     amp: str = "auto"  # auto (bf16/fp16 on a GPU, bf16 on a CPU with bf16 instructions, else off), off, bf16, fp16
     workers: int = 2
@@ -80,6 +92,23 @@ class TrainConfig:
     zoom: Optional[tuple] = None  # (lo, hi): RandomZoom's scale range in training (None: no zoom)
     start_epoch: int = 0  # with init_weights: continue the schedule of a run whose folder is gone at this epoch
     model_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.early_stop_metric, str) and self.early_stop_metric.startswith("val/"):
+            self.early_stop_metric = self.early_stop_metric[4:]  # the name as metrics.jsonl spells it
+        m = self.early_stop_metric
+        if not isinstance(m, str) or not (m.startswith("loss") or is_ap_metric(m)):
+            raise ValueError(f"early_stop_metric {m!r}: a loss (loss_mask, loss, ...) or a validation AP "
+                             f"({', '.join(AP_METRIC_EXAMPLES)}, ...)")
+        if isinstance(self.val_every, bool) or not isinstance(self.val_every, int) or self.val_every < 0:
+            raise ValueError(f"val_every {self.val_every!r}: a whole number of epochs, 0 = no AP pass")
+        if is_ap_metric(m) and self.val and not self.val_every:
+            raise ValueError(f"early_stop_metric {m} is measured by the AP pass: val_every must be at least 1")
+        if self.val_score not in ("class", "object"):
+            raise ValueError(f"val_score {self.val_score!r}: 'class' (the paper's rule) or 'object'")
+        if self.val_score == "object" and self.variant in ("mr", "snake"):
+            raise ValueError(f"val_score 'object' needs a rotated variant (its detections carry class scores), "
+                             f"not {self.variant}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -113,21 +142,49 @@ class TrainConfig:
         return cfg
 
 
-class EarlyStopping:
-    """Stop when the monitored value (lower is better) has not improved for ``patience`` epochs."""
+#: the validation APs :func:`validate_ap` logs and ``early_stop_metric`` may name: mask or box AP
+#: (over IoU 0.50:0.95, at 0.5, at 0.75), multi-class or ``_binary``, under the paper's score threshold
+#: or, ``_coco``, without one. Higher is better.
+AP_METRIC = re.compile(r"^(mask|box)_ap(50|75)?(_binary)?(_coco)?$")
+AP_METRIC_EXAMPLES = ("mask_ap", "mask_ap50", "box_ap50", "mask_ap_binary", "box_ap50_coco")
 
-    def __init__(self, patience: int = 10, min_delta: float = 0.0):
-        self.patience, self.min_delta = patience, min_delta
+
+def is_ap_metric(name: str) -> bool:
+    """True for a validation AP name (``mask_ap``, ``val/box_ap50_binary``, ...): higher is better."""
+    return bool(AP_METRIC.match(str(name).split("/")[-1]))
+
+
+class EarlyStopping:
+    """Stop when the monitored value has not improved for ``patience`` epochs: lower is better
+    (``mode="min"``: a loss) or higher (``"max"``: an AP).
+
+    Patience counts epochs since the best one, so a value measured only every few epochs
+    (``val_every``) still stops after ``patience`` epochs. In ``"max"`` mode an AP of 0 while no epoch
+    has scored above 0 is taken as the new best (the later weights, their loss lower): patience starts
+    once the model finds anything above the score threshold (a detector whose class scores are still
+    under 0.5 scores 0 under the paper's protocol for many epochs)."""
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode!r}: 'min' (a loss) or 'max' (an AP)")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.bad_epochs = 0
 
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta or (value <= 0 and self.best <= 0)
+        return value < self.best - self.min_delta
+
     def update(self, value: float, epoch: int) -> bool:
         """Record one epoch's value; True when it is a new best."""
-        if self.best is None or value < self.best - self.min_delta:
+        if self._better(value):
             self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
             return True
-        self.bad_epochs += 1
+        self.bad_epochs = max(epoch - self.best_epoch, self.bad_epochs + 1)
         return False
 
     @property
@@ -135,10 +192,13 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return dict(patience=self.patience, min_delta=self.min_delta, best=self.best, best_epoch=self.best_epoch,
-                    bad_epochs=self.bad_epochs)
+        return dict(patience=self.patience, min_delta=self.min_delta, mode=self.mode, best=self.best,
+                    best_epoch=self.best_epoch, bad_epochs=self.bad_epochs)
 
     def load_state_dict(self, d: dict) -> None:
+        """A run's stopper; files from before AP monitoring have no ``mode``: they monitored a loss."""
+        if d.get("mode", "min") != self.mode:
+            raise ValueError(f"early-stopping state of a {d.get('mode', 'min')!r} metric, this stopper is {self.mode!r}")
         self.best, self.best_epoch, self.bad_epochs = d["best"], d["best_epoch"], d["bad_epochs"]
 
 
@@ -352,6 +412,127 @@ def validate(model, loader, device, dtype=None, distributed=False, show_progress
     return {f"val/{k}": sums[k] / max(count, 1) for k in keys}
 
 
+def annotator_boxes(gt: dict) -> dict:
+    """``gt`` as its box AP is scored: where annotations keep the annotator's box beside a pseudo-mask
+    (``source_bbox``, from ``chromoseg data pseudo-masks``: the G-band validation split) that box is the
+    ``bbox`` and the set box-only, as the test split is; a set without ``source_bbox`` is returned as it
+    is. The rule of ``benchmarks/bench_gband.py``'s ``annotator_boxes`` (a test holds them equal)."""
+    if not any("source_bbox" in a for a in gt["annotations"]):
+        return gt
+    anns = []
+    for a in gt["annotations"]:
+        a = {k: v for k, v in a.items() if k not in ("segmentation", "rbox", "endpoints")}
+        if "source_bbox" in a:
+            a["bbox"] = a.pop("source_bbox")
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+        anns.append(a)
+    images = [{**im, "has_masks": False} for im in gt["images"]]
+    return {**gt, "images": images, "annotations": anns, "chromoseg": {**gt.get("chromoseg", {}), "box_only": True}}
+
+
+#: (suffix of the metric's name, score threshold): the paper's protocol and COCO's
+AP_PROTOCOLS = (("", None), ("_coco", 0.0))
+
+
+def ap_metrics(gt: dict, results: list[dict]) -> dict:
+    """``val/...`` APs of COCO ``results`` against the set ``gt`` (both as data) by
+    :func:`chromoseg.engine.evaluate.evaluate`: mask AP against the set's masks, box AP against its
+    boxes -- the annotators' where the set keeps them beside pseudo-masks (:func:`annotator_boxes`);
+    multi-class and ``_binary``; under the paper's score threshold and, ``_coco``, without one. A
+    kind the set cannot score (mask AP of a box-only set, multi-class AP without classes) is left out;
+    an AP with ground truth but no detection is 0."""
+    from chromoseg.engine.evaluate import evaluate
+    from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
+
+    boxes = annotator_boxes(gt)
+    jobs = [(gt, ("segm", "bbox"))] if boxes is gt else [(gt, ("segm",)), (boxes, ("bbox",))]
+    out = {}
+    for suffix, thr in AP_PROTOCOLS:
+        thr = PAPER_SCORE_THRESHOLD if thr is None else thr
+        for truth, iou_types in jobs:
+            rep = evaluate(truth, results, score_threshold=thr, iou_types=iou_types)
+            for mode, by_type in rep["metrics"].items():
+                for iou, m in by_type.items():
+                    for stat, tag in (("AP", ""), ("AP50", "50"), ("AP75", "75")):
+                        v = m.get(stat)
+                        if v is None and m.get("gt_instances"):
+                            v = 0.0  # COCOeval's -1: nothing detected
+                        name = f"{'mask' if iou == 'segm' else 'box'}_ap{tag}{'_binary' if mode == 'binary' else ''}"
+                        out[f"val/{name}{suffix}"] = v
+    return out
+
+
+def validation_truth(val_ds) -> dict:
+    """The validation set's ground truth as :func:`ap_metrics` scores it: the images the dataset uses
+    (``max_val_images``) and all their annotations, crowd regions included (COCOeval ignores them)."""
+    ids = {im["id"] for im in val_ds.images}
+    return {**val_ds.coco, "images": list(val_ds.images),
+            "annotations": [a for a in val_ds.coco["annotations"] if a["image_id"] in ids]}
+
+
+@torch.no_grad()
+def validate_ap(model, model_config: dict, val_ds, device, distributed: bool = False,
+                show_progress: bool = True, score: str = "class") -> dict:
+    """Validation APs of the weights being trained, as ``chromoseg predict`` and ``chromoseg evaluate``
+    would measure a checkpoint of this run: the weights and build arguments go through a temporary
+    checkpoint into :meth:`Predictor.from_checkpoint <chromoseg.engine.predict.Predictor.from_checkpoint>`
+    (a separate model in eval mode: the one in training is not touched; a checkpoint recommends nothing,
+    so it is the paper's rule -- top 100, mask NMS, class scores -- with its score threshold applied
+    by the evaluation; ``score="object"`` is ``predict --score object``, how the shipped models are
+    measured), each image read as predict reads it (``read_image``) and predicted alone; the
+    results are scored by :func:`ap_metrics`. Under DDP each rank predicts its share, rank 0 scores and
+    every rank gets the figures. Also ``val/ap_images`` and ``val/ap_seconds``."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from chromoseg.data.io import read_image
+    from chromoseg.engine.predict import Predictor, instances_to_results
+
+    t0 = time.perf_counter()
+    world, rank, _ = dist_info() if distributed else (1, 0, 0)
+    with tempfile.TemporaryDirectory(prefix="chromoseg-val-") as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save({"model": model.state_dict(), "model_config": model_config}, path)
+        predictor = Predictor.from_checkpoint(path, {"score_threshold": 0.0, "score": score}, device=device)
+    results = []
+    for i in tqdm(range(rank, len(val_ds), world), desc="val AP", disable=not show_progress, leave=False,
+                  dynamic_ncols=True):
+        im = val_ds.images[i]
+        insts = predictor([read_image(val_ds.image_path(i))])[0]
+        for r in instances_to_results(insts, im["id"], im["file_name"]):
+            r.pop("file_name")  # the image by its id: two images may share a name
+            results.append(r)
+    del predictor
+    if distributed:
+        import torch.distributed as dist
+
+        shares = [None] * world
+        dist.all_gather_object(shares, results)
+        results = [r for share in shares for r in share]
+    out = [None]
+    if rank == 0:
+        out[0] = {**ap_metrics(validation_truth(val_ds), results), "val/ap_images": len(val_ds),
+                  "val/ap_seconds": time.perf_counter() - t0}
+    if distributed:
+        dist.broadcast_object_list(out, src=0)
+    return out[0]
+
+
+def ap_monitor(rec: dict, metric: str) -> tuple[Optional[str], Optional[float]]:
+    """(name, value) of the AP ``metric`` in an epoch's record; (None, None) on an epoch without the AP
+    pass. Where the set cannot score it, the nearest it can: box AP on a box-only set (for mask AP),
+    binary AP without classes."""
+    m = AP_METRIC.match(metric)
+    iou, at, binary, coco = m.group(1), m.group(2) or "", m.group(3) or "", m.group(4) or ""
+    for i in dict.fromkeys((iou, "box")):
+        for b in dict.fromkeys((binary, "_binary")):
+            name = f"val/{i}_ap{at}{b}{coco}"
+            if rec.get(name) is not None:
+                return name, rec[name]
+    return None, None
+
+
 # ---- the command --------------------------------------------------------------------------------
 
 class MetricsLog:
@@ -379,9 +560,16 @@ class MetricsLog:
             self.tb.flush()
 
 
-def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = True, stop_after: Optional[int] = None):
+def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = True, stop_after: Optional[int] = None,
+        switch_metric: bool = False):
     """Train; returns a summary dict. ``resume``: a checkpoint path (``last.pt``). ``stop_after``:
     stop after this many epochs in this call (used to simulate a kill in tests).
+
+    A resumed run keeps its own configuration but for ``epochs``, ``device``, ``workers``, ``out`` and
+    ``val_every`` (taken from ``cfg``), and its early-stopping state; with ``switch_metric`` it monitors
+    ``cfg.early_stop_metric`` scored with ``cfg.val_score`` from here on instead of its own: where that
+    changes what is monitored the stopper starts afresh (the next monitored epoch becomes ``best.pt``;
+    an ``"event": "monitor"`` record says so).
 
     When the run folder is gone (another machine), ``cfg.init_weights`` (a checkpoint, export or
     shipped model) with ``cfg.start_epoch = N`` continues the run's schedule: epochs N+1 .. ``epochs``
@@ -405,12 +593,25 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             torch.cuda.set_device(device)
     main = rank == 0
     out = Path(cfg.out)
-    ck = None
+    ck, switched = None, None
     if resume:
         ck = load_checkpoint(resume)
         saved = TrainConfig.from_dict(ck["config"])
-        # keep the run's configuration; only the epoch budget / device / workers may change
+        # keep the run's configuration; only the epoch budget / device / workers / AP-pass interval may change
         saved.epochs, saved.device, saved.workers, saved.out = cfg.epochs, cfg.device, cfg.workers, cfg.out
+        saved.val_every = cfg.val_every  # how often to pay for the AP pass: not part of the recipe
+        was = (saved.early_stop_metric, saved.val_score)
+        if switch_metric:
+            saved.early_stop_metric, saved.val_score = cfg.early_stop_metric, cfg.val_score
+            if saved.early_stop_metric != was[0] or (is_ap_metric(was[0]) and saved.val_score != was[1]):
+                switched = (was[0], saved.early_stop_metric)
+        elif (cfg.early_stop_metric, cfg.val_score) != was:
+            log.warning("resuming: the run monitors %s with %s scores (its own); %s with %s scores are not used",
+                        *was, cfg.early_stop_metric, cfg.val_score)
+        try:
+            saved.__post_init__()
+        except ValueError as err:
+            raise TrainingError(str(err)) from None
         cfg = saved
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -445,7 +646,11 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("--amp bf16 on a CPU without bf16 instructions: emulated, likely slower than fp32")
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    stopper = EarlyStopping(cfg.patience)
+    ap_monitored = val_ds is not None and is_ap_metric(cfg.early_stop_metric)
+    if ap_monitored and not validation_truth(val_ds)["annotations"]:
+        raise TrainingError(f"early_stop_metric {cfg.early_stop_metric}: the validation set {cfg.val} has no "
+                            "annotated chromosomes to score")
+    stopper = EarlyStopping(cfg.patience, mode="max" if ap_monitored else "min")
     start_epoch = cfg.start_epoch
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -453,7 +658,12 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
         scheduler.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
-        stopper.load_state_dict(ck["early_stopping"])
+        if switched is None:
+            try:
+                stopper.load_state_dict(ck["early_stopping"])
+            except ValueError as err:  # e.g. an AP-monitored run whose validation set is now empty
+                raise TrainingError(f"{resume}: {err} (monitoring {cfg.early_stop_metric}"
+                                    f"{', no validation set' if val_ds is None else ''})") from None
         start_epoch = int(ck["epoch"])
         set_rng_state(ck["rng"])
     ddp_model = model
@@ -480,8 +690,15 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
     if main:
         mlog.write({"event": "resume" if ck is not None else "start", "epoch": start_epoch, "time": time.time(),
                     "device": str(device), "world_size": world, "amp": str(dtype), "variant": cfg.variant,
-                    "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0})
+                    "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0,
+                    "early_stop_metric": cfg.early_stop_metric, "val_every": cfg.val_every if val_ds is not None else 0,
+                    "val_score": cfg.val_score})
+        if switched is not None:
+            mlog.write({"event": "monitor", "epoch": start_epoch, "was": switched[0], "now": switched[1],
+                        "val_score": cfg.val_score,
+                        "note": "the stopper starts afresh: the next monitored epoch becomes best.pt"})
     summary = {"stopped": "epochs", "epochs_run": 0}
+    monitored = None
     deadline = time.monotonic() + 60.0 * cfg.time_limit if cfg.time_limit else None
     for epoch in range(start_epoch, cfg.epochs):
         if stopper.should_stop:  # resumed from a run that had already stopped early
@@ -504,16 +721,25 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             rec["train/images_per_s"] *= world
         if val_loader is not None:
             rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
-            name = f"val/{cfg.early_stop_metric}" if f"val/{cfg.early_stop_metric}" in rec else "val/loss"
-            if name.endswith("loss_mask") and rec[name] == 0.0 and "val/loss" in rec:
-                name = "val/loss"  # box-only validation set: no mask loss, use the total
-            metric = rec.get(name)
+            ending = (epoch + 1 == cfg.epochs or bool(rec.get("train/partial"))
+                      or (deadline is not None and time.monotonic() > deadline))
+            if cfg.val_every and ((epoch + 1) % cfg.val_every == 0 or ending):
+                rec.update(validate_ap(model, mcfg, val_ds, device, distributed, show_progress and main,
+                                       score=cfg.val_score))
+            if ap_monitored:  # None on an epoch without the AP pass: the stopper waits for the next
+                name, metric = ap_monitor(rec, cfg.early_stop_metric)
+            else:
+                name = f"val/{cfg.early_stop_metric}" if f"val/{cfg.early_stop_metric}" in rec else "val/loss"
+                if name.endswith("loss_mask") and rec[name] == 0.0 and "val/loss" in rec:
+                    name = "val/loss"  # box-only validation set: no mask loss, use the total
+                metric = rec.get(name)
         else:  # no validation set; or a model without the metric (Deep Snake has no mask loss): the total
             name = f"train/{cfg.early_stop_metric}" if f"train/{cfg.early_stop_metric}" in rec else "train/loss"
             metric = rec[name]
-        improved = stopper.update(metric, epoch + 1)
-        rec.update({"monitor": metric, "monitored": name, "best": stopper.best, "best_epoch": stopper.best_epoch,
-                    "bad_epochs": stopper.bad_epochs})
+        improved = stopper.update(metric, epoch + 1) if metric is not None else False
+        monitored = name or monitored
+        rec.update({"monitor": metric, "monitored": name or f"val/{cfg.early_stop_metric}", "best": stopper.best,
+                    "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs})
         if main:
             state = {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
@@ -523,9 +749,11 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             if improved:
                 atomic_save(state, out / "best.pt")
             mlog.write(rec)
-            log.info("epoch %d: train loss %.4f, %s %.4f (best %.4f @ %d), %.2f img/s", epoch + 1,
-                     rec["train/loss"], name, metric, stopper.best, stopper.best_epoch,
-                     rec["train/images_per_s"])
+            aps = ", ".join(f"{k[4:]} {rec[k]:.4f}" for k in ("val/mask_ap", "val/box_ap50") if rec.get(k) is not None)
+            log.info("epoch %d: train loss %.4f, %s %s (best %s @ %s)%s, %.2f img/s", epoch + 1, rec["train/loss"],
+                     rec["monitored"], "-" if metric is None else f"{metric:.4f}",
+                     "-" if stopper.best is None else f"{stopper.best:.4f}", stopper.best_epoch,
+                     f", {aps}" if aps else "", rec["train/images_per_s"])
         summary["epochs_run"] += 1
         summary["last"] = rec
         if stopper.should_stop:
@@ -540,7 +768,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                 mlog.write({"event": "time_limit", "epoch": epoch + 1, "minutes": cfg.time_limit})
             break
     summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out),
-                   monitored=summary.get("last", {}).get("monitored", cfg.early_stop_metric))
+                   monitored=monitored or summary.get("last", {}).get("monitored", cfg.early_stop_metric))
     if distributed:
         import torch.distributed as dist
 
