@@ -36,6 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import commit, shown  # noqa: E402
 
+from chromoseg.engine.evaluate import annotator_boxes  # noqa: E402  (also bench_nucleus_rule's)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,22 +54,6 @@ def cil_totals(cil: Path) -> dict[str, int]:
 
 FRAMINGS = ("as-is", "twice", "shrunk")
 SHRUNK = 0.6
-
-
-def annotator_boxes(gt: dict) -> dict:
-    """``gt`` scored by its annotators' boxes: where an annotation keeps ``source_bbox`` (the VOC box
-    behind a pseudo-mask) that becomes its ``bbox`` and the set is box-only, like the test split."""
-    if not any("source_bbox" in a for a in gt["annotations"]):
-        return gt
-    anns = []
-    for a in gt["annotations"]:
-        a = {k: v for k, v in a.items() if k not in ("segmentation", "rbox", "endpoints")}
-        if "source_bbox" in a:
-            a["bbox"] = a.pop("source_bbox")
-            a["area"] = float(a["bbox"][2] * a["bbox"][3])
-        anns.append(a)
-    images = [{**im, "has_masks": False} for im in gt["images"]]
-    return {**gt, "images": images, "annotations": anns, "chromoseg": {**gt.get("chromoseg", {}), "box_only": True}}
 
 
 def reframe(gt: dict, root: Path, framing: str, out: Path) -> dict:

@@ -45,6 +45,7 @@ import torch
 
 from .amp import cpu_has_native_bf16
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .evaluate import annotator_boxes  # the box-AP rule of sets with annotators' boxes
 
 log = logging.getLogger(__name__)
 
@@ -410,24 +411,6 @@ def validate(model, loader, device, dtype=None, distributed=False, show_progress
         count = int(t[-1].item())
     model.train(was_training)
     return {f"val/{k}": sums[k] / max(count, 1) for k in keys}
-
-
-def annotator_boxes(gt: dict) -> dict:
-    """``gt`` as its box AP is scored: where annotations keep the annotator's box beside a pseudo-mask
-    (``source_bbox``, from ``chromoseg data pseudo-masks``: the G-band validation split) that box is the
-    ``bbox`` and the set box-only, as the test split is; a set without ``source_bbox`` is returned as it
-    is. The rule of ``benchmarks/bench_gband.py``'s ``annotator_boxes`` (a test holds them equal)."""
-    if not any("source_bbox" in a for a in gt["annotations"]):
-        return gt
-    anns = []
-    for a in gt["annotations"]:
-        a = {k: v for k, v in a.items() if k not in ("segmentation", "rbox", "endpoints")}
-        if "source_bbox" in a:
-            a["bbox"] = a.pop("source_bbox")
-            a["area"] = float(a["bbox"][2] * a["bbox"][3])
-        anns.append(a)
-    images = [{**im, "has_masks": False} for im in gt["images"]]
-    return {**gt, "images": images, "annotations": anns, "chromoseg": {**gt.get("chromoseg", {}), "box_only": True}}
 
 
 #: (suffix of the metric's name, score threshold): the paper's protocol and COCO's
