@@ -512,3 +512,33 @@ def test_unknown_class_instances_train_without_a_class():
     assert all(torch.isfinite(v) for v in out.values())
     assert float(out["loss_classifier"].detach()) < float(ref["loss_classifier"].detach())  # no class to get wrong
     sum(out.values()).backward()
+
+
+@pytest.mark.parametrize("variant", ["ermr", "mr"])
+def test_roi_foreground_iou_threshold_decides_the_sampled_labels(variant, tmp_path):
+    """box_fg_iou_thresh (train --roi-fg-iou): a RoI overlapping its chromosome at IoU 0.45 is
+    background under the paper's 0.5 and that chromosome under 0.4; the value survives a checkpoint,
+    and the paper's value is not written into the model's config."""
+    from chromoseg.engine.checkpoint import load_model
+
+    gt = torch.tensor([[50.0, 40.0, 60.0, 10.0, 0.0]])  # rotated box (cx, cy, w, h, angle)
+    near = torch.tensor([[50.0, 40.0, 60.0 * 0.45, 10.0, 0.0]])  # same box, 0.45 as long: IoU 0.45
+    target = {"rboxes": gt, "labels": torch.tensor([3]), "boxes": torch.tensor([[20.0, 35.0, 80.0, 45.0]])}
+    labels = {}
+    for t in (0.5, 0.4):
+        args = dict(variant=variant, backbone="resnet18", image_size=SIZE, box_fg_iou_thresh=t, **SMALL)
+        m = build_model(**args)
+        assert ("box_fg_iou_thresh" in m.config) == (t != 0.5)
+        if variant == "mr":  # torchvision's heads: the same two thresholds
+            matcher = m.roi_heads.tv.proposal_matcher
+            assert (matcher.high_threshold, matcher.low_threshold) == (t, t)
+            continue
+        out = m.roi_heads.select_training_samples([near], [target])
+        labels[t] = out[2][0][0].item()  # the proposal itself (ground truth is appended after it)
+        path = tmp_path / f"m{t}.pt"
+        torch.save({"model": m.state_dict(), "model_config": args}, path)
+        assert load_model(path).roi_heads.proposal_matcher.high_threshold == t
+    if variant == "ermr":
+        assert labels == {0.5: 0, 0.4: 3}
+    with pytest.raises(ValueError, match="box_fg_iou_thresh"):
+        build_model(variant, backbone="resnet18", image_size=SIZE, box_fg_iou_thresh=1.0, **SMALL)

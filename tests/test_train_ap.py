@@ -293,3 +293,31 @@ def test_resume_with_object_scores_restarts_the_ap_stopper(tmp_path, monkeypatch
     ck = load_checkpoint(run / "last.pt")
     assert ck["config"]["val_score"] == "object" and ck["early_stopping"]["best"] == 0.2
     assert ck["early_stopping"]["best_epoch"] == 2 and load_checkpoint(run / "best.pt")["epoch"] == 2
+
+
+def test_val_rescore_reaches_the_predictor_of_the_ap_pass(tmp_path, monkeypatch):
+    """--val-rescore: the AP pass predicts as `predict --rescore on` (the shipped G-band setting)."""
+    from chromoseg.data.dataset import ChromosomeDataset
+    from chromoseg.data.transforms import default_transforms
+    from chromoseg.engine import predict
+    from chromoseg.engine.train import TrainConfig, validate_ap
+    from chromoseg.models import SMALL, build_model
+
+    seen = []
+    real = predict.Predictor.from_checkpoint.__func__
+
+    def spy(cls, path, settings=None, **kw):
+        p = real(cls, path, settings, **kw)
+        seen.append(p.model.roi_heads.rescore)
+        return p
+
+    monkeypatch.setattr(predict.Predictor, "from_checkpoint", classmethod(spy))
+    mcfg = dict(variant="ermr", backbone="resnet18", image_size=(128, 160), num_classes=24, **SMALL)
+    model = build_model(**mcfg).train()
+    val = ChromosomeDataset(write_set(tmp_path, 1, 10, "val.json"), transforms=default_transforms(False, size=(128, 160)))
+    for rescore in (False, True):
+        validate_ap(model, mcfg, val, torch.device("cpu"), show_progress=False, score="object", rescore=rescore)
+    assert seen == [False, True]
+    old = TrainConfig().to_dict()
+    del old["val_rescore"]  # a configuration written before the option still loads, without rescoring
+    assert TrainConfig.from_dict(old).val_rescore is False

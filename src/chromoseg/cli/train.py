@@ -136,6 +136,10 @@ def register(subparsers) -> None:
     g.add_argument("--endpoint-loss-weight", type=nonneg_float, default=1.0, metavar="W",
                    help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
                         "so the branch learns slowly at 1; e.g. 100 makes it learn faster)")
+    g.add_argument("--roi-fg-iou", type=float, default=0.5, metavar="T",
+                   help="training: a sampled RoI overlapping its chromosome by IoU >= T is that chromosome, "
+                        "below T background (default 0.5, the paper's; e.g. 0.4 teaches the box head to score "
+                        "the looser rotated proposals of long chromosomes)")
     g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
     g.add_argument("--compact", action="store_true",
                    help="the shipped model's widths: 128-channel FPN and mask head, 512-d box head, 32-channel "
@@ -161,6 +165,9 @@ def register(subparsers) -> None:
     g.add_argument("--val-every", type=nonneg_int, default=1, metavar="N",
                    help="the AP pass on the validation set every N epochs and at the last (default 1; 0 = losses "
                         "only); patience still counts epochs")
+    g.add_argument("--val-rescore", action="store_true",
+                   help="the AP pass rescores each detection on its own final box (predict --rescore on; how the "
+                        "shipped G-band model is measured)")
     g.add_argument("--val-score", default="class", choices=["class", "object"],
                    help="the AP pass's scores: class (default: the paper's rule, what predict applies to the run's "
                         "checkpoints) or object (1 - P(background), predict --score object: how the shipped models "
@@ -298,7 +305,7 @@ def cmd_train(args) -> int:
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                 warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
                 early_stop_metric=args.early_stop_metric or "loss_mask", val_every=args.val_every,
-                val_score=args.val_score,
+                val_score=args.val_score, val_rescore=args.val_rescore,
                 workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
                 augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
                 out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
@@ -307,7 +314,8 @@ def cmd_train(args) -> int:
                 model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
                                                 ("trainable_layers", args.trainable_layers),
                                                 ("invert", args.stain == "brightfield"),
-                                                ("frame", args.frame))
+                                                ("frame", args.frame),
+                                                ("box_fg_iou_thresh", args.roi_fg_iou))
                               if v != defaults.get(k) and v is not False})
     if base:  # the file gives the values; options typed on the command line win
         opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}

@@ -77,6 +77,7 @@ class TrainConfig:
     early_stop_metric: str = "loss_mask"  # a loss (lower is better) or a validation AP name (higher): AP_METRIC
     val_every: int = 1  # the AP pass every N epochs (and at the run's last epoch); 0: losses only
     val_score: str = "class"  # the AP pass's scores: class (the paper's rule) or object (1 - P(background); rotated variants)
+    val_rescore: bool = False  # the AP pass rescores each detection on its own box (predict --rescore on)
     grad_clip: float = 10.0
     amp: str = "auto"  # auto (bf16/fp16 on a GPU, bf16 on a CPU with bf16 instructions, else off), off, bf16, fp16
     workers: int = 2
@@ -455,14 +456,14 @@ def validation_truth(val_ds) -> dict:
 
 @torch.no_grad()
 def validate_ap(model, model_config: dict, val_ds, device, distributed: bool = False,
-                show_progress: bool = True, score: str = "class") -> dict:
+                show_progress: bool = True, score: str = "class", rescore: bool = False) -> dict:
     """Validation APs of the weights being trained, as ``chromoseg predict`` and ``chromoseg evaluate``
     would measure a checkpoint of this run: the weights and build arguments go through a temporary
     checkpoint into :meth:`Predictor.from_checkpoint <chromoseg.engine.predict.Predictor.from_checkpoint>`
     (a separate model in eval mode: the one in training is not touched; a checkpoint recommends nothing,
     so it is the paper's rule -- top 100, mask NMS, class scores -- with its score threshold applied
     by the evaluation; ``score="object"`` is ``predict --score object``, how the shipped models are
-    measured), each image read as predict reads it (``read_image``) and predicted alone; the
+    measured; ``rescore=True`` is ``predict --rescore on``), each image read as predict reads it (``read_image``) and predicted alone; the
     results are scored by :func:`ap_metrics`. Under DDP each rank predicts its share, rank 0 scores and
     every rank gets the figures. Also ``val/ap_images`` and ``val/ap_seconds``."""
     import tempfile
@@ -477,7 +478,8 @@ def validate_ap(model, model_config: dict, val_ds, device, distributed: bool = F
     with tempfile.TemporaryDirectory(prefix="chromoseg-val-") as tmp:
         path = Path(tmp) / "model.pt"
         torch.save({"model": model.state_dict(), "model_config": model_config}, path)
-        predictor = Predictor.from_checkpoint(path, {"score_threshold": 0.0, "score": score}, device=device)
+        predictor = Predictor.from_checkpoint(path, {"score_threshold": 0.0, "score": score, "rescore": rescore},
+                                              device=device)
     results = []
     for i in tqdm(range(rank, len(val_ds), world), desc="val AP", disable=not show_progress, leave=False,
                   dynamic_ncols=True):
@@ -708,7 +710,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                       or (deadline is not None and time.monotonic() > deadline))
             if cfg.val_every and ((epoch + 1) % cfg.val_every == 0 or ending):
                 rec.update(validate_ap(model, mcfg, val_ds, device, distributed, show_progress and main,
-                                       score=cfg.val_score))
+                                       score=cfg.val_score, rescore=cfg.val_rescore))
             if ap_monitored:  # None on an epoch without the AP pass: the stopper waits for the next
                 name, metric = ap_monitor(rec, cfg.early_stop_metric)
             else:

@@ -61,7 +61,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                 rpn_post_nms_top_n_train: int = 1000, rpn_post_nms_top_n_test: int = 300,
                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 256,
                 box_detections_per_img: int = 100, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                box_score_mode: str = "class", box_rescore: bool = False,
+                box_score_mode: str = "class", box_rescore: bool = False, box_fg_iou_thresh: float = 0.5,
                 ed_channels: int = 128, ed_layers: int = 6, endpoint_loss_weight: float = 1.0, representation_size: int = 1024,
                 fpn_channels: int = 256, mask_channels: int = 256, image_mean: float = 0.5,
                 image_std: float = 0.25, crop_classifier: bool = False, crop_classifier_width: int | list[int] = 16,
@@ -82,7 +82,10 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     or "object" (one per RoI, scored 1 - P(background); ``RotatedRoIHeads``; the other variants ignore
     it); an inference setting, not saved in the model's config. ``box_rescore``: score each final
     detection on its own regressed rotated box (``RotatedRoIHeads.rescore_detections``; the other
-    variants ignore it); likewise an inference setting.
+    variants ignore it); likewise an inference setting. ``box_fg_iou_thresh``: in training, a sampled
+    RoI whose IoU with its best ground truth (rotated IoU for the rotated variants) reaches it is that
+    chromosome, below it background (0.5 = the paper and torchvision; a lower value teaches the box head
+    to score the looser proposals of long, thin chromosomes as chromosomes).
     ``crop_classifier``: the model carries a second-stage classifier of its final instances
     (``chromoseg.models.crop_classifier``, trained by ``chromoseg train-classifier``);
     ``crop_classifier_members`` > 1: an ensemble of that many; ``crop_classifier_width`` a list: an
@@ -143,6 +146,10 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
                   mask_channels=mask_channels, representation_size=representation_size, invert=bool(invert))
     if frame:
         config["frame"] = True
+    if not 0.0 < box_fg_iou_thresh < 1.0:
+        raise ValueError(f"box_fg_iou_thresh {box_fg_iou_thresh}: use a value in (0, 1)")
+    if box_fg_iou_thresh != 0.5:
+        config["box_fg_iou_thresh"] = float(box_fg_iou_thresh)
 
     fpn = resnet_fpn(backbone, in_channels=in_channels, trainable_layers=trainable_layers, norm=norm,
                      backbone_weights=backbone_weights, out_channels=fpn_channels)
@@ -172,7 +179,8 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
             dict(training=rpn_pre_nms_top_n_train, testing=rpn_pre_nms_top_n_test),
             dict(training=rpn_post_nms_top_n_train, testing=rpn_post_nms_top_n_test), 0.7)
         tv = RoIHeads(MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2), box_head,
-                      FastRCNNPredictor(representation_size, nc), 0.5, 0.5, box_batch_size_per_image, 0.25,
+                      FastRCNNPredictor(representation_size, nc), box_fg_iou_thresh, box_fg_iou_thresh,
+                      box_batch_size_per_image, 0.25,
                       None, box_score_thresh, box_nms_thresh, box_detections_per_img,
                       mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head=mask_head,
                       mask_predictor=mask_predictor)
@@ -193,7 +201,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
             MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 7, 2), box_head,
             RotatedBoxPredictor(representation_size, nc, hr=sw["hr"], class_agnostic=class_agnostic_box),
             MultiScaleRotatedRoIAlign(["0", "1", "2", "3"], 14, 2), mask_head, mask_predictor,
-            batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
+            fg_iou_thresh=box_fg_iou_thresh, bg_iou_thresh=box_fg_iou_thresh, batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, hr=sw["hr"],
             hr_fusion=hr_fusion, score_mode=box_score_mode, rescore=box_rescore)
         config.update(anchor_ratios=list(ratios), anchor_angles=list(angles))
