@@ -135,7 +135,8 @@ class Model:
         to grey, the first channel of a multi-channel file (with a warning in ``result.source``). A
         file without that channel raises :class:`chromoseg.data.io.ImageReadError` naming those it
         has. ``pixel_size_um``: micrometres per pixel, recorded in ``result.source`` instead of the
-        file's own (not used for the prediction)."""
+        file's own; the image's pixel size sets its scale where the model records the one it was
+        trained at (``train_pixel_size_um``; ``result.framing["scale_rule"]`` says which rule)."""
         from chromoseg.data.io import image_record, read_image_with_info
         from chromoseg.karyotype.counts import count_karyotype
 
@@ -163,7 +164,8 @@ class Model:
         problem = image_problem(arr, getattr(self.predictor, "stain", None), path, python=True)  # as predict's
         if problem:
             raise ValueError(f"{path if path is not None else 'image'}: {problem[1]}")
-        (insts,) = self.predictor([arr], **settings)
+        px = source.get("pixel_size_um")  # the scale rule's, where the model records its own pixel size
+        (insts,) = self.predictor([arr], **({"pixel_sizes": [px]} if px else {}), **settings)
         used = asdict(self.predictor.last_settings[0])
         by = (getattr(self.predictor, "last_predictors", None) or [self.predictor])[0]
         model = by.model_record() if hasattr(by, "model_record") else {}

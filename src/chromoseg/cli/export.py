@@ -30,6 +30,10 @@ def register(subparsers) -> None:
     e.add_argument("--default-rescore", choices=["on", "off"], default=None,
                    help="whether `predict` scores each detection on its own final box with this model unless "
                         "--rescore is given (default: off, the paper's scoring); choose it on a validation split")
+    e.add_argument("--train-pixel-size", type=float, default=None, metavar="UM",
+                   help="micrometres per pixel of the network input (after its resize) the model was trained "
+                        "at; predict then brings every image whose pixel size is known (the file's or "
+                        "--pixel-size) to it instead of framing it (default: none recorded: images are framed)")
     e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
                    help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
                         "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
@@ -38,6 +42,7 @@ def register(subparsers) -> None:
 
 
 def cmd_export(args) -> int:
+    import math
     from pathlib import Path
 
     from chromoseg.cli import CliError
@@ -52,6 +57,10 @@ def cmd_export(args) -> int:
             meta["default_score_threshold"] = str(args.default_score_threshold)
         if args.default_rescore is not None:
             meta["default_rescore"] = "true" if args.default_rescore == "on" else "false"
+        if args.train_pixel_size is not None:
+            if not (math.isfinite(args.train_pixel_size) and args.train_pixel_size > 0):
+                raise CliError(f"--train-pixel-size {args.train_pixel_size}: give micrometres per pixel (> 0)")
+            meta["train_pixel_size_um"] = repr(float(args.train_pixel_size))
         if args.default_proposals is not None:
             meta["default_proposals"] = str(args.default_proposals)
         info = export_model(args.checkpoint, args.out, half=not args.fp32, metadata=meta or None)

@@ -28,7 +28,9 @@ Writes into --out:
                         SHA-256 prefix, stain) and the inference settings that made it, the channel
                         it was read from (channel, channel_index, the file's channels) and its pixel
                         size (pixel_size_um, micrometres per pixel, and pixel_size_source: the file's
-                        OME/ImageJ/TIFF tags, or "given (--pixel-size)"; null when unknown)
+                        OME/ImageJ/TIFF tags, or "given (--pixel-size)"; null when unknown), and how
+                        it reached the network: frame, scale and scale_rule (pixel size, framing
+                        or whole image)
   NAME.labels.tif       16-bit instance label image (0 background, k = k-th instance by score)
   NAME.overlay.png      the image with each chromosome's mask, rotated box, endpoints and class
   NAME.karyogram.png    the chromosomes cut out, turned upright and laid out in the standard rows
@@ -273,8 +275,9 @@ def register(sub) -> None:
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
                    help="micrometres per pixel, recorded in images.json instead of the file's own (OME PhysicalSizeX, "
                         "ImageJ or TIFF resolution tags; where the file says otherwise its value is kept as "
-                        "pixel_size_um_in_file), e.g. 0.065 for a 100x objective on a 6.5 um camera pixel. It is "
-                        "recorded, not used: the model sees the pixels as they are")
+                        "pixel_size_um_in_file), e.g. 0.065 for a 100x objective on a 6.5 um camera pixel. A model that "
+                        "records the pixel size it was trained at (export --train-pixel-size) gets each image "
+                        "at that scale; with other models it changes nothing (images.json: scale_rule)")
     p.add_argument("--skip-existing", action="store_true",
                    help="images already in OUT/images.json (a run that was stopped) are not predicted again; "
                         "their results stay in the files")

@@ -7,7 +7,11 @@ A training checkpoint (``last.pt`` / ``best.pt``) is a dict with ``model`` (stat
 
 An exported model (``chromoseg export``, and the models shipped in ``chromoseg/weights``) is a
 safetensors file: the weights (half precision by default) plus string metadata ``format``
-(``chromoseg-model``), ``model_config`` (JSON of the build arguments) and ``train_config`` (JSON).
+(``chromoseg-model``), ``model_config`` (JSON of the build arguments) and ``train_config`` (JSON),
+and what ``chromoseg export`` was told of how to use it: ``stain``, the ``default_*`` recommendations
+and ``train_pixel_size_um`` (micrometres per pixel of the network input the model was trained at: the
+physical scale rule, :class:`chromoseg.engine.settings.InferenceConfig`); a file without one of these
+keys is used as before.
 :func:`load_model` reads both kinds.
 """
 from __future__ import annotations

@@ -275,15 +275,21 @@ class Predictor:
             heads.mask_score_thresh = 0.0
 
     @torch.no_grad()
-    def __call__(self, images: list[np.ndarray], **overrides) -> list[list[dict]]:
-        """Instances of each image. ``overrides``: settings for this call only (see :meth:`settings`)."""
+    def __call__(self, images: list[np.ndarray], pixel_sizes=None, **overrides) -> list[list[dict]]:
+        """Instances of each image. ``overrides``: settings for this call only (see :meth:`settings`).
+        ``pixel_sizes``: each image's micrometres per pixel (None: unknown), for a model that records the
+        pixel size it was trained at (``cfg.train_pixel_size_um``)."""
+        from chromoseg.models.transform import input_scale
+
         check_image_list(images)
         cfg = self.settings(**overrides)
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
-        with self._masks_only_above_threshold(cfg), autocast_context(cfg.amp, self.device):
+        with self._masks_only_above_threshold(cfg), autocast_context(cfg.amp, self.device), \
+                input_scale(self.model, pixel_sizes, cfg.train_pixel_size_um):
             outputs = [float32_outputs(o) for o in self.model(tensors)]
         size = getattr(getattr(self.model, "transform", None), "image_size", None)
-        self.last_framing = [framing_of(o.get("frame"), a.shape[-2:], size) for o, a in zip(outputs, images)]
+        self.last_framing = [framing_of(o.get("frame"), a.shape[-2:], size, o.get("scale_rule"), o.get("scale_note"))
+                             for o, a in zip(outputs, images)]
         self.last_settings = [cfg] * len(images)
         return [self.classes_of(t[0].cpu(), select_instances(o, cfg), cfg) for t, o in zip(tensors, outputs)]
 
@@ -305,13 +311,16 @@ class Predictor:
         return instances
 
 
-def framing_of(frame, image_hw, input_hw) -> dict:
+def framing_of(frame, image_hw, input_hw, rule: str | None = None, note: str | None = None) -> dict:
     """How an image reached the network: ``frame`` (x0, y0, x1, y1: the crop around the metaphase, image
-    pixels; the whole image when not framed) and ``scale`` (network input pixels per image pixel, along x)."""
+    pixels; the whole image when not framed), ``scale`` (network input pixels per image pixel, along x)
+    and ``scale_rule`` (what chose them: "pixel size", "framing" or "whole image"; ``scale_note``: why
+    the pixel size was not used where the model records its own)."""
     H, W = (int(v) for v in image_hw)
     box = [int(v) for v in frame.tolist()] if frame is not None else [0, 0, W, H]
     scale = (float(input_hw[1]) / max(box[2] - box[0], 1)) if input_hw else 1.0
-    return {"frame": box, "scale": round(scale, 5)}
+    rule = rule or ("framing" if frame is not None else "whole image")
+    return {"frame": box, "scale": round(scale, 5), "scale_rule": rule, **({"scale_note": note} if note else {})}
 
 
 class StainRouter:
@@ -376,16 +385,16 @@ class StainRouter:
         """The predictor each image of the last call went to."""
         return self._last_predictors
 
-    def __call__(self, images: list[np.ndarray], **overrides) -> list[list[dict]]:
+    def __call__(self, images: list[np.ndarray], pixel_sizes=None, **overrides) -> list[list[dict]]:
         """Each image by the predictor of its stain; ``overrides``: settings for this call only, over
-        each model's own (:meth:`Predictor.settings`)."""
+        each model's own (:meth:`Predictor.settings`); ``pixel_sizes`` as :meth:`Predictor.__call__`'s."""
         check_image_list(images)
         for p in self.predictors.values():  # a setting a loaded model refuses fails before any image
             p.settings(**overrides)
         out, self._last_framing, self._last_predictors, self.last_settings = [], [], [], []
-        for a in images:
+        for k, a in enumerate(images):
             p = self.predictor_for(self.stain_of(a))
-            out.append(p([a], **overrides)[0])
+            out.append(p([a], pixel_sizes=[pixel_sizes[k]] if pixel_sizes is not None else None, **overrides)[0])
             self._last_framing += p.last_framing
             self._last_predictors.append(p)
             self.last_settings += p.last_settings
@@ -533,7 +542,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
       index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score;
     - ``images.json``: the images (id, file name, size, and how each reached the network: ``frame``, the
-      crop around its metaphase in image pixels, and ``scale``, network input pixels per image pixel;
+      crop around its metaphase in image pixels, ``scale``, network input pixels per image pixel, and
+      ``scale_rule``, what chose them: "pixel size", "framing" or "whole image";
       how it was read: ``channel``, ``channel_index`` and ``channels``, ``pixel_size_um`` and
       ``pixel_size_source``, see :func:`chromoseg.data.io.image_record`);
     - per image ``<stem>.labels.tif`` (16-bit instance labels) and ``<stem>.overlay.png``;
@@ -549,8 +559,9 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     channel of a file of several (with a warning); a name (an OME channel's ``Name`` or ``Fluor``, e.g.
     ``"DAPI"`` in any case; ``"R"``, ``"G"``, ``"B"``) or a 0-based index picks one, and a file without
     it is skipped as unreadable. ``pixel_size_um`` (micrometres per pixel) is recorded instead of the
-    file's own (which ``images.json`` then keeps as ``pixel_size_um_in_file`` where it differs); it
-    changes nothing in the prediction.
+    file's own (which ``images.json`` then keeps as ``pixel_size_um_in_file`` where it differs); an
+    image's pixel size sets its scale where the model records the pixel size it was trained at
+    (``train_pixel_size_um``; ``scale_rule`` "pixel size" in ``images.json``), else it is recorded only.
 
     Every file is written atomically; ``results.json``, ``images.json``, the report and ``problems.json``
     are rewritten at most every ``SAVE_EVERY_S`` seconds and when the run ends or fails (Ctrl-C
@@ -656,7 +667,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         if not batch:
             return
         try:
-            preds = predictor([a for _, a, _ in batch])
+            sizes = [r.get("pixel_size_um") for _, _, r in batch]  # the scale rule's (predictors without it: none)
+            preds = predictor([a for _, a, _ in batch], **({"pixel_sizes": sizes} if any(sizes) else {}))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory: the batch's images are skipped
             for path, _, _ in batch:
                 problems.add(path, f"the model failed on this image ({type(err).__name__}: {str(err)[:200]})",

@@ -9,6 +9,7 @@ torch here: ``chromoseg evaluate`` and the command-line help read this module wi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -27,7 +28,7 @@ PAPER_RULE = {"score": "class", "score_threshold": PAPER_SCORE_THRESHOLD, "class
 #: --default-score``, ...); ``frame``: the model's own framing (trained with ``--frame``)
 RECOMMENDATION_KEYS = {"score": "default_score", "score_threshold": "default_score_threshold",
                        "classes": "default_classes", "proposals": "default_proposals", "frame": "frame",
-                       "rescore": "default_rescore"}
+                       "rescore": "default_rescore", "train_pixel_size_um": "train_pixel_size_um"}
 
 SCORES = ("class", "object")
 CLASS_RULES = ("independent", "karyotype")
@@ -73,11 +74,17 @@ class InferenceConfig:
     #: proposal it was regressed from (``RotatedRoIHeads.rescore_detections``; ours, not the paper's:
     #: long chromosomes' proposals score low). None = the model file's ``default_rescore``, else off
     rescore: bool | None = None
+    #: micrometres per pixel of the network input (after its resize) that the model was trained at: an
+    #: image whose pixel size is known (the file's, or ``--pixel-size``) is resized to it instead of
+    #: being framed (:func:`chromoseg.ops.pixel_size_box`; ``scale_rule`` "pixel size" in the results);
+    #: images without one are framed as before. None = the model file's ``train_pixel_size_um``
+    #: (``chromoseg export --train-pixel-size``), else none; 0 = none even where the file records one
+    train_pixel_size_um: float | None = None
 
 
-#: the settings fixed when a model is loaded (its heads' candidates, its RPN, its input framing): a
+#: the settings fixed when a model is loaded (its heads' candidates, its RPN, its input framing and scale): a
 #: per-call change of these would change the model, so ``Predictor.__call__`` refuses one
-LOAD_TIME_SETTINGS = ("top_k", "score", "proposals", "frame", "rescore")
+LOAD_TIME_SETTINGS = ("top_k", "score", "proposals", "frame", "rescore", "train_pixel_size_um")
 
 
 def _overrides(overrides: InferenceConfig | Mapping[str, Any] | None) -> dict:
@@ -106,7 +113,8 @@ def resolve_settings(recommended: Mapping[str, Any] | None = None,
     ``overrides``: the caller's choices, an :class:`InferenceConfig` or a mapping of its fields; a
     ``None`` value is no choice. Each setting is the caller's choice, else the recommendation, else
     the paper's rule (:data:`PAPER_RULE`), else the dataclass default (``proposals`` None = the
-    model's own; ``frame`` without a recommendation: off). Raises ``ValueError`` for a value out of
+    model's own; ``frame`` without a recommendation: off; ``train_pixel_size_um`` without one: None,
+    no pixel-size rule). Raises ``ValueError`` for a value out of
     range and ``TypeError`` for an unknown setting."""
     rec = dict(recommended or {})
     chosen = {k: v for k, v in _overrides(overrides).items() if v is not None}
@@ -126,6 +134,8 @@ def resolve_settings(recommended: Mapping[str, Any] | None = None,
         cfg.proposals = int(cfg.proposals)
     cfg.frame = _as_bool(cfg.frame) if cfg.frame is not None else False
     cfg.rescore = _as_bool(cfg.rescore)
+    if cfg.train_pixel_size_um is not None:
+        cfg.train_pixel_size_um = float(cfg.train_pixel_size_um)
     _check(cfg)
     return cfg
 
@@ -147,5 +157,9 @@ def _check(cfg: InferenceConfig) -> None:
         raise ValueError(f"proposals must be at least 1, got {cfg.proposals}")
     if int(cfg.top_k) < 1:
         raise ValueError(f"top_k must be at least 1, got {cfg.top_k}")
+    if cfg.train_pixel_size_um is not None and not (math.isfinite(cfg.train_pixel_size_um)
+                                                    and cfg.train_pixel_size_um >= 0):
+        raise ValueError(f"train_pixel_size_um must be micrometres per pixel (> 0; 0 = none), got "
+                         f"{cfg.train_pixel_size_um}")
     if cfg.amp not in AMP_MODES:
         raise ValueError(f"amp {cfg.amp!r}: use {', '.join(repr(m) for m in AMP_MODES)}")

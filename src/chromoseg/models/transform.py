@@ -11,13 +11,20 @@
   margin at the input's aspect ratio (``chromoseg.ops.frame_box``; padded with the background grey
   where that reaches past the image), so chromosome size at the input no longer depends on how the
   camera framed the cell; detections are mapped back to the whole image and carry ``frame``
-  (x0, y0, x1, y1 of the crop, image pixels);
+  (x0, y0, x1, y1 of the crop, image pixels) and ``scale_rule``;
+* physical scale (at inference, with ``train_pixel_size_um``: the micrometres per input pixel the
+  model was trained at): an image whose pixel size is known (:func:`input_scale` gives them per
+  call) is cropped about its metaphase to the size that the resize brings to that pixel size
+  (``chromoseg.ops.pixel_size_box``; ``scale_rule`` "pixel size"), whether ``frame`` is on or not;
+  images without a pixel size are framed (``frame``) or taken whole as before;
 * resize: to a fixed ``image_size=(H, W)`` (the paper: 512 x 640) or, with ``image_size=None``, the
   image keeps its size; targets follow (boxes, hboxes, rboxes, endpoints, masks, endpoint_heatmap);
 * batch: zero-padded to a multiple of ``size_divisible`` (torchvision's ``ImageList``);
 * ``postprocess`` maps the detections back to the original image size and pastes the mask
   probabilities (rotated RoIs with ``paste_masks_rotated``, axis-aligned ones with torchvision's
-  ``paste_masks_in_image``), giving ``masks [N,1,H,W]`` float probabilities like torchvision.
+  ``paste_masks_in_image``), giving ``masks [N,1,H,W]`` float probabilities like torchvision, or
+  with ``mask_windows`` on (the predictor's) the same probabilities in each box's window
+  (``mask_windows``: :class:`chromoseg.ops.MaskWindow` per detection), never at the image's size.
 
 Anisotropic resizing of a rotated box is done on its two side vectors (the parallelogram is
 approximated by the rectangle along the scaled long side with the parallelogram's area); it
@@ -25,11 +32,41 @@ is exact when the two scale factors are equal and nearly so for the small aspect
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+
+class InputCrop(tuple):
+    """The crop ``(x0, y0, x1, y1)`` an image was resized to the input from, with the rule that chose it
+    (``rule``: "pixel size" or "framing"; ``note``: why the pixel-size rule was not used, or None)."""
+
+    def __new__(cls, box, rule: str, note: str | None = None):
+        obj = super().__new__(cls, (int(v) for v in box))
+        obj.rule, obj.note = rule, note
+        return obj
+
+
+@contextlib.contextmanager
+def input_scale(model, pixel_sizes=None, train_pixel_size_um: float | None = None):
+    """For the duration of one inference call of ``model`` (a model with a :class:`ChromoTransform`):
+    the images' pixel sizes (``pixel_sizes``, one per image, micrometres per pixel or None) and the
+    pixel size the model was trained at (None or 0: none), so that its transform brings each image with
+    a pixel size to the training one. A model without such a transform is left alone."""
+    t = getattr(model, "transform", None)
+    if not isinstance(t, ChromoTransform):
+        yield
+        return
+    before = (t.pixel_sizes, t.train_pixel_size_um)
+    t.pixel_sizes = list(pixel_sizes) if pixel_sizes is not None else None
+    t.train_pixel_size_um = float(train_pixel_size_um) if train_pixel_size_um else None
+    try:
+        yield
+    finally:
+        t.pixel_sizes, t.train_pixel_size_um = before
 
 
 def canonical_rboxes(b: torch.Tensor) -> torch.Tensor:
@@ -71,6 +108,15 @@ class ChromoTransform(nn.Module):
         self.image_std = float(image_std)
         self.size_divisible = int(size_divisible)
         self.in_channels = int(in_channels)
+        #: at inference: each detection's mask probabilities as ``mask_windows`` (a list of
+        #: :class:`chromoseg.ops.MaskWindow`, the box-sized window of the image each covers) instead of
+        #: torchvision's ``masks [N, 1, H, W]`` at the image's size (``Predictor`` turns it on: the
+        #: memory no longer grows with the image times the detections)
+        self.mask_windows = False
+        #: set per inference call by :func:`input_scale`: each image's pixel size (micrometres per
+        #: pixel, None when unknown) and the model's training pixel size at the input (None: none)
+        self.pixel_sizes: list | None = None
+        self.train_pixel_size_um: float | None = None
 
     def _channels(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() == 2:
@@ -116,9 +162,16 @@ class ChromoTransform(nn.Module):
         out_imgs, out_tgts, frames = [], [], []
         for i, img in enumerate(images):
             img = self._channels(img).float()
-            if self.frame and targets is None and not self.training:
-                img, box = self._framed(img)
-                frames.append(box)
+            if targets is None and not self.training:
+                px = self.pixel_sizes[i] if self.pixel_sizes is not None and i < len(self.pixel_sizes) else None
+                if self.image_size and self.train_pixel_size_um and px:
+                    img, box = self._scaled(img, float(px) / self.train_pixel_size_um)
+                    frames.append(box)
+                elif self.frame:
+                    img, box = self._framed(img)
+                    frames.append(box)
+                else:
+                    frames.append(None)
             h, w = img.shape[-2:]
             if self.invert:
                 img = 1.0 - img
@@ -133,7 +186,7 @@ class ChromoTransform(nn.Module):
         image_sizes = [tuple(im.shape[-2:]) for im in out_imgs]
         batched = self.batch_images(out_imgs)
         image_list = ImageList(batched, image_sizes)
-        image_list.frames = frames or None  # read by postprocess
+        image_list.frames = frames if any(f is not None for f in frames) else None  # read by postprocess
         return image_list, (out_tgts if targets is not None else None)
 
     def _framed(self, img: torch.Tensor):
@@ -141,7 +194,21 @@ class ChromoTransform(nn.Module):
         from chromoseg.ops import background_level, crop_padded, frame_box
 
         grey = img.mean(0).cpu().numpy()
-        box = frame_box(grey, self.image_size)
+        box = InputCrop(frame_box(grey, self.image_size), "framing")
+        H, W = grey.shape
+        if box == (0, 0, W, H):
+            return img, box
+        return crop_padded(img, box, background_level(grey)), box
+
+    def _scaled(self, img: torch.Tensor, scale: float):
+        """``img [C, H, W]`` cropped about its metaphase so that the resize to the input is ``scale``
+        input pixels per image pixel (:func:`chromoseg.ops.pixel_size_box`; framed where that does not
+        fit), and the crop box."""
+        from chromoseg.ops import background_level, crop_padded, pixel_size_box
+
+        grey = img.mean(0).cpu().numpy()
+        box, note = pixel_size_box(grey, self.image_size, scale)
+        box = InputCrop(box, "framing" if note else "pixel size", note)
         H, W = grey.shape
         if box == (0, 0, W, H):
             return img, box
@@ -175,7 +242,13 @@ class ChromoTransform(nn.Module):
                 e[..., 0] *= sx
                 e[..., 1] *= sy
                 res["endpoints"] = e
-            if "masks" in res:
+            if "masks" in res and self.mask_windows:  # the same values, each in its box's window
+                from chromoseg.ops import paste_masks_in_image_windows, paste_masks_rotated_windows
+
+                m = res.pop("masks")
+                res["mask_windows"] = (paste_masks_rotated_windows(m[:, 0], res["rboxes"], (oh, ow))
+                                       if "rboxes" in res else paste_masks_in_image_windows(m, res["boxes"], (oh, ow)))
+            elif "masks" in res:
                 m = res["masks"]
                 if m.shape[0] == 0:
                     res["masks"] = m.new_zeros((0, 1, oh, ow))
@@ -218,5 +291,11 @@ class ChromoTransform(nn.Module):
         for key in ("masks", "endpoint_heatmap"):
             if key in res:
                 res[key] = paste_shifted(res[key], int(frame[0]), int(frame[1]), (H, W))
+        if "mask_windows" in res:
+            res["mask_windows"] = [w.shifted(int(frame[0]), int(frame[1]), (H, W)) for w in res["mask_windows"]]
         res["frame"] = torch.tensor([float(v) for v in frame])
+        if isinstance(frame, InputCrop):  # the rule that chose the crop (framing_of records it)
+            res["scale_rule"] = frame.rule
+            if frame.note:
+                res["scale_note"] = frame.note
 

@@ -6,7 +6,7 @@ angle in [-90, 90), w side along ``(cos a, -sin a)``. The paper's eq. (1) is in 
 """
 from .coder import RBoxCoder
 from .endpoints import endpoint_heatmap, mask_endpoints
-from .framing import background_level, content_box, crop_padded, frame_box, paste_shifted
+from .framing import background_level, content_box, crop_padded, frame_box, paste_shifted, pixel_size_box
 from .iou import rbox_iou, rbox_iou_aligned, rbox_match_quality
 from .masks import (crop_masks_rotated, mask_areas, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
                     paste_masks_rotated)
@@ -25,5 +25,5 @@ __all__ = [
     "mask_to_rbox", "masks_to_rboxes", "crop_masks_rotated", "paste_masks_rotated",
     "mask_iou", "mask_nms", "mask_areas",
     "mask_endpoints", "endpoint_heatmap",
-    "content_box", "frame_box", "crop_padded", "paste_shifted", "background_level",
+    "content_box", "frame_box", "pixel_size_box", "crop_padded", "paste_shifted", "background_level",
 ]

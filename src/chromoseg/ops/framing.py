@@ -6,7 +6,10 @@ framing. :func:`frame_box` finds the metaphase's extent from the image alone (th
 from the background, whichever the polarity: dark G-band chromosomes on light, bright DAPI ones on
 dark) and returns the crop -- the extent plus a margin, widened to the input's aspect ratio, possibly
 reaching past the image (that part is filled with the background) -- that training and inference both
-resize to the input. Coordinates are continuous pixels, ``(x0, y0, x1, y1)`` integers.
+resize to the input. Where the image's pixel size is known and the model records the pixel size it
+was trained at, :func:`pixel_size_box` gives the crop of the physical scale instead (a chromosome's
+width in micrometres is nearly constant), centred on the metaphase. Coordinates are continuous
+pixels, ``(x0, y0, x1, y1)`` integers.
 """
 from __future__ import annotations
 
@@ -72,6 +75,38 @@ def frame_box(image: np.ndarray, size: tuple[int, int] | None = None, margin: fl
         cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
         x0, x1, y0, y1 = cx - w / 2.0, cx + w / 2.0, cy - h / 2.0, cy + h / 2.0
     return (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
+
+
+#: the pixel-size rule's crop may be at most this many times the image's area (it reaches past the
+#: image where the image's field is smaller than the model's input at its training pixel size; the
+#: masks are pasted at the crop's size, so this bounds their memory): beyond it the image is framed
+PIXEL_BOX_MAX_AREA = 2.0
+
+
+def pixel_size_box(image: np.ndarray, size: tuple[int, int], scale: float, margin: float = FRAME_MARGIN,
+                   margin_px: int = FRAME_MARGIN_PX) -> tuple[tuple[int, int, int, int], str | None]:
+    """The crop ``(x0, y0, x1, y1)`` that brings ``image`` to the network input ``size = (H, W)`` at
+    ``scale`` input pixels per image pixel (the image's pixel size over the model's training pixel
+    size, both in micrometres): ``W / scale`` by ``H / scale`` image pixels centred on the metaphase (the
+    centre of :func:`frame_box`; the image's centre without content). Returns ``(box, note)``: ``note``
+    None when that crop is used; else the crop is :func:`frame_box`'s and ``note`` says why -- the
+    framed metaphase does not fit the crop (at the model's pixel size it is larger than the input), or
+    the crop is over :data:`PIXEL_BOX_MAX_AREA` times the image's area."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number of input pixels per image pixel, got {scale!r}")
+    H, W = np.asarray(image).shape[-2:]
+    framed = frame_box(image, size, margin, margin_px)
+    w, h = float(size[1]) / scale, float(size[0]) / scale
+    bw, bh = int(round(w)), int(round(h))
+    if framed[2] - framed[0] > bw + 1 or framed[3] - framed[1] > bh + 1:
+        return framed, (f"the metaphase ({framed[2] - framed[0]} x {framed[3] - framed[1]} px framed) is larger than "
+                        f"the model's input at its training pixel size ({bw} x {bh} px): framed instead")
+    if bw * bh > PIXEL_BOX_MAX_AREA * H * W:
+        return framed, (f"the model's input at its training pixel size ({bw} x {bh} px) would take in over "
+                        f"{PIXEL_BOX_MAX_AREA:g} times the image ({W} x {H} px): framed instead")
+    cx, cy = (framed[0] + framed[2]) / 2.0, (framed[1] + framed[3]) / 2.0
+    x0, y0 = int(np.floor(cx - bw / 2.0)), int(np.floor(cy - bh / 2.0))
+    return (x0, y0, x0 + max(bw, 1), y0 + max(bh, 1)), None
 
 
 def paste_shifted(x, dx: int, dy: int, out_hw: tuple[int, int], fill: float = 0):
