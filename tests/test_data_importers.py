@@ -212,3 +212,49 @@ def test_import_voc_limit_and_quiet(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         summary = import_voc(root, tmp_path / "out2", progress=False)
     assert summary["images"] == 5 and len([r for r in caplog.records if "clipped" in r.getMessage()]) == 5
+
+
+def test_importers_keep_the_files_pixel_size(tmp_path):
+    """`data import`: an image whose file records its pixel size (TIFF resolution tags, written by
+    tifffile) keeps it in its COCO image record as pixel_size_um; one without has no such key."""
+    import tifffile
+
+    from chromoseg.data.importers.labelme import import_labelme
+
+    img = np.full((30, 40), 200, np.uint8)
+    img[5:20, 8:12] = 40
+    tagged = dict(resolution=(1e4 / 0.2, 1e4 / 0.2), resolutionunit="CENTIMETER")  # 0.2 um per pixel
+    # VOC boxes
+    root = tmp_path / "voc"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    tifffile.imwrite(root / "images" / "a.tif", img, **tagged)
+    tifffile.imwrite(root / "images" / "b.tif", img)
+    for n in "ab":
+        _voc(root / "annotations" / f"{n}.xml", f"{n}.tif", [("A1", (8, 5, 12, 20))])
+    import_voc(root, tmp_path / "voc-out", progress=False)
+    voc = {im["file_name"].rsplit("/", 1)[-1]: im for im in load_coco(tmp_path / "voc-out" / "all.json")["images"]}
+    assert voc["a.tif"]["pixel_size_um"] == pytest.approx(0.2) and "pixel_size_um" not in voc["b.tif"]
+    # M-FISH label maps
+    slide = tmp_path / "mfish" / "A01__XY"
+    slide.mkdir(parents=True)
+    L = np.zeros((30, 40), np.uint8)
+    L[5:20, 8:12] = 1
+    for n, kw in (("01", tagged), ("02", {})):
+        tifffile.imwrite(slide / f"A01{n}XYD.tif", 255 - img, **kw)
+        Image.fromarray(L).save(slide / f"A01{n}XYK.tif")
+    (slide / "case_info.txt").write_text("46,XY")
+    import_mfish(tmp_path / "mfish", tmp_path / "mfish-out", progress=False, quiet=True)
+    mf = {im["file_name"].rsplit("/", 1)[-1]: im for im in load_coco(tmp_path / "mfish-out" / "all.json")["images"]}
+    assert mf["A0101XYD.tif"]["pixel_size_um"] == pytest.approx(0.2) and "pixel_size_um" not in mf["A0102XYD.tif"]
+    # LabelMe polygons with the image file beside them
+    lm = tmp_path / "labelme"
+    lm.mkdir()
+    for n, kw in (("original_1", tagged), ("original_2", {})):
+        tifffile.imwrite(lm / f"{n}.tif", img, **kw)
+        (lm / f"{n}.json").write_text(json.dumps({"imagePath": f"{n}.tif", "imageHeight": 30, "imageWidth": 40,
+                                                  "shapes": [{"label": "chr", "shape_type": "polygon",
+                                                              "points": [[8, 5], [12, 5], [12, 20], [8, 20]]}]}))
+    import_labelme(lm, tmp_path / "lm-out", split=None, progress=False, quiet=True)
+    got = {im["file_name"].rsplit("/", 1)[-1]: im for im in load_coco(tmp_path / "lm-out" / "all.json")["images"]}
+    assert got["original_1.tif"]["pixel_size_um"] == pytest.approx(0.2) and "pixel_size_um" not in got["original_2.tif"]

@@ -287,6 +287,18 @@ def image_record(info: dict, pixel_size_um: float | None = None) -> dict:
     return rec
 
 
+def read_image_for_import(path) -> tuple[np.ndarray, dict]:
+    """:func:`read_image`'s grey array, and what a dataset importer's COCO image record keeps of how
+    the file was read: ``{"pixel_size_um": ...}`` (micrometres per pixel, as
+    :func:`read_image_with_info` reads it) where the file records a pixel size, ``{}`` where it does
+    not (the record then has no ``pixel_size_um``: unknown)."""
+    arr, info = read_image_with_info(path)
+    for w in info["warnings"]:
+        log.debug("%s: %s", path, w)
+    px = info.get("pixel_size_um")
+    return arr, ({"pixel_size_um": float(px)} if px else {})
+
+
 def read_image(path) -> np.ndarray:
     """Read an image as a 2-D grey array, ``uint8`` or ``uint16``.
 

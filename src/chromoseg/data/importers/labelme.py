@@ -49,14 +49,16 @@ def polygon_mask(points, height: int, width: int) -> np.ndarray:
     return m.astype(bool)
 
 
-def _image_of(doc: dict, json_path: Path, images_dir: Path) -> tuple[Path, np.ndarray]:
+def _image_of(doc: dict, json_path: Path, images_dir: Path) -> tuple[Path, np.ndarray, dict]:
+    """The image of a LabelMe file (the file beside it, else the embedded one saved as a PNG), its grey
+    array, and what its COCO record keeps of the file: ``pixel_size_um`` where the file beside records one."""
     from PIL import Image
 
-    from chromoseg.data.io import read_image
+    from chromoseg.data.io import read_image_for_import
 
     beside = json_path.parent / str(doc.get("imagePath") or "")
     if doc.get("imagePath") and beside.is_file():
-        return beside, read_image(beside)
+        return (beside, *read_image_for_import(beside))
     data = doc.get("imageData")
     if not data:
         raise ValueError("no embedded image (imageData) and no image file beside it")
@@ -68,7 +70,7 @@ def _image_of(doc: dict, json_path: Path, images_dir: Path) -> tuple[Path, np.nd
 
         with atomic_path(out) as tmp:
             Image.fromarray(arr).save(tmp, format="PNG")
-    return out, arr
+    return out, arr, {}
 
 
 def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit: int | None = None,
@@ -101,7 +103,7 @@ def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or "shapes" not in doc:
                 raise ValueError("not a LabelMe file (no 'shapes')")
-            img_path, arr = _image_of(doc, path, out_dir / "images")
+            img_path, arr, scale = _image_of(doc, path, out_dir / "images")
         except (OSError, ValueError) as err:
             problems.add(path, str(err), kind="unreadable")
             rows.append({"file": path.name, "case": case_of(path.stem) or "", "split": "", "image": "",
@@ -133,7 +135,7 @@ def import_labelme(source, out_dir, split: str | None = "bioimlab-qband", limit:
                 targets.append(s)
         for t in targets:
             wr = writers[t]
-            iid = wr.add_image(str(img_path.resolve()), h, w, case=case)
+            iid = wr.add_image(str(img_path.resolve()), h, w, case=case, **scale)
             for m in masks:
                 wr.add_annotation(iid, 1, mask=m, class_known=False)
         n_inst += len(masks)

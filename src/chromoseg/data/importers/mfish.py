@@ -36,7 +36,7 @@ import numpy as np
 
 from chromoseg.data.classes import NUM_CLASSES, class_name
 from chromoseg.data.coco import CocoWriter
-from chromoseg.data.io import ImageReadError, read_image, read_label_map
+from chromoseg.data.io import ImageReadError, read_image_for_import, read_label_map
 from chromoseg.data.report import ProblemLog
 from chromoseg.data.splits import SPLIT_NAMES, empty_split_warnings, load_split, split_of, take_spread
 from chromoseg.karyotype.iscn import parse_karyotype, read_case_info
@@ -215,7 +215,7 @@ def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = N
         name = d_path.name
         slide = _slide_of(d_path)
         try:
-            image = read_image(d_path)
+            image, scale = read_image_for_import(d_path)  # scale: the file's pixel size, if any
             labels = read_label_map(k_path)
         except ImageReadError as err:
             problems.add(err.path, err.problem, kind="unreadable")
@@ -246,7 +246,7 @@ def import_mfish(root, out_dir, split: str = "adir-mfish", limit: int | None = N
             problems.add(d_path, f"slide {slide} is not in the shipped split {split!r}: only in all.json", action="kept",
                          kind="split")
         extra = {"slide": slide, "case": d_path.parent.name, "karyotype": karyotype, "expected_count": total,
-                 "unresolved_classes": {class_name(c): r for c, r in unresolved.items()}}
+                 "unresolved_classes": {class_name(c): r for c, r in unresolved.items()}, **scale}
         file_name = str(d_path.resolve())
         targets = [writers["all"]] + ([writers[s]] if s else [])
         ids = [w.add_image(file_name, *image.shape, **extra) for w in targets]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from chromoseg.data.classes import class_id
 from chromoseg.data.coco import CocoWriter
-from chromoseg.data.io import IMAGE_SUFFIXES, ImageReadError, read_image
+from chromoseg.data.io import IMAGE_SUFFIXES, ImageReadError, read_image_for_import
 from chromoseg.data.report import ProblemLog
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def import_voc(root, out_dir, lists=("train", "test"), images="images", annotati
                 continue
             try:
                 size, objects = parse_voc(xml)
-                image = read_image(img_path)
+                image, scale = read_image_for_import(img_path)  # scale: the file's pixel size, if any
             except ValueError as err:  # ImageReadError is a ValueError
                 problems.add(getattr(err, "path", xml), getattr(err, "problem", str(err)), kind="unreadable")
                 summary["skipped_images"] += 1
@@ -112,7 +112,7 @@ def import_voc(root, out_dir, lists=("train", "test"), images="images", annotati
             if size["width"] and size["height"] and (int(size["width"]), int(size["height"])) != (W, H):
                 problems.add(xml, f"<size> says {int(size['width'])}x{int(size['height'])} but the image is {W}x{H}; "
                              "the image's size is used", action="kept", kind="size-mismatch")
-            iid = writer.add_image(str(img_path.resolve()), H, W, source_annotation=str(xml.resolve()))
+            iid = writer.add_image(str(img_path.resolve()), H, W, source_annotation=str(xml.resolve()), **scale)
             kept = 0
             for obj in objects:
                 where = f"{xml} [object {obj['name']!r} {obj['bbox']}]"
