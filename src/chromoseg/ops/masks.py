@@ -21,9 +21,11 @@ __all__ = [
     "masks_to_rboxes",
     "crop_masks_rotated",
     "paste_masks_rotated",
+    "paste_masks_rotated_windows",
     "mask_iou",
     "mask_areas",
     "mask_nms",
+    "greedy_keep",
 ]
 
 
@@ -136,15 +138,32 @@ def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]
     For every pixel centre inside box k, its (u, v) position in the box frame is computed and the
     m x m grid is sampled bilinearly (grid cell centres at ((c + .5) w / m, (r + .5) h / m) from the
     box's (-w/2, -h/2) corner, edge values extended up to the box border); outside the box: 0.
-    Only each box's enclosing axis-aligned window is evaluated.
+    Only each box's enclosing axis-aligned window is evaluated (:func:`paste_masks_rotated_windows`
+    gives those windows without the full-size stack).
     """
     H, W = int(image_size[0]), int(image_size[1])
     probs = torch.as_tensor(probs)
     k = probs.shape[0]
     dtype = probs.dtype if probs.is_floating_point() else torch.float32
     out = torch.zeros((k, H, W), dtype=dtype, device=probs.device)
+    for i, win in enumerate(paste_masks_rotated_windows(probs, rboxes, (H, W))):
+        x0, y0, x1, y1 = win.bounds
+        out[i, y0:y1, x0:x1] = win.data
+    return out
+
+
+def paste_masks_rotated_windows(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]) -> list:
+    """What :func:`paste_masks_rotated` pastes, one :class:`~chromoseg.ops.mask_windows.MaskWindow` per
+    box: the probabilities ``[h, w]`` (float tensor) in the box's enclosing axis-aligned window, cut to
+    the image (the same values; everything outside is 0 there too)."""
+    from .mask_windows import MaskWindow
+
+    H, W = int(image_size[0]), int(image_size[1])
+    probs = torch.as_tensor(probs)
+    k = probs.shape[0]
     if k == 0:
-        return out
+        return []
+    dtype = probs.dtype if probs.is_floating_point() else torch.float32
     with serial_cpu(probs.device):  # many small steps
         b = normalize_rboxes(torch.as_tensor(rboxes).to(device=probs.device, dtype=torch.float64))
         hb = rbox_to_hbox(b)
@@ -155,29 +174,33 @@ def paste_masks_rotated(probs: Tensor, rboxes: Tensor, image_size: Sequence[int]
         rad = torch.deg2rad(b[:, 4])
         cos, sin = torch.cos(rad), torch.sin(rad)
         src = probs.detach().to(dtype)[:, None]  # [K, 1, m, m]
-        _paste_loop(out, src, b, cos, sin, x0, y0, x1, y1)
+        out = []
+        for i in range(k):
+            if x1[i] <= x0[i] or y1[i] <= y0[i]:
+                out.append(MaskWindow(src.new_zeros((0, 0)), min(x0[i], W), min(y0[i], H), (H, W)))
+                continue
+            vals = _paste_window(src[i:i + 1], b[i], cos[i], sin[i], x0[i], y0[i], x1[i], y1[i])
+            out.append(MaskWindow(vals, x0[i], y0[i], (H, W)))
     return out
 
 
-def _paste_loop(out, src, b, cos, sin, x0, y0, x1, y1) -> None:
-    k, dtype = src.shape[0], src.dtype
-    for i in range(k):
-        if x1[i] <= x0[i] or y1[i] <= y0[i]:
-            continue
-        w = float(b[i, 2].clamp(min=1e-6))
-        h = float(b[i, 3].clamp(min=1e-6))
-        xs = torch.arange(x0[i], x1[i], device=src.device, dtype=torch.float64) + 0.5 - b[i, 0]
-        ys = torch.arange(y0[i], y1[i], device=src.device, dtype=torch.float64) + 0.5 - b[i, 1]
-        dy, dx = torch.meshgrid(ys, xs, indexing="ij")
-        su = dx * cos[i] - dy * sin[i]  # along (cos a, -sin a)
-        sv = dx * sin[i] + dy * cos[i]  # along (sin a, cos a)
-        gx = 2 * su / w  # grid_sample's normalised coords (align_corners=False)
-        gy = 2 * sv / h
-        inside = (gx.abs() <= 1) & (gy.abs() <= 1)
-        grid = torch.stack((gx, gy), dim=-1)[None].to(dtype)
-        vals = torch.nn.functional.grid_sample(src[i:i + 1], grid, mode="bilinear",
-                                               padding_mode="border", align_corners=False)[0, 0]
-        out[i, y0[i]:y1[i], x0[i]:x1[i]] = torch.where(inside, vals, torch.zeros_like(vals))
+def _paste_window(src, b, cos, sin, x0, y0, x1, y1) -> Tensor:
+    """One box's pasted probabilities on the pixels ``[y0:y1, x0:x1]``."""
+    dtype = src.dtype
+    w = float(b[2].clamp(min=1e-6))
+    h = float(b[3].clamp(min=1e-6))
+    xs = torch.arange(x0, x1, device=src.device, dtype=torch.float64) + 0.5 - b[0]
+    ys = torch.arange(y0, y1, device=src.device, dtype=torch.float64) + 0.5 - b[1]
+    dy, dx = torch.meshgrid(ys, xs, indexing="ij")
+    su = dx * cos - dy * sin  # along (cos a, -sin a)
+    sv = dx * sin + dy * cos  # along (sin a, cos a)
+    gx = 2 * su / w  # grid_sample's normalised coords (align_corners=False)
+    gy = 2 * sv / h
+    inside = (gx.abs() <= 1) & (gy.abs() <= 1)
+    grid = torch.stack((gx, gy), dim=-1)[None].to(dtype)
+    vals = torch.nn.functional.grid_sample(src, grid, mode="bilinear",
+                                           padding_mode="border", align_corners=False)[0, 0]
+    return torch.where(inside, vals, torch.zeros_like(vals))
 
 
 def _binary(masks: Tensor) -> Tensor:
@@ -257,13 +280,24 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
 
 def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS on masks (the paper's inference): int64 indices of kept masks, by decreasing
-    score. A mask is dropped when its IoU with a kept higher-scoring mask exceeds the threshold."""
+    score. A mask is dropped when its IoU with a kept higher-scoring mask exceeds the threshold
+    (:func:`chromoseg.ops.window_nms`: the same on masks kept in their windows)."""
+    scores = torch.as_tensor(scores)
+    if scores.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=scores.device)
+    return greedy_keep(mask_iou(masks, masks), scores, iou_threshold)
+
+
+def greedy_keep(iou: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS given the pairwise IoU ``[N, N]``: int64 indices of the kept items by decreasing
+    score (ties: the earlier first); an item is dropped when its IoU with a kept higher-scoring one
+    exceeds the threshold."""
     scores = torch.as_tensor(scores)
     n = scores.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=scores.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    iou = mask_iou(masks, masks).to(order.device)
+    iou = iou.to(order.device)
     iou = iou[order][:, order].cpu().numpy()
     sup = iou > iou_threshold
     removed = np.zeros(n, dtype=bool)
