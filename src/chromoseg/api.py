@@ -16,7 +16,7 @@
     result.save("out/", "metaphase")          # metaphase.overlay.png and metaphase.karyogram.png
 
 Each instance is an :class:`Instance`: a dict whose keys are also attributes -- ``mask`` (bool
-``[H, W]``), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h, angle in degrees, w the long side),
+``[H, W]``, made on access from ``mask_window``, the mask's own window of the image), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h, angle in degrees, w the long side),
 ``endpoints`` ([[x, y], [x, y]]), ``category_id`` (1-22, 23 = X, 24 = Y), ``score`` and
 ``class_scores`` (24 probabilities), in image pixels -- plus ``class_name`` ("1".."22", "X", "Y").
 """
@@ -37,9 +37,35 @@ def class_name(class_id) -> str | None:
 
 class Instance(dict):
     """One chromosome: a dict (``inst["mask"]``) whose keys are also attributes (``inst.mask``), with
-    ``class_name`` ("1".."22", "X", "Y"; None when unassigned)."""
+    ``class_name`` ("1".."22", "X", "Y"; None when unassigned).
+
+    The mask is kept in its own window of the image (``inst.mask_window``, a
+    :class:`chromoseg.ops.MaskWindow`: the bool pixels of the mask's bounding box and its offset);
+    ``inst.mask`` / ``inst["mask"]`` / ``inst.get("mask")`` paste it into a new full-size bool
+    ``[H, W]`` array on each access (keep it in a variable rather than asking again)."""
 
     __slots__ = ()
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if key == "mask":
+            from chromoseg.ops import MaskWindow, full_mask
+
+            if isinstance(value, MaskWindow):
+                return full_mask(value)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    @property
+    def mask_window(self):
+        """The mask in its window (:class:`chromoseg.ops.MaskWindow`; ``.data``, ``.x0``, ``.y0``,
+        ``.bounds``, ``.area``, ``.full()``), without the full-size array."""
+        from chromoseg.ops import window_of
+
+        m = dict.get(self, "mask")
+        return None if m is None else window_of(m)
 
     def __getattr__(self, key):
         try:
@@ -169,16 +195,19 @@ class Model:
         used = asdict(self.predictor.last_settings[0])
         by = (getattr(self.predictor, "last_predictors", None) or [self.predictor])[0]
         model = by.model_record() if hasattr(by, "model_record") else {}
-        insts = [Instance(i) for i in insts]
-        counts = count_karyotype(insts)
-        for i, why in counts.excluded.items():  # as chromoseg predict marks them (karyotype.pipeline)
-            insts[i]["not_chromosome"] = why
-        kg = None
-        if karyogram:
-            from chromoseg.karyotype.layout import render_karyogram
+        from chromoseg.ops import swap_in_full_masks
 
-            kg = render_karyogram(arr, [inst for i, inst in enumerate(insts) if i not in counts.excluded],
-                                  title=counts.summary)
+        insts = [Instance(i) for i in insts]
+        kg = None
+        with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
+            counts = count_karyotype(insts)
+            for i, why in counts.excluded.items():  # as chromoseg predict marks them (karyotype.pipeline)
+                insts[i]["not_chromosome"] = why
+            if karyogram:
+                from chromoseg.karyotype.layout import render_karyogram
+
+                kg = render_karyogram(arr, [inst for i, inst in enumerate(insts) if i not in counts.excluded],
+                                      title=counts.summary)
         framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
         return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source,
                       used, model)

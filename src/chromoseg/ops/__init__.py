@@ -8,8 +8,10 @@ from .coder import RBoxCoder
 from .endpoints import endpoint_heatmap, mask_endpoints
 from .framing import background_level, content_box, crop_padded, frame_box, paste_shifted, pixel_size_box
 from .iou import rbox_iou, rbox_iou_aligned, rbox_match_quality
-from .masks import (crop_masks_rotated, mask_areas, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
-                    paste_masks_rotated)
+from .mask_windows import (MaskWindow, full_mask, paste_masks_in_image_windows, swap_in_full_masks, window_areas,
+                           window_iou, window_nms, window_of, window_rle)
+from .masks import (crop_masks_rotated, greedy_keep, mask_areas, mask_iou, mask_nms, mask_to_rbox, masks_to_rboxes,
+                    paste_masks_rotated, paste_masks_rotated_windows)
 from .nms import batched_nms_rotated, nms_rotated
 from .rbox import (hbox_to_rbox, normalize_rboxes, rbox_area, rbox_from_paper, rbox_to_corners,
                    rbox_to_hbox, rbox_to_paper, wrap_angle)
@@ -23,7 +25,9 @@ __all__ = [
     "nms_rotated", "batched_nms_rotated",
     "rroi_align",
     "mask_to_rbox", "masks_to_rboxes", "crop_masks_rotated", "paste_masks_rotated",
-    "mask_iou", "mask_nms", "mask_areas",
+    "mask_iou", "mask_nms", "mask_areas", "greedy_keep",
+    "MaskWindow", "full_mask", "window_of", "window_areas", "window_iou", "window_nms", "window_rle",
+    "paste_masks_rotated_windows", "paste_masks_in_image_windows", "swap_in_full_masks",
     "mask_endpoints", "endpoint_heatmap",
     "content_box", "frame_box", "pixel_size_box", "crop_padded", "paste_shifted", "background_level",
 ]
