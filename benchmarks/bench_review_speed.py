@@ -8,8 +8,14 @@ cycled; each copy its own image file, so nothing is shared between metaphases), 
 
 * **start**: from starting the command to its printed address (Python, imports, reading the folder);
 * **page open** in headless Chromium (Playwright, where installed): from ``goto`` of the printed address
-  to the first metaphase shown with its outlines, the karyogram picture loaded and its layout drawn -
-  cold (first load after start: nothing cached) and again after a reload, and the next metaphase (N);
+  to the batch list shown (all its metaphases listed), and to the first metaphase shown with its
+  outlines, the karyogram picture loaded and its layout drawn - cold (first load after start: nothing
+  cached) and again after a reload, and the next metaphase (N); with the CPU time the server and
+  Chromium (every process under this one but the server) spent meanwhile: on a busy machine, what the
+  open would take on idle cores (an upper bound where the two overlap);
+* **the page's requests in-process** (Starlette's test client, no HTTP, no browser, no warm-up): each
+  request's wall and CPU time, cold and again (``--profile``: instead, only print a CPU profile of the
+  server's work for a cold open);
 * **the page's requests** one after the other with ``urllib`` (cold), the browser sends the last
   three together;
 * **edit saved**: ``POST /api/images/{id}/edit`` (a class change) until its answer (the edit written to
@@ -17,6 +23,10 @@ cycled; each copy its own image file, so nothing is shared between metaphases), 
   after an edit on every one of the 100 (``review.json`` then holds all of them); and the karyogram
   of the edited metaphase, rendered afresh after each edit (what the page shows next, not part of
   saving).
+
+``--src`` defaults to the CIL validation predictions where this machine has them; elsewhere (or with
+``--src examples``) the shipped examples (``examples/cil-gband``, ``examples/adir-mfish``) are predicted
+once with ``chromoseg predict`` into the temporary folder and cycled.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_review_speed.py --md benchmarks/results/review_speed.md
 """
@@ -43,14 +53,30 @@ from _results import REPO, append_markdown, commit, shown  # noqa: E402
 TOKEN = "bench-token-0123456789abcdef"
 
 
-def make_folder(src: Path, out: Path, n: int) -> Path:
-    """``out/pred``: a predict folder of ``n`` metaphases replicated from ``src`` (images copied)."""
-    meta = json.loads((src / "images.json").read_text())
-    images = meta["images"] if isinstance(meta, dict) else meta
-    results = json.loads((src / "results.json").read_text())
-    by_file: dict[str, list] = {}
-    for r in results:
-        by_file.setdefault(str(r["file_name"]), []).append(r)
+def predict_examples(out: Path) -> list[Path]:
+    """Predict the shipped examples (one G-band, one M-FISH DAPI metaphase) with ``chromoseg predict``
+    (the shipped models) into ``out/examples-*``; the two predict folders."""
+    exe = Path(sys.executable).with_name("chromoseg")
+    srcs = []
+    for name, image in (("gband", REPO / "examples/cil-gband/103203.jpg"),
+                        ("mfish", REPO / "examples/adir-mfish/V17__XY/V1701XYD.tif")):
+        dst = out / f"examples-{name}"
+        subprocess.run([str(exe), "predict", str(image), "--out", str(dst), "--device", "cpu", "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        srcs.append(dst)
+    return srcs
+
+
+def make_folder(srcs: list[Path], out: Path, n: int) -> Path:
+    """``out/pred``: a predict folder of ``n`` metaphases replicated from the predict folders ``srcs``
+    (their metaphases cycled, images copied)."""
+    images, by_file, meta = [], {}, None
+    for src in srcs:
+        m = json.loads((src / "images.json").read_text())
+        meta = m if meta is None else meta
+        images += m["images"] if isinstance(m, dict) else m
+        for r in json.loads((src / "results.json").read_text()):
+            by_file.setdefault(str(r["file_name"]), []).append(r)
     pred, imdir = out / "pred", out / "images"
     pred.mkdir(parents=True)
     imdir.mkdir()
@@ -98,13 +124,82 @@ def cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def tree_cpu(root: int, exclude: int) -> float:
+    """CPU seconds used so far by the processes under ``root`` (children, grandchildren...), leaving out
+    ``exclude`` and what is under it: here Playwright's driver and Chromium's processes."""
+    parent, cpu = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        cpu[int(d.name)] = sum(int(v) for v in f[11:15]) / os.sysconf("SC_CLK_TCK")  # own + reaped children
+    total = 0.0
+    for pid, c in cpu.items():
+        p = pid
+        while p in parent and p not in (root, exclude, 0, 1):
+            p = parent[p]
+        if p == root and pid != root:
+            total += c
+    return total
+
+
+def in_process(pred: Path) -> dict:
+    """The page's requests through Starlette's test client in this process (no HTTP, no browser, no
+    warm-up): each request's wall and CPU time (this process's, all its threads), cold, then again."""
+    from starlette.testclient import TestClient
+
+    from chromoseg.review.app import create_app
+
+    t, c = time.perf_counter(), time.process_time()
+    app = create_app(pred, token=TOKEN, user="bench")
+    out = {"read": (time.perf_counter() - t, time.process_time() - c), "cold": {}, "again": {}}
+    with TestClient(app, headers={"X-Chromoseg-Token": TOKEN}) as client:
+        first = None
+        for what in ("cold", "again"):
+            for path in ("/", "/static/app.js", "/api/batch", "/api/images/{id}", "/api/images/{id}/image.png",
+                         "/api/images/{id}/karyogram.png?v=0&straight=1",
+                         "/api/images/{id}/karyogram.json?v=0&straight=1"):
+                t, c = time.perf_counter(), time.process_time()
+                r = client.get(path.replace("{id}", str(first)))
+                out[what][path] = (time.perf_counter() - t, time.process_time() - c)
+                assert r.status_code == 200, (path, r.text[:200])
+                if path == "/api/batch":
+                    first = r.json()["images"][0]["id"]
+    return out
+
+
+def profile(pred: Path, top: int = 30) -> None:
+    """Print where the CPU of a cold page open goes: the server's work for it (reading the folder, the
+    batch list, the first metaphase's view, picture and straightened karyogram) called directly in
+    this fresh process under cProfile, cumulative CPU (``time.process_time``) first."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    from chromoseg.review.app import create_app
+
+    app = create_app(pred, token=TOKEN, user="bench")
+    r = app.state.renderer
+    first = r.batch()[0]["id"]
+    r.view(first)
+    r.image_png(first)
+    r.karyogram(first)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+
+
 def stats(xs: list[float]) -> str:
     xs = sorted(xs)
     p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
     return f"median {1000 * statistics.median(xs):.0f} ms, p90 {1000 * p90:.0f} ms, max {1000 * xs[-1]:.0f} ms (n={len(xs)})"
 
 
-def browser_times(url_with_token: str, pid: int) -> dict | None:
+def browser_times(url_with_token: str, pid: int, n_images: int) -> dict | None:
     chromium = os.environ.get("CHROMOSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright
@@ -128,17 +223,25 @@ def browser_times(url_with_token: str, pid: int) -> dict | None:
                     "document.getElementById('karyogram').naturalWidth > 0 && "
                     "!document.getElementById('kwrap').classList.contains('stale')", timeout=120_000)
 
-            t, c = time.perf_counter(), cpu_s(pid)
-            page.goto(url_with_token, wait_until="commit")
-            shown_fully()
-            out["cold"] = time.perf_counter() - t
-            out["cold_cpu"] = cpu_s(pid) - c
+            me = os.getpid()
+
+            def batch_shown():
+                page.wait_for_function(f"() => document.querySelectorAll('#batch li').length >= {n_images}",
+                                       timeout=120_000)
+
+            for what, go in (("cold", lambda: page.goto(url_with_token, wait_until="commit")),
+                             ("reload", lambda: page.reload(wait_until="commit"))):
+                t, c, cb = time.perf_counter(), cpu_s(pid), tree_cpu(me, pid)
+                go()
+                batch_shown()
+                out[what + "_batch"] = time.perf_counter() - t
+                out[what + "_batch_cpu"] = cpu_s(pid) - c
+                out[what + "_batch_browser_cpu"] = tree_cpu(me, pid) - cb
+                shown_fully()
+                out[what] = time.perf_counter() - t
+                out[what + "_cpu"] = cpu_s(pid) - c
+                out[what + "_browser_cpu"] = tree_cpu(me, pid) - cb
             out["batch_items"] = page.locator("#batch li").count()
-            t, c = time.perf_counter(), cpu_s(pid)
-            page.reload(wait_until="commit")
-            shown_fully()
-            out["reload"] = time.perf_counter() - t
-            out["reload_cpu"] = cpu_s(pid) - c
             first = page.evaluate("() => location.hash")
             t, c = time.perf_counter(), cpu_s(pid)
             page.keyboard.press("n")
@@ -155,11 +258,14 @@ def browser_times(url_with_token: str, pid: int) -> dict | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--src", type=Path, default=REPO / "out/bench-gband-e3-val/cil-as-is",
-                    help="a predict output folder to replicate")
+    ap.add_argument("--src", default=None,
+                    help="a predict output folder to replicate, or 'examples': the shipped examples predicted "
+                         "here (default: out/bench-gband-e3-val/cil-as-is where it exists, else 'examples')")
     ap.add_argument("-n", type=int, default=100, help="metaphases in the folder (default 100)")
     ap.add_argument("--edits", type=int, default=20, help="timed edits in each condition")
     ap.add_argument("--md", type=Path, help="append the results to this Markdown file")
+    ap.add_argument("--profile", action="store_true", help="only print a CPU profile of the server's work for a "
+                    "cold page open (in this process, no server, nothing appended)")
     ap.add_argument("--date", default=None)
     ap.add_argument("--hardware", default=None)
     a = ap.parse_args(argv)
@@ -167,8 +273,19 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="chromoseg-review-bench-"))
     lines = []
     try:
-        pred = make_folder(a.src, tmp, a.n)
+        default = REPO / "out/bench-gband-e3-val/cil-as-is"
+        if a.src is None:
+            a.src = str(default) if (default / "results.json").is_file() else "examples"
+        srcs = predict_examples(tmp) if a.src == "examples" else [Path(a.src)]
+        src_shown = ("the shipped examples (`examples/cil-gband/103203.jpg`, `examples/adir-mfish/V17__XY/"
+                     "V1701XYD.tif`) predicted with `chromoseg predict`" if a.src == "examples"
+                     else f"`{shown(Path(a.src))}`")
+        pred = make_folder(srcs, tmp, a.n)
         n_inst = len(json.loads((pred / "results.json").read_text()))
+        if a.profile:
+            profile(pred)
+            return 0
+        ip = in_process(pred)
         proc, base, t_start = start_server(pred)
         try:
             # the page's requests, cold, in order
@@ -187,7 +304,7 @@ def main(argv=None) -> int:
             # the browser, on a fresh server (nothing cached but what it warms up as it starts), opened at once
             # as `chromoseg review` opens it
             proc, base, _ = start_server(pred)
-            bt = browser_times(base + "/?token=" + TOKEN, proc.pid)
+            bt = browser_times(base + "/?token=" + TOKEN, proc.pid, a.n)
             # edits
             _, data = call(base, f"/api/images/{first}")
             version = json.loads(data)["version"]
@@ -246,16 +363,22 @@ def main(argv=None) -> int:
         f"- hardware: {hw}; load average {load:.1f} at the end. Times are wall-clock as the page sees them; "
         "\"server CPU\" is the CPU time the server process spent meanwhile (`/proc`), what the time would be on "
         "an idle core",
-        f"- folder: {a.n} metaphases replicated from `{shown(a.src)}` ({n_inst} chromosomes), images copied to a "
+        f"- folder: {a.n} metaphases replicated from {src_shown} ({n_inst} chromosomes), images copied to a "
         "temporary folder; server: `chromoseg review DIR --no-browser` in a subprocess on 127.0.0.1", "",
         "| what | time | aim |", "|---|---|---|",
         f"| server start (command to printed address) | {t_start:.2f} s | |",
     ]
     if bt:
+        def cpus(k):
+            return (f"server CPU {bt[k + '_cpu']:.2f} s + Chromium CPU {bt[k + '_browser_cpu']:.2f} s "
+                    f"= {bt[k + '_cpu'] + bt[k + '_browser_cpu']:.2f} s")
         lines += [
-            f"| page open in headless Chromium, cold (first metaphase with outlines, karyogram and its layout) | "
-            f"{bt['cold']:.2f} s (server CPU {bt['cold_cpu']:.2f} s) | < 2 s |",
-            f"| page open again (reload) | {bt['reload']:.2f} s (server CPU {bt['reload_cpu']:.2f} s) | < 2 s |",
+            f"| page open in headless Chromium, cold: the batch list shown ({bt['batch_items']} metaphases) | "
+            f"{bt['cold_batch']:.2f} s ({cpus('cold_batch')}) | < 2 s |",
+            f"| page open, cold: the first metaphase shown (outlines, karyogram and its layout) | "
+            f"{bt['cold']:.2f} s ({cpus('cold')}) | < 2 s |",
+            f"| page open again (reload): batch list / first metaphase | {bt['reload_batch']:.2f} s / "
+            f"{bt['reload']:.2f} s ({cpus('reload')}) | < 2 s |",
             f"| next metaphase (N) | {bt['next']:.2f} s (server CPU {bt['next_cpu']:.2f} s) | |",
         ]
     else:
@@ -269,9 +392,16 @@ def main(argv=None) -> int:
         f"| the karyogram after an edit (rendered afresh, straightened) | {stats(kg_one + kg_all)} | |",
         f"| server CPU per karyogram after an edit | {stats(cpu_kg)} | |",
         f"| batch list (`/api/batch`) with all edited | {1000 * dt_batch:.0f} ms | |",
-        "", "The page's requests (cold):", "",
+        "", "The page's requests (cold, over HTTP with urllib, one after the other):", "",
         "| request | time |", "|---|---|",
         *[f"| `{p}` | {1000 * t:.0f} ms |" for p, t in req_times.items()],
+        "", "The page's requests in-process (Starlette's test client, no HTTP, no warm-up; wall / CPU of this "
+        f"process; reading the folder first: {ip['read'][0]:.2f} s / {ip['read'][1]:.2f} s CPU):", "",
+        "| request | cold | again |", "|---|---|---|",
+        *[f"| `{p}` | {1000 * w:.0f} ms / {1000 * c:.0f} ms CPU | {1000 * ip['again'][p][0]:.0f} ms / "
+          f"{1000 * ip['again'][p][1]:.0f} ms CPU |" for p, (w, c) in ip["cold"].items()],
+        f"| all | {sum(w for w, _ in ip['cold'].values()):.2f} s / {sum(c for _, c in ip['cold'].values()):.2f} s CPU "
+        f"| {sum(w for w, _ in ip['again'].values()):.2f} s / {sum(c for _, c in ip['again'].values()):.2f} s CPU |",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
