@@ -542,3 +542,49 @@ def test_roi_foreground_iou_threshold_decides_the_sampled_labels(variant, tmp_pa
         assert labels == {0.5: 0, 0.4: 3}
     with pytest.raises(ValueError, match="box_fg_iou_thresh"):
         build_model(variant, backbone="resnet18", image_size=SIZE, box_fg_iou_thresh=1.0, **SMALL)
+
+
+def test_variant_registry_is_the_one_list():
+    """The CLI's choices and help, the tables' rows and ``VARIANTS`` all read the registry."""
+    from chromoseg.cli import build_parser
+    from chromoseg.engine.tables import ROW_NAMES, TABLES
+    from chromoseg.models.builder import FAMILY_BUILDERS
+    from chromoseg.models.variants import NAMES, REGISTRY, canonical_name, get_variant
+
+    assert set(VARIANTS) == set(NAMES) and all(VARIANTS[n] == v.switches for n, v in NAMES.items())
+    assert {v.family for v in REGISTRY.values()} <= set(FAMILY_BUILDERS)
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    variant_opt = next(a for a in train._actions if a.dest == "variant")
+    assert list(variant_opt.choices) == list(NAMES)
+    for name, v in REGISTRY.items():
+        assert f"  {name} " in train.description and v.help in train.description
+    for spec in TABLES.values():
+        assert all(ROW_NAMES[n] == REGISTRY[n].label for n in spec["variants"])
+    assert canonical_name("ERM1") == "rmr" and canonical_name("erm4") == "ermr" and get_variant("Erm4").name == "ermr"
+    with pytest.raises(ValueError, match="unknown variant"):
+        get_variant("erm5")
+
+
+def test_build_model_dispatches_variants_by_family(monkeypatch):
+    """``build_model`` hands every argument (its defaults included) to the builder of the variant's family."""
+    from chromoseg.models import builder
+    from chromoseg.models.variants import REGISTRY
+
+    seen = []
+    monkeypatch.setitem(builder.FAMILY_BUILDERS, "rcnn", lambda v, spec, **kw: seen.append((v, spec, kw)) or "rcnn")
+    monkeypatch.setitem(builder.FAMILY_BUILDERS, "snake", lambda v, spec, **kw: seen.append((v, spec, kw)) or "snake")
+    assert build_model("ERM1", num_classes=1) == "rcnn" and build_model("snake") == "snake"
+    (v, spec, kw), (sv, sspec, _) = seen
+    assert (v, spec, sv, sspec) == ("erm1", REGISTRY["rmr"], "snake", REGISTRY["snake"])
+    assert kw["num_classes"] == 1 and kw["endpoint_loss_weight"] == 1.0 and "weights_backbone" not in kw
+
+
+def test_variant_names_load_no_torch():
+    """The command line reads the registry while it builds its parser: that must not import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from chromoseg.cli import build_parser; build_parser(); "
+            "import chromoseg.models.variants; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

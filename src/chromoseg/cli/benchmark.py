@@ -28,13 +28,14 @@ def _cmd(args) -> int:
 
     from chromoseg.cli import CliError
     from chromoseg.engine.tables import run_table
+    from chromoseg.models.variants import canonical_name
 
     ckpts = {}
     for item in args.model:
         if "=" not in item:
             raise CliError(f"--model {item}: expected NAME=PATH, e.g. ermr=runs/ermr/best.pt")
         name, path = item.split("=", 1)
-        ckpts[name.strip().lower().replace("erm1", "rmr").replace("erm4", "ermr")] = path
+        ckpts[canonical_name(name.strip())] = path
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -6,17 +6,14 @@ import sys
 from pathlib import Path
 
 from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from chromoseg.models.variants import NAMES as VARIANT_NAMES, variants_help
 
 TRAIN_DESCRIPTION = """\
 Train one of the paper's networks on a chromoseg dataset (COCO JSON as written by
 `chromoseg data import`).
 
-Variants (Tables I and II):
-  mr     Mask R-CNN, axis-aligned boxes (baseline, torchvision's heads)
-  rmr    Rotated Mask R-CNN (= ERM-1): rotated anchors, rotated RPN, rotated RoIAlign
-  erm2   rotated + endpoint-detection branch (ED)
-  erm3   rotated + horizontal&rotated box detection (H&R)
-  ermr   Enhanced Rotated Mask R-CNN (= ERM-4): H&R + ED (default)
+Variants (Tables I and II; erm1 and erm4 name rmr and ermr):
+{variants}
 
 Recipe (paper, Sec. III; the defaults):
   SGD, momentum 0.9, learning rate 0.005 (+ weight decay 1e-4 and a short linear warm-up),
@@ -96,7 +93,8 @@ def _metric(text: str) -> str:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)", description=TRAIN_DESCRIPTION,
+    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)",
+                              description=TRAIN_DESCRIPTION.replace("{variants}", variants_help()),
                               epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
@@ -122,7 +120,7 @@ def register(subparsers) -> None:
                         "from a fluorescence model carries over)")
     g.add_argument("--workers", type=nonneg_int, default=2, help="data loader processes (default 2)")
     g = p.add_argument_group("model")
-    g.add_argument("--variant", default="ermr", choices=["mr", "rmr", "erm1", "erm2", "erm3", "erm4", "ermr", "snake"],
+    g.add_argument("--variant", default="ermr", choices=list(VARIANT_NAMES),
                    help="network (default ermr; snake = Deep Snake, a contour-based baseline)")
     g.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
                    help="ResNet depth (default resnet50, the paper's)")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
+from chromoseg.models.variants import REGISTRY
 
 #: the two protocols each table reports, by their key in ``<table>.json``: the paper's ("under the
 #: confidence score threshold of 0.5") and COCO's (no threshold)
@@ -37,7 +38,8 @@ TABLES = {
     "table2": {"variants": ("rmr", "erm2", "erm3", "ermr"), "modes": ("multi",), "paper": PAPER_TABLE2,
                "title": "Table II: ablations ERM-1 (rotated) ... ERM-4 (H&R + ED), multi-class"},
 }
-ROW_NAMES = {"snake": "Deep Snake", "mr": "MR", "rmr": "RMR (ERM-1)", "erm2": "ERM-2 (ED)", "erm3": "ERM-3 (H&R)", "ermr": "ERMR (ERM-4)"}
+#: each variant's row name, from the registry (``chromoseg.models.variants``)
+ROW_NAMES = {name: v.label for name, v in REGISTRY.items()}
 
 
 def hardware(device: str) -> str:

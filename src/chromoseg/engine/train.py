@@ -43,6 +43,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from chromoseg.models.variants import find_variant
+
 from .amp import cpu_has_native_bf16
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from .evaluate import annotator_boxes  # the box-AP rule of sets with annotators' boxes
@@ -108,7 +110,8 @@ class TrainConfig:
             raise ValueError(f"early_stop_metric {m} is measured by the AP pass: val_every must be at least 1")
         if self.val_score not in ("class", "object"):
             raise ValueError(f"val_score {self.val_score!r}: 'class' (the paper's rule) or 'object'")
-        if self.val_score == "object" and self.variant in ("mr", "snake"):
+        spec = find_variant(self.variant)
+        if self.val_score == "object" and spec is not None and not spec.rotated:
             raise ValueError(f"val_score 'object' needs a rotated variant (its detections carry class scores), "
                              f"not {self.variant}")
 

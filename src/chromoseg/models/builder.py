@@ -29,16 +29,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-VARIANTS = {
-    "mr": dict(rotated=False, hr=False, ed=False),
-    "rmr": dict(rotated=True, hr=False, ed=False),
-    "erm1": dict(rotated=True, hr=False, ed=False),
-    "erm2": dict(rotated=True, hr=False, ed=True),
-    "erm3": dict(rotated=True, hr=True, ed=False),
-    "erm4": dict(rotated=True, hr=True, ed=True),
-    "ermr": dict(rotated=True, hr=True, ed=True),
-    "snake": dict(rotated=False, hr=False, ed=False),  # Deep Snake: not an R-CNN (models/snake.py)
-}
+from .variants import NAMES, Variant, get_variant
+
+#: every variant name and alias -> its switches (``rotated``, ``hr``, ``ed``); read from the registry
+#: (``chromoseg.models.variants``), where a variant is added
+VARIANTS = {name: v.switches for name, v in NAMES.items()}
 
 #: settings for CPU tests and quick runs: few proposals and RoIs
 SMALL = dict(rpn_pre_nms_top_n_train=200, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_train=100,
@@ -94,7 +89,52 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     (``ChromoTransform``; a model trained on framed images, ``chromoseg train --frame``; R-CNN variants).
     ``invert``: a brightfield model (G-band, dark on light); its transform turns every image into
     ``1 - x`` first, so the network sees fluorescence-like images (``ChromoTransform``)."""
-    from torch import nn
+    if weights_backbone is not None:
+        raise ValueError("weights_backbone must be None (no downloads); use backbone_weights=PATH")
+    spec = get_variant(variant)
+    kwargs = {k: v for k, v in locals().items() if k not in ("variant", "weights_backbone", "spec")}
+    return FAMILY_BUILDERS[spec.family](variant.lower(), spec, **kwargs)
+
+
+def build_snake(v: str, spec: Variant, *, num_classes, backbone, backbone_weights, image_size, hr, ed, in_channels,
+                trainable_layers, norm, fpn_channels, image_mean, image_std, box_detections_per_img,
+                box_score_thresh, crop_classifier, crop_classifier_width, crop_classifier_members, snake_points,
+                snake_iters, snake_channels, center_head_channels, snake_box_jitter, invert, frame, **_rcnn_only):
+    """The Deep Snake family (``snake``): :func:`build_model`'s arguments, the R-CNN-only ones ignored."""
+    if hr or ed:
+        raise ValueError("the snake variant has no H&R or ED switch")
+    if frame:
+        raise ValueError("framing (frame=True) is for the R-CNN variants, not snake")
+    from .snake import build_deep_snake
+
+    config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size,
+                  in_channels=in_channels, trainable_layers=trainable_layers, norm=norm, fpn_channels=fpn_channels,
+                  image_mean=image_mean, image_std=image_std, box_detections_per_img=box_detections_per_img,
+                  box_score_thresh=box_score_thresh, snake_points=snake_points, snake_iters=snake_iters,
+                  snake_channels=snake_channels, center_head_channels=center_head_channels,
+                  snake_box_jitter=snake_box_jitter)
+    if invert:  # a brightfield model: the transform inverts every image
+        config["invert"] = True
+    model = build_deep_snake(num_classes, backbone, backbone_weights, image_size, in_channels, trainable_layers,
+                             norm, fpn_channels, image_mean, image_std, box_detections_per_img, box_score_thresh,
+                             points=snake_points, iters=snake_iters, snake_channels=snake_channels,
+                             head_channels=center_head_channels, box_jitter=snake_box_jitter, invert=invert,
+                             config=config)
+    if crop_classifier:
+        _add_crop_classifier(model, config, num_classes, crop_classifier_width, crop_classifier_members)
+    model.config = config
+    return model
+
+
+def build_rcnn(v: str, spec: Variant, *, num_classes, backbone, backbone_weights, image_size, hr, ed, hr_fusion,
+               class_agnostic_box, in_channels, trainable_layers, norm, anchor_sizes, anchor_ratios, anchor_angles,
+               rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_train, rpn_post_nms_top_n_test,
+               rpn_batch_size_per_image, box_batch_size_per_image, box_detections_per_img, box_score_thresh,
+               box_nms_thresh, box_score_mode, box_rescore, box_fg_iou_thresh, ed_channels, ed_layers,
+               endpoint_loss_weight, representation_size, fpn_channels, mask_channels, image_mean, image_std,
+               crop_classifier, crop_classifier_width, crop_classifier_members, invert, frame, **_snake_only):
+    """The Mask R-CNN family (``mr``, ``rmr``, ``erm2``, ``erm3``, ``ermr``): :func:`build_model`'s
+    arguments, the snake-only ones ignored; ``hr`` / ``ed`` override the variant's switches."""
     from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import MultiScaleRoIAlign
@@ -103,36 +143,7 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     from .rcnn import ChromoRCNN
     from .transform import ChromoTransform
 
-    if weights_backbone is not None:
-        raise ValueError("weights_backbone must be None (no downloads); use backbone_weights=PATH")
-    v = variant.lower()
-    if v not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if v == "snake":
-        if hr or ed:
-            raise ValueError("the snake variant has no H&R or ED switch")
-        if frame:
-            raise ValueError("framing (frame=True) is for the R-CNN variants, not snake")
-        from .snake import build_deep_snake
-
-        config = dict(variant=v, num_classes=num_classes, backbone=backbone, image_size=image_size,
-                      in_channels=in_channels, trainable_layers=trainable_layers, norm=norm, fpn_channels=fpn_channels,
-                      image_mean=image_mean, image_std=image_std, box_detections_per_img=box_detections_per_img,
-                      box_score_thresh=box_score_thresh, snake_points=snake_points, snake_iters=snake_iters,
-                      snake_channels=snake_channels, center_head_channels=center_head_channels,
-                      snake_box_jitter=snake_box_jitter)
-        if invert:  # a brightfield model: the transform inverts every image
-            config["invert"] = True
-        model = build_deep_snake(num_classes, backbone, backbone_weights, image_size, in_channels, trainable_layers,
-                                 norm, fpn_channels, image_mean, image_std, box_detections_per_img, box_score_thresh,
-                                 points=snake_points, iters=snake_iters, snake_channels=snake_channels,
-                                 head_channels=center_head_channels, box_jitter=snake_box_jitter, invert=invert,
-                                 config=config)
-        if crop_classifier:
-            _add_crop_classifier(model, config, num_classes, crop_classifier_width, crop_classifier_members)
-        model.config = config
-        return model
-    sw = dict(VARIANTS[v])
+    sw = spec.switches
     if hr is not None:
         if not sw["rotated"] and hr:
             raise ValueError("H&R needs a rotated variant")
@@ -209,6 +220,10 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     if crop_classifier:
         _add_crop_classifier(model, config, num_classes, crop_classifier_width, crop_classifier_members)
     return model
+
+
+#: the builder of each family of ``chromoseg.models.variants.REGISTRY``
+FAMILY_BUILDERS = {"rcnn": build_rcnn, "snake": build_snake}
 
 
 def _add_crop_classifier(model, config: dict, num_classes: int, width: int | list[int], members: int) -> None:
