@@ -202,6 +202,42 @@ def test_cli_train_config_file(tmp_path):
     assert epochs and yaml.safe_load((out / "config.yaml").read_text())["variant"] == "mr"
 
 
+
+def test_train_options_defaults_are_train_configs():
+    """The parser declares no default of its own: an option not typed is absent, so TrainConfig's
+    (and build_model's) defaults apply, and its help shows those."""
+    from chromoseg.cli import build_parser
+    from chromoseg.cli.train import train_options
+    from chromoseg.engine.train import TrainConfig
+
+    parser = build_parser()
+    assert train_options(parser.parse_args(["train", "--data", "d"]), {}) == ({}, set())
+    train = parser._subparsers._group_actions[0].choices["train"]
+    help_text = " ".join(train.format_help().split())
+    d = TrainConfig()
+    for text in (f"(default {d.epochs})", f"(default {d.batch_size})", f"(default {d.lr:g})", f"(default {d.variant};",
+                 f"(default {d.image_size[1]}x{d.image_size[0]},", f"learning rate {d.lr:g}", f"momentum {d.momentum:g}"):
+        assert text in help_text
+
+
+def test_train_options_typed_beats_the_file_even_at_the_default():
+    """What was typed wins over a --config file / the resumed run's config, also where it equals the
+    default (the old rule, a diff against the parser's defaults, let the file win then); the file wins
+    over what was not typed; the file's model_kwargs stand whole."""
+    from chromoseg.cli import build_parser
+    from chromoseg.cli.train import train_options
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--epochs", "100", "--val-score", "class", "--no-augment", "--zoom", "0.7",
+                              "1.4", "--stain", "brightfield", "--roi-fg-iou", "0.5", "--endpoint-loss-weight", "100"])
+    opts, typed = train_options(args, {"epochs": 2, "lr": 0.1, "val_score": "object"})
+    assert opts == {"epochs": 100, "lr": 0.1, "val_score": "class", "augment": False, "zoom": (0.7, 1.4),
+                    "model_kwargs": {"invert": True, "endpoint_loss_weight": 100.0}}  # 0.5 is build_model's default
+    assert typed == {"epochs", "val_score", "augment", "zoom"}
+    opts, _ = train_options(args, {"model_kwargs": {"frame": True}})
+    assert opts["model_kwargs"] == {"frame": True}
+
+
 def test_cosine_schedule_after_warmup():
     from chromoseg.engine.train import warmup_lambda
 

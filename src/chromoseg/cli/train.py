@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from chromoseg.engine.train_config import train_defaults
+from chromoseg.models.builder import model_defaults
 from chromoseg.models.variants import NAMES as VARIANT_NAMES, variants_help
 
 TRAIN_DESCRIPTION = """\
@@ -16,9 +18,9 @@ Variants (Tables I and II; erm1 and erm4 name rmr and ermr):
 {variants}
 
 Recipe (paper, Sec. III; the defaults):
-  SGD, momentum 0.9, learning rate 0.005 (+ weight decay 1e-4 and a short linear warm-up),
-  inputs resized to 640 x 512 (W x H), up to 100 epochs, early stop when the validation mask loss
-  has not improved for 10 epochs; best.pt keeps the best validation mask loss, last.pt the last
+  SGD, momentum {momentum}, learning rate {lr} (+ weight decay {weight_decay} and a short linear warm-up),
+  inputs resized to {width} x {height} (W x H), up to {epochs} epochs, early stop when the validation mask loss
+  has not improved for {patience} epochs; best.pt keeps the best validation mask loss, last.pt the last
   epoch. Loss = sum of the eq. (2) terms (+ eq. (4) endpoint term with ED), each logged.
   There are no downloadable ImageNet weights here: start from scratch or from
   --backbone-weights (e.g. the file `chromoseg pretrain` writes).
@@ -93,100 +95,110 @@ def _metric(text: str) -> str:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)",
-                              description=TRAIN_DESCRIPTION.replace("{variants}", variants_help()),
-                              epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # every option's default is TrainConfig's (or build_model's): an option not typed is absent from the
+    # parsed arguments (argument_default=SUPPRESS), so a --config file or the resumed run's config fills it
+    D, M = train_defaults(), model_defaults()
+    h, w = D["image_size"]
+    description = TRAIN_DESCRIPTION.replace("{variants}", variants_help())
+    for key, value in dict(D, width=w, height=h).items():
+        description = description.replace("{%s}" % key, f"{value:g}" if isinstance(value, float) else str(value))
+    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)", description=description,
+                              epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
+    g.add_argument("--data", default=None, metavar="DIR", help="folder with train.json and val.json (from `chromoseg data import`)")
     g.add_argument("--train", metavar="JSON", help="training set (instead of --data)")
-    g.add_argument("--extra-train", action="append", default=[], metavar="JSON",
+    g.add_argument("--extra-train", action="append", metavar="JSON",
                    help="another training set, repeatable (e.g. datasets/bioimlab/train.json: chromosomes without "
                         "classes train detection and masks, no class)")
     g.add_argument("--val", metavar="JSON", help="validation set (early stopping); without it the training loss is monitored")
     g.add_argument("--max-images", type=positive_int, metavar="N", help="use only the first N training (and validation) images")
-    g.add_argument("--image-size", type=_size, default=(512, 640), metavar="WxH",
-                   help="input size, WxH (default 640x512, the paper's); 'keep' keeps each image's size")
+    g.add_argument("--image-size", type=_size, metavar="WxH",
+                   help=f"input size, WxH (default {w}x{h}, the paper's); 'keep' keeps each image's size")
     g.add_argument("--no-augment", action="store_true", help="no flips / rotations / intensity jitter")
-    g.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+    g.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"),
                    help="also zoom each training image by a random factor in [LO, HI] (half the images) and "
                         "move it, filling with the background: chromosomes at other sizes and places (e.g. 0.7 1.4)")
     g.add_argument("--frame", action="store_true",
                    help="crop every image to its metaphase (plus a margin) before resizing, in training and -- "
                         "recorded in the model -- at inference, so chromosome size no longer depends on the "
                         "camera's framing")
-    g.add_argument("--stain", choices=["fluorescence", "brightfield"], default="fluorescence",
+    g.add_argument("--stain", choices=["fluorescence", "brightfield"],
                    help="the images' polarity: fluorescence (bright chromosomes on dark: DAPI, Q-band; default) or "
                         "brightfield (dark on light: G-band; the model inverts each image first, so --init-weights "
                         "from a fluorescence model carries over)")
-    g.add_argument("--workers", type=nonneg_int, default=2, help="data loader processes (default 2)")
+    g.add_argument("--workers", type=nonneg_int, help=f"data loader processes (default {D['workers']})")
     g = p.add_argument_group("model")
-    g.add_argument("--variant", default="ermr", choices=list(VARIANT_NAMES),
-                   help="network (default ermr; snake = Deep Snake, a contour-based baseline)")
-    g.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
-                   help="ResNet depth (default resnet50, the paper's)")
+    g.add_argument("--variant", choices=list(VARIANT_NAMES),
+                   help=f"network (default {D['variant']}; snake = Deep Snake, a contour-based baseline)")
+    g.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
+                   help=f"ResNet depth (default {D['backbone']}, the paper's)")
     g.add_argument("--backbone-weights", metavar="PATH", help="ResNet state dict to start from (torchvision's or `chromoseg pretrain`'s)")
     g.add_argument("--init-weights", metavar="MODEL",
                    help="start from another chromoseg model (a train checkpoint, an exported .safetensors, or a "
                         "shipped model's name such as mfish): every tensor whose name and shape fit is copied")
-    g.add_argument("--trainable-layers", type=int, default=5, choices=range(6), metavar="K",
-                   help="ResNet stages trained (5 = all, the default; 3 freezes conv1 and layer1, as torchvision)")
-    g.add_argument("--num-classes", type=positive_int, default=24, help="24 chromosome classes (default), 1 = class-agnostic")
-    g.add_argument("--endpoint-loss-weight", type=nonneg_float, default=1.0, metavar="W",
-                   help="weight of the eq. (4) endpoint term (default 1, the paper's; it is a mean over all pixels, "
+    g.add_argument("--trainable-layers", type=int, choices=range(6), metavar="K",
+                   help=f"ResNet stages trained (5 = all; default {M['trainable_layers']}; 3 freezes conv1 and layer1, "
+                        "as torchvision)")
+    g.add_argument("--num-classes", type=positive_int,
+                   help=f"chromosome classes (default {D['num_classes']}, the human ones), 1 = class-agnostic")
+    g.add_argument("--endpoint-loss-weight", type=nonneg_float, metavar="W",
+                   help=f"weight of the eq. (4) endpoint term (default {M['endpoint_loss_weight']:g}, the paper's; it is a mean over all pixels, "
                         "so the branch learns slowly at 1; e.g. 100 makes it learn faster)")
-    g.add_argument("--roi-fg-iou", type=float, default=0.5, metavar="T",
+    g.add_argument("--roi-fg-iou", type=float, metavar="T",
                    help="training: a sampled RoI overlapping its chromosome by IoU >= T is that chromosome, "
-                        "below T background (default 0.5, the paper's; e.g. 0.4 teaches the box head to score "
+                        f"below T background (default {M['box_fg_iou_thresh']:g}, the paper's; e.g. 0.4 teaches the box head to score "
                         "the looser rotated proposals of long chromosomes)")
     g.add_argument("--small", action="store_true", help="few proposals / RoIs and a thin endpoint branch (CPU runs)")
     g.add_argument("--compact", action="store_true",
                    help="the shipped model's widths: 128-channel FPN and mask head, 512-d box head, 32-channel "
                         "endpoint branch, 128 RoIs / image (with resnet18: ~32 MB in fp16)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
-    g.add_argument("--batch-size", type=positive_int, default=2, help="images per step and process (default 2)")
-    g.add_argument("--lr", type=positive_float, default=0.005, help="SGD learning rate (default 0.005)")
-    g.add_argument("--momentum", type=unit_float, default=0.9)
-    g.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
-    g.add_argument("--warmup-iters", type=nonneg_int, default=200, help="linear warm-up steps (default 200)")
-    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
-                   help="after warm-up: constant (the paper, default) or cosine decay to 0 at --epochs")
-    g.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN",
+    g.add_argument("--epochs", type=positive_int, help=f"maximum epochs (default {D['epochs']})")
+    g.add_argument("--batch-size", type=positive_int, help=f"images per step and process (default {D['batch_size']})")
+    g.add_argument("--lr", type=positive_float, help=f"SGD learning rate (default {D['lr']:g})")
+    g.add_argument("--momentum", type=unit_float, help=f"SGD momentum (default {D['momentum']:g})")
+    g.add_argument("--weight-decay", type=nonneg_float, help=f"SGD weight decay (default {D['weight_decay']:g})")
+    g.add_argument("--warmup-iters", type=nonneg_int, help=f"linear warm-up steps (default {D['warmup_iters']})")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help=f"after warm-up: constant (the paper) or cosine decay to 0 at --epochs (default {D['lr_schedule']})")
+    g.add_argument("--time-limit", type=positive_float, metavar="MIN",
                    help="stop after MIN minutes of training in this call: the epoch running then ends early, is "
                         "validated and saved (for runs under a common time budget, e.g. the tables)")
-    g.add_argument("--patience", type=nonneg_int, default=10, help="early stop after N epochs without a better validation mask loss, or whatever --early-stop-metric names (default 10; 0 = never)")
-    g.add_argument("--early-stop-metric", type=_metric, default=None, metavar="NAME",  # None: not typed
-                   help="what early stopping and best.pt follow: a validation loss (loss_mask, the default and the "
+    g.add_argument("--patience", type=nonneg_int, help="early stop after N epochs without a better validation mask loss, or "
+                   f"whatever --early-stop-metric names (default {D['patience']}; 0 = never)")
+    g.add_argument("--early-stop-metric", type=_metric, metavar="NAME",
+                   help=f"what early stopping and best.pt follow: a validation loss ({D['early_stop_metric']}, the default and the "
                         "paper's; loss; lower is better) or a validation AP (mask_ap, mask_ap50, box_ap50, "
                         "mask_ap_binary, ..., _coco for no score threshold; higher is better: see above). With "
                         "--resume it switches a run's metric (its stopper starts afresh)")
-    g.add_argument("--val-every", type=nonneg_int, default=1, metavar="N",
-                   help="the AP pass on the validation set every N epochs and at the last (default 1; 0 = losses "
+    g.add_argument("--val-every", type=nonneg_int, metavar="N",
+                   help=f"the AP pass on the validation set every N epochs and at the last (default {D['val_every']}; 0 = losses "
                         "only); patience still counts epochs")
     g.add_argument("--val-rescore", action="store_true",
                    help="the AP pass rescores each detection on its own final box (predict --rescore on; how the "
                         "shipped G-band model is measured)")
-    g.add_argument("--val-score", default="class", choices=["class", "object"],
-                   help="the AP pass's scores: class (default: the paper's rule, what predict applies to the run's "
+    g.add_argument("--val-score", choices=["class", "object"],
+                   help=f"the AP pass's scores (default {D['val_score']}): class (the paper's rule, what predict applies to the run's "
                         "checkpoints) or object (1 - P(background), predict --score object: how the shipped models "
                         "are measured; rotated variants). Class scores can stay under 0.5 long after the "
                         "chromosomes are found: then the APs under the 0.5 threshold stay near 0 (the _coco ones do "
                         "not). With --resume it changes a run's (an AP-monitoring stopper starts afresh)")
-    g.add_argument("--grad-clip", type=nonneg_float, default=10.0, help="max gradient norm (default 10; 0 = off)")
-    g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="mixed precision: auto (default) = bf16/fp16 on a GPU, bf16 on a CPU with bf16 instructions "
+    g.add_argument("--grad-clip", type=nonneg_float, help=f"max gradient norm (default {D['grad_clip']:g}; 0 = off)")
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help=f"mixed precision (default {D['amp']}): auto = bf16/fp16 on a GPU, bf16 on a CPU with bf16 instructions "
                         "(AVX512-BF16 / AMX: about 1.7x faster; within the noise of two fp32 seeds), else fp32; "
                         "bf16 also on other CPUs (emulated: slower); off = fp32")
-    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--seed", type=nonneg_int, help=f"random seed (default {D['seed']})")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    g.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (default runs/train)")
-    g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT", help="continue from CKPT (default OUT/last.pt)")
-    g.add_argument("--start-epoch", type=nonneg_int, default=0, metavar="N",
+    g.add_argument("--device", help=f"auto, cpu, cuda, cuda:1 ... (default {D['device']})")
+    g.add_argument("--out", metavar="DIR", help=f"run folder (default {D['out']})")
+    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT", help="continue from CKPT (default OUT/last.pt)")
+    g.add_argument("--start-epoch", type=nonneg_int, metavar="N",
                    help="with --init-weights: continue a run whose folder is gone (another machine) from a model "
                         "of its epoch N -- the same --epochs, --lr and schedule; trains epochs N+1..--epochs")
-    g.add_argument("--config", metavar="FILE", help="YAML/JSON file with any of the options above (command-line options override it)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train, _defaults={a.dest: a.default for a in p._actions})
+    g.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file with any of the options above (command-line options override it)")
+    g.add_argument("--no-progress", action="store_true", default=False, help="no progress bars")
+    p.set_defaults(func=cmd_train)
 
     c = subparsers.add_parser(
         "train-classifier", help="train the second-stage crop classifier and attach it to a model",
@@ -281,6 +293,39 @@ def _image_count(path) -> int | None:
     return len(images) if isinstance(images, list) else None
 
 
+#: ``chromoseg train`` options that set a ``build_model`` argument (kept in ``TrainConfig.model_kwargs``):
+#: option -> (argument, the argument's value for the option's value)
+MODEL_OPTIONS = {"endpoint_loss_weight": ("endpoint_loss_weight", float),
+                 "trainable_layers": ("trainable_layers", int),
+                 "stain": ("invert", lambda stain: stain == "brightfield"),
+                 "frame": ("frame", bool),
+                 "roi_fg_iou": ("box_fg_iou_thresh", float)}
+
+
+def train_options(args, base: dict) -> tuple[dict, set]:
+    """The training configuration from the parsed arguments and ``base`` (a ``--config`` file's or the
+    resumed run's options): what was typed wins, then ``base``, then ``TrainConfig``'s defaults (left
+    out here). Options not typed are absent from ``args`` (the parser's defaults are SUPPRESS).
+    ``base``'s ``model_kwargs``, where it has them, stand whole. Returns (options, the TrainConfig
+    keys typed)."""
+    keys = set(train_defaults()) | set(MODEL_OPTIONS) | {"no_augment"}  # not --data, --config, --resume ...
+    typed = {k: v for k, v in vars(args).items() if k in keys}
+    model_kwargs, model_args = {}, model_defaults()
+    for option, (name, convert) in MODEL_OPTIONS.items():
+        if option in typed:
+            value = convert(typed.pop(option))
+            if value != model_args[name]:
+                model_kwargs[name] = value
+    if "no_augment" in typed:
+        typed["augment"] = not typed.pop("no_augment")
+    if typed.get("zoom"):
+        typed["zoom"] = tuple(typed["zoom"])
+    opts = {**base, **typed}
+    if model_kwargs and "model_kwargs" not in base:
+        opts["model_kwargs"] = model_kwargs
+    return opts, set(typed)
+
+
 def cmd_train(args) -> int:
     from pathlib import Path
 
@@ -291,34 +336,10 @@ def cmd_train(args) -> int:
     if args.config:
         base = _load_config_file(args.config)
     elif args.resume:  # resume: the run's own saved config is the base, so `--out RUN --resume` is enough
-        run_dir = Path(args.out) if args.resume == "auto" else Path(args.resume).parent
+        run_dir = Path(getattr(args, "out", train_defaults()["out"])) if args.resume == "auto" else Path(args.resume).parent
         if (run_dir / "config.yaml").is_file():
             base = _load_config_file(str(run_dir / "config.yaml"))
-    defaults = getattr(args, "_defaults", {})
-    explicit = {k for k, v in defaults.items() if getattr(args, k, v) != v}
-    if "no_augment" in explicit:
-        explicit.add("augment")
-    opts = dict(variant=args.variant, backbone=args.backbone, backbone_weights=args.backbone_weights,
-                num_classes=args.num_classes, image_size=args.image_size, epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                warmup_iters=args.warmup_iters, patience=args.patience, grad_clip=args.grad_clip, amp=args.amp,
-                early_stop_metric=args.early_stop_metric or "loss_mask", val_every=args.val_every,
-                val_score=args.val_score, val_rescore=args.val_rescore,
-                workers=args.workers, device=args.device, seed=args.seed, max_images=args.max_images,
-                augment=not args.no_augment, small=args.small, compact=args.compact, lr_schedule=args.lr_schedule,
-                out=args.out, train=args.train, val=args.val, extra_train=list(args.extra_train),
-                init_weights=args.init_weights, time_limit=args.time_limit,
-                zoom=tuple(args.zoom) if args.zoom else None, start_epoch=args.start_epoch,
-                model_kwargs={k: v for k, v in (("endpoint_loss_weight", args.endpoint_loss_weight),
-                                                ("trainable_layers", args.trainable_layers),
-                                                ("invert", args.stain == "brightfield"),
-                                                ("frame", args.frame),
-                                                ("box_fg_iou_thresh", args.roi_fg_iou))
-                              if v != defaults.get(k) and v is not False})
-    if base:  # the file gives the values; options typed on the command line win
-        opts = {k: (v if (k in explicit or k not in base) else base[k]) for k, v in opts.items()}
-        for k, v in base.items():
-            opts.setdefault(k, v)
+    opts, explicit = train_options(args, base)
     if args.data:
         d = Path(args.data)
         if not d.is_dir():

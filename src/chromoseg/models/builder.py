@@ -96,6 +96,14 @@ def build_model(variant: str = "ermr", num_classes: int = 24, backbone: str = "r
     return FAMILY_BUILDERS[spec.family](variant.lower(), spec, **kwargs)
 
 
+
+def model_defaults() -> dict:
+    """Each :func:`build_model` argument's default (what ``chromoseg train`` shows and compares with)."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
+
+
 def build_snake(v: str, spec: Variant, *, num_classes, backbone, backbone_weights, image_size, hr, ed, in_channels,
                 trainable_layers, norm, fpn_channels, image_mean, image_std, box_detections_per_img,
                 box_score_thresh, crop_classifier, crop_classifier_width, crop_classifier_members, snake_points,

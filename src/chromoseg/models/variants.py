@@ -43,7 +43,7 @@ REGISTRY: dict[str, Variant] = {v.name: v for v in (
     Variant("erm3", "rcnn", rotated=True, hr=True, label="ERM-3 (H&R)",
             help="rotated + horizontal&rotated box detection (H&R)"),
     Variant("ermr", "rcnn", rotated=True, hr=True, ed=True, label="ERMR (ERM-4)", aliases=("erm4",),
-            help="Enhanced Rotated Mask R-CNN (= ERM-4): H&R + ED (default)"),
+            help="Enhanced Rotated Mask R-CNN (= ERM-4): H&R + ED"),
     Variant("snake", "snake", label="Deep Snake",
             help="Deep Snake, a contour-based baseline (CenterNet + circular-convolution contours)"),
 )}
