@@ -177,3 +177,78 @@ def test_a_nucleus_takes_no_class_slot_in_the_joint_assignment():
     assert "category_id_independent" not in out[-1]
     c = count_karyotype(out)
     assert c.summary == "45,XX,-?5" and list(c.excluded) == [45]  # the unsure 2 questions the loss
+
+
+# ------------------------------------------------------------------------------------------------
+# the rule's mark in predict's files and the review page (the same rule, not a copy of it)
+
+
+def nucleus_image(insts):
+    image = np.full(SHAPE, 225, np.uint8)
+    for inst in insts:
+        image[inst["mask"]] = 70
+    return image
+
+
+class FakePredictor:
+    """Gives the synthetic metaphase with its nucleus (with the geometry predict's results need) for
+    every image: ``predict_paths`` runs as on a model's output."""
+
+    def __call__(self, images):
+        from chromoseg.data.coco import derive_geometry, mask_bbox
+
+        out = []
+        for _ in images:
+            insts = with_nucleus(metaphase())
+            for inst in insts:
+                rbox, ends = derive_geometry(inst["mask"])
+                inst.update(bbox=mask_bbox(inst["mask"]), rbox=rbox, endpoints=ends)
+            out.append(insts)
+        return out
+
+
+def predict_nucleus_folder(root, karyotype=True):
+    """``chromoseg predict``'s output folder for the synthetic metaphase with a nucleus called a 2
+    (instance 47 in results.json)."""
+    from PIL import Image
+
+    from chromoseg.engine.predict import predict_paths
+
+    root.mkdir(parents=True, exist_ok=True)
+    image = root / "nucleus.png"
+    Image.fromarray(nucleus_image(with_nucleus(metaphase()))).save(image)
+    out = root / "pred"
+    predict_paths(FakePredictor(), [image], out, progress=False, karyotype=karyotype)
+    return out
+
+
+def test_a_lazy_mask_is_decoded_only_when_judged():
+    insts = with_nucleus(metaphase())
+    called = []
+
+    def lazy(k, m):
+        def get():
+            called.append(k)
+            return m
+        return get
+
+    judged = [{"score": i["score"], "mask_area": int(i["mask"].sum()), "mask": lazy(k, i["mask"])}
+              for k, i in enumerate(insts)]
+    assert not_chromosomes(judged) == not_chromosomes(insts) and list(not_chromosomes(insts)) == [46]
+    assert set(called) == {46}  # only the large one's mask was read
+    c = count_karyotype([{"category_id": i["category_id"]} for i in insts], excluded={46: "why"})
+    assert c.summary == "46,XX" and c.excluded == {46: "why"} and c.as_row()["n_not_chromosome"] == 1
+
+
+def test_the_report_csv_counts_what_is_not_a_chromosome(tmp_path):
+    import csv
+
+    from chromoseg.karyotype.pipeline import analyse_metaphase
+    from chromoseg.karyotype.report import write_csv
+
+    rows = []
+    for name, insts in (("nucleus.png", with_nucleus(metaphase())), ("plain.png", metaphase())):
+        rows.append(analyse_metaphase(nucleus_image(insts), insts, name, tmp_path, name[:-4], overlay=False))
+    got = {r["image"]: r for r in csv.DictReader(write_csv(rows, tmp_path / "report.csv").open())}
+    assert got["nucleus.png"]["n_not_chromosome"] == "1" and got["nucleus.png"]["total"] == "46"
+    assert got["plain.png"]["n_not_chromosome"] == "0"

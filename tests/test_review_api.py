@@ -564,3 +564,44 @@ def test_a_metaphase_with_every_chromosome_deleted(client, folder):
     s = client.post("/api/export", json={}).json()
     assert s["dataset_images"] == 1 and s["dataset_annotations"] == 0
     assert json.loads((folder / "reviewed" / "results.json").read_text()) == []
+
+
+def test_the_review_page_leaves_out_what_predict_leaves_out(tmp_path):
+    """Issue 30: the review page applies predict's not-a-chromosome rule (the karyotype package's
+    function on the current masks): an unedited metaphase shows predict's karyotype line, without the
+    nucleus in the counts or the karyogram; a reviewer who sets its class counts it as that class;
+    marking the metaphase reviewed does not; the export marks and leaves it out as the page does."""
+    import csv
+
+    from test_karyotype_nucleus import predict_nucleus_folder
+
+    folder = predict_nucleus_folder(tmp_path)
+    (predicted,) = list(csv.DictReader((folder / "report.csv").open()))
+    assert predicted["summary"] == "46,XX"
+    app = create_app(folder, token=TOKEN, user="tester")
+    with TestClient(app, headers={"X-Chromoseg-Token": TOKEN}) as c:
+        (row,) = c.get("/api/batch").json()["images"]
+        assert row["summary"] == predicted["summary"] and row["total"] == 46
+        v = c.get("/api/images/1").json()
+        k = v["karyotype"]
+        assert k["summary"] == "46,XX" and k["total"] == 46 and list(k["not_chromosome"]) == ["47"]
+        assert any(f.startswith("not_chromosome") for f in k["flags"])
+        nucleus = next(i for i in v["instances"] if i["id"] == 47)
+        assert "nucleus" in nucleus["not_chromosome"] and nucleus["label"] == "?" and nucleus["category_id"] == 2
+        lay = c.get("/api/images/1/karyogram.json").json()
+        assert 47 not in {p["id"] for p in lay["placements"]} and len(lay["placements"]) == 46
+        # marking it reviewed confirms the page as shown: the nucleus stays out
+        v = edit(c, 0, op="reviewed", reviewed=True).json()
+        assert v["karyotype"]["summary"] == "46,XX"
+        r = c.post("/api/export", json={})
+        assert r.status_code == 200
+        exported = json.loads((folder / "reviewed" / "results.json").read_text())
+        assert [("not_chromosome" in e) for e in exported] == [False] * 46 + [True]
+        dataset = json.loads((folder / "reviewed" / "dataset.json").read_text())
+        assert len(dataset["annotations"]) == 46
+        # a reviewer's word wins over the rule: set its class, and it counts as that class
+        v = edit(c, 1, op="class", id=47, category_id=2).json()
+        assert v["karyotype"]["summary"] == "47,XX,+2" and v["karyotype"]["not_chromosome"] == {}
+        assert c.get("/api/batch").json()["images"][0]["summary"] == "47,XX,+2"
+        lay = c.get("/api/images/1/karyogram.json").json()
+        assert 47 in {p["id"] for p in lay["placements"]}

@@ -155,14 +155,32 @@ def solidity(mask) -> float:
     return float(ys.size) / max(int(hull.sum()), 1)
 
 
+def _mask_of(inst: dict):
+    """An instance's mask (a lazy one, a function, called)."""
+    m = inst.get("mask")
+    return m() if callable(m) else m
+
+
+def _area_of(inst: dict) -> int | None:
+    """An instance's mask pixels: ``mask_area`` for a lazy mask that gives it, else counted."""
+    m = inst.get("mask")
+    if callable(m) and inst.get("mask_area") is not None:
+        return int(inst["mask_area"])
+    return mask_area(_mask_of(inst))
+
+
 def not_chromosomes(instances: list[dict], *, area_ratio: float = NUCLEUS_AREA_RATIO,
                     min_solidity: float = NUCLEUS_SOLIDITY, max_area_ratio: float = NOT_CHROMOSOME_AREA_RATIO,
                     min_instances: int = NUCLEUS_MIN_INSTANCES) -> dict[int, str]:
     """The instances of one metaphase that are not chromosomes (see the module docstring): index ->
     why, e.g. ``"large compact blob at (412, 35): 6,382 px = 4.5 x the metaphase's median, solidity
     0.95 (a nucleus?)"``. Only a model's detections (with a ``score``) and ``mask`` are judged,
-    against the median mask area of the metaphase's other instances."""
-    areas = [mask_area(inst.get("mask")) for inst in instances]
+    against the median mask area of the metaphase's other instances.
+
+    A ``mask`` may also be a function of no argument that returns it, with the instance's pixel count
+    in ``mask_area``: it is then called only for a detection large enough to be judged (the review
+    app's batch list judges every metaphase without decoding every mask)."""
+    areas = [_area_of(inst) for inst in instances]
     have = [i for i, a in enumerate(areas) if a]
     if len(have) < min_instances + 1:
         return {}
@@ -175,10 +193,11 @@ def not_chromosomes(instances: list[dict], *, area_ratio: float = NUCLEUS_AREA_R
         ratio = areas[i] / max(median, 1.0)
         if ratio < area_ratio:
             continue
-        sol = solidity(instances[i]["mask"])
+        mask = _mask_of(instances[i])
+        sol = solidity(mask)
         if sol < min_solidity and ratio < max_area_ratio:
             continue
-        ys, xs = np.nonzero(instances[i]["mask"])
+        ys, xs = np.nonzero(mask)
         what = "large compact blob" if sol >= min_solidity else "blob larger than any chromosome"
         out[i] = (f"{what} at ({int(xs.mean())}, {int(ys.mean())}): {areas[i]:,} px = {ratio:.1f} x the "
                   f"metaphase's median, solidity {sol:.2f} (a nucleus?)")
@@ -206,15 +225,21 @@ def count_karyotype(
     max_unassigned: int = 0,
     max_listed: int = 8,
     exclude_non_chromosomes: bool = True,
+    excluded: dict[int, str] | None = None,
 ) -> KaryotypeCounts:
     """Count the chromosomes of one metaphase and summarise them (see the module docstring).
-    ``exclude_non_chromosomes=False`` counts every instance (no :func:`not_chromosomes` rule)."""
+    ``exclude_non_chromosomes=False`` counts every instance (no :func:`not_chromosomes` rule);
+    ``excluded`` (index -> why) is the rule's verdict already made, used instead of judging
+    ``instances`` again (the review app judges the masks, then counts instances without them)."""
     counts = {c: 0 for c in range(1, 25)}
     unassigned = 0
     weak: list[int] = []
     n_low = n_unsure = 0
     questioned: set[int] = set()
-    excluded = not_chromosomes(instances) if exclude_non_chromosomes else {}
+    if excluded is not None:
+        excluded = {int(i): str(why) for i, why in excluded.items()}
+    else:
+        excluded = not_chromosomes(instances) if exclude_non_chromosomes else {}
     for i, inst in enumerate(instances):
         if i in excluded:
             continue

@@ -30,6 +30,19 @@ def truth_for(img: dict | None, path: Path | None) -> str | None:
     return None
 
 
+def mark_not_chromosomes(instances: list[dict]) -> dict[int, str]:
+    """Mark the instances the not-a-chromosome rule leaves out (:func:`chromoseg.karyotype.counts.not_chromosomes`)
+    as :func:`analyse_metaphase` does, ``inst["not_chromosome"] = why``, without counting or drawing
+    anything (``chromoseg predict --no-karyotype`` still writes the mark into ``results.json``);
+    returns ``{index: why}``."""
+    from chromoseg.karyotype.counts import not_chromosomes
+
+    out = not_chromosomes(instances)
+    for i, why in out.items():
+        instances[i]["not_chromosome"] = why
+    return out
+
+
 def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_dir, stem: str, *,
                       truth: str | None = None, chrom_height: int = 150, invert: bool | None = None,
                       min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN, overlay: bool = True) -> dict:

@@ -192,7 +192,10 @@ def render_html(results: list[dict], *, title: str = "chromoseg karyotype report
     return "\n".join(out)
 
 
-CSV_FIELDS = ["image", "summary", "truth", "total", "sex", "unassigned", "n_weak", "flags", "findings"] + [
+#: the CSV's columns: ``n_not_chromosome`` counts the detections the not-a-chromosome rule left out
+#: (in no other count; ``total`` is without them)
+CSV_FIELDS = ["image", "summary", "truth", "total", "sex", "unassigned", "n_weak", "n_not_chromosome", "flags",
+              "findings"] + [
     f"n_{id_to_chrom(c)}" for c in range(1, 25)] + ["overlay", "karyogram", "error"]
 
 

@@ -1,12 +1,14 @@
 """Export a reviewed predict folder into ``DIR/reviewed/`` (every file written atomically):
 
 - ``results.json``: the corrected COCO results of every metaphase (as ``chromoseg predict`` writes
-  them; an edited chromosome carries ``review``: its origin, who set its class, the model's class);
+  them; an edited chromosome carries ``review``: its origin, who set its class, the model's class; one
+  the not-a-chromosome rule leaves out carries ``not_chromosome``, why, as the review page judges it);
 - ``images.json``: the images with their corrected karyotype line, flags and reviewed mark;
 - per metaphase ``<stem>.karyogram.png`` (titled with the reviewer), ``<stem>.overlay.png`` and
   ``<stem>.labels.tif``; ``report.html`` / ``report.csv`` for the set;
 - ``dataset.json``: the metaphases marked reviewed as a chromoseg COCO dataset (absolute image paths,
-  RLE masks, rotated boxes and endpoints from the masks) that ``chromoseg train --extra-train`` and
+  RLE masks, rotated boxes and endpoints from the masks; without what the not-a-chromosome rule leaves
+  out) that ``chromoseg train --extra-train`` and
   :class:`chromoseg.data.dataset.ChromosomeDataset` read;
 - ``export.json``: what was written, when and by whom.
 """
@@ -21,7 +23,7 @@ from chromoseg.review.render import Renderer, counting_instances, karyotype_view
 from chromoseg.review.store import NotFound, ReviewStore, now_iso
 
 
-def _result_entry(img: dict, inst: dict) -> dict:
+def _result_entry(img: dict, inst: dict, not_chromosome: str | None = None) -> dict:
     out = {"image_id": img["id"], "file_name": img["file_name"], "category_id": int(inst.get("category_id") or 0),
            "score": inst.get("score", 1.0), "segmentation": inst.get("segmentation"), "bbox": inst.get("bbox"),
            "rbox": inst.get("rbox"), "endpoints": inst.get("endpoints"), "area": inst.get("area")}
@@ -34,6 +36,8 @@ def _result_entry(img: dict, inst: dict) -> dict:
               if inst.get(k) is not None}
     if review and review != {"origin": "model"}:
         out["review"] = review
+    if not_chromosome:  # the rule's verdict now, not the one results.json had (a reviewer may have set a class)
+        out["not_chromosome"] = not_chromosome
     return out
 
 
@@ -71,10 +75,12 @@ def export_reviewed(store: ReviewStore, renderer: Renderer | None = None, out=No
         snap = store.snapshot(img["id"])
         insts, reviewed = snap["instances"], snap["reviewed"]
         n_reviewed += bool(reviewed)
-        results.extend(_result_entry(img, i) for i in insts)
+        excluded = renderer.not_chromosomes(img["id"], insts, snap["version"])  # {id: why}, as the page shows
+        results.extend(_result_entry(img, i, excluded.get(i["id"])) for i in insts)
         cinsts = counting_instances(insts, reviewed)
-        counts = count_karyotype(cinsts)
-        kv = karyotype_view(insts, reviewed, renderer.truth(img["id"]))  # the flags, with the known karyotype's
+        counts = count_karyotype(cinsts, excluded={k: excluded[i["id"]] for k, i in enumerate(insts)
+                                                   if i["id"] in excluded})
+        kv = karyotype_view(insts, reviewed, renderer.truth(img["id"]), excluded)  # the flags, with the known karyotype's
         meta = {k: v for k, v in img.items() if k not in ("name",)}
         meta.update(instances=len(insts), summary=counts.summary, flags=kv["flags"], reviewed=reviewed,
                     review_version=snap["version"])
@@ -88,7 +94,8 @@ def export_reviewed(store: ReviewStore, renderer: Renderer | None = None, out=No
         stem = img["stem"]
         rgb, _, _ = renderer.karyogram_array(img["id"], snap, image=arr)
         kg = save_png(out / f"{stem}.karyogram.png", rgb)
-        drawn = [dict(ci, mask=m if m.any() else None, rbox=i.get("rbox"), endpoints=i.get("endpoints"))
+        drawn = [dict(ci, mask=m if m.any() else None, rbox=i.get("rbox"), endpoints=i.get("endpoints"),
+                      **({"category_id": 0} if i["id"] in excluded else {}))  # left out: grey "?", as predict's
                  for ci, m, i in zip(cinsts, masks, insts)]
         ov = save_png(out / f"{stem}.overlay.png", render_overlay(arr, drawn))
         with atomic_path(out / f"{stem}.labels.tif") as tmp:
@@ -102,6 +109,10 @@ def export_reviewed(store: ReviewStore, renderer: Renderer | None = None, out=No
                                    source=f"{store.dir.name}/{img['file_name']}")
             for i, m in zip(insts, masks):
                 c = int(i.get("category_id") or 0)
+                if i["id"] in excluded:  # the page showed it as no chromosome: no training example of one
+                    problems.append(f"{img['file_name']}: #{i['id']} left out of dataset.json (not a chromosome: "
+                                    f"{excluded[i['id']]}; set its class to keep it)")
+                    continue
                 if not 1 <= c <= 24 or not m.any():
                     problems.append(f"{img['file_name']}: chromosome #{i['id']} left out of dataset.json "
                                     f"({'no class' if m.any() else 'no pixels'})")

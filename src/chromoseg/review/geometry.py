@@ -27,6 +27,19 @@ def decode(inst: dict, height: int, width: int) -> np.ndarray:
     return decode_mask(seg, height, width)
 
 
+def mask_pixels(inst: dict, height: int, width: int) -> int:
+    """How many pixels an instance's mask covers, counted on its RLE without decoding it (a
+    compressed RLE; other segmentations are decoded); 0 when it has none."""
+    from pycocotools import mask as mask_utils
+
+    seg = inst.get("segmentation")
+    if not seg:
+        return 0
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), str) and tuple(seg.get("size", ())) == (height, width):
+        return int(mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode("ascii")}))
+    return int(np.count_nonzero(decode(inst, height, width)))
+
+
 def outlines(mask: np.ndarray, max_points: int = 400) -> list[list[int]]:
     """The mask's outer contours (``cv2.findContours``), each a flat ``[x0, y0, x1, y1, ...]`` of pixel
     indices, largest first; long contours are simplified (``approxPolyDP``) to about ``max_points``."""

@@ -5,9 +5,19 @@ Counting uses :func:`chromoseg.karyotype.counts.count_karyotype` and the karyogr
 :func:`chromoseg.karyotype.layout.render_karyogram`, as ``chromoseg predict`` does, with one
 difference: a chromosome whose class a reviewer set (or drew) is no longer weak evidence, and once a
 metaphase is marked reviewed none of its chromosomes is: a person has confirmed them.
+
+The not-a-chromosome rule (:func:`chromoseg.karyotype.counts.not_chromosomes`: a large compact blob,
+a nucleus) is applied to the current masks as ``chromoseg predict`` applies it
+(:func:`not_chromosome_ids`), so an unedited metaphase shows predict's karyotype line: what it leaves
+out is in no count, not in the karyogram, grey ``?`` on the metaphase and named in the
+``not_chromosome`` flag. A reviewer's word wins over the rule: an instance whose class a reviewer set
+(or that a reviewer drew or brushed) is never left out, so setting a class on a left-out blob counts
+it as that class. Marking the metaphase reviewed does not override the rule (it confirms the page as
+shown, the blob left out); a join or a split is judged again (the new masks are the model's pieces).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -32,18 +42,41 @@ def counting_instances(instances: list[dict], reviewed) -> list[dict]:
     return out
 
 
-def karyotype_view(instances: list[dict], reviewed, truth: str | None = None) -> dict:
-    """Karyotype line, total, sex, per-class counts (against the expected), flags, findings and the
-    ids of the weak chromosomes, as JSON-ready values; with the known karyotype ``truth`` also
-    ``truth``, ``truth_summary`` and a flag where the line differs from it (as ``chromoseg predict``)."""
+def vouched(inst: dict) -> bool:
+    """True when a reviewer said what this instance is (set its class, drew or brushed it): the
+    not-a-chromosome rule never leaves it out."""
+    return bool(inst.get("class_by")) or inst.get("origin") == "drawn"
+
+
+def not_chromosome_ids(instances: list[dict], height: int, width: int) -> dict:
+    """The instances the not-a-chromosome rule leaves out, ``{instance id: why}``: the karyotype
+    package's :func:`chromoseg.karyotype.counts.not_chromosomes` on their masks (decoded only for a
+    detection large enough to be judged; the others are counted on their RLE), with the instances a
+    reviewer vouched for (:func:`vouched`) judged by no one: they count as the reviewer says."""
+    from chromoseg.karyotype.counts import not_chromosomes
+    from chromoseg.review.geometry import decode, mask_pixels
+
+    judged = [{"score": None if vouched(i) else i.get("score"), "mask_area": mask_pixels(i, height, width),
+               "mask": functools.partial(decode, i, height, width)} for i in instances]
+    return {instances[k]["id"]: why for k, why in not_chromosomes(judged).items()}
+
+
+def karyotype_view(instances: list[dict], reviewed, truth: str | None = None, excluded: dict | None = None) -> dict:
+    """Karyotype line, total, sex, per-class counts (against the expected), flags, findings, the ids
+    of the weak chromosomes and ``not_chromosome`` (``{id: why}`` of those left out), as JSON-ready
+    values; with the known karyotype ``truth`` also ``truth``, ``truth_summary`` and a flag where the
+    line differs from it (as ``chromoseg predict``). ``excluded``: :func:`not_chromosome_ids` of the
+    instances (None: nothing is left out, e.g. instances without masks)."""
     from chromoseg.karyotype.counts import count_karyotype
 
     insts = counting_instances(instances, reviewed)
-    c = count_karyotype(insts)
+    excluded = dict(excluded or {})
+    c = count_karyotype(insts, excluded={k: excluded[i["id"]] for k, i in enumerate(insts) if i["id"] in excluded})
     view = {"summary": c.summary, "total": c.total, "sex": c.sex, "unassigned": c.unassigned,
             "flags": list(c.flags), "findings": list(c.findings),
             "counts": [{"id": k, "name": class_label(k), "n": c.counts[k], "expected": c.expected[k]} for k in range(1, 25)],
-            "weak": [insts[k]["id"] for k in c.weak], "truth": truth, "truth_summary": None}
+            "weak": [insts[k]["id"] for k in c.weak], "truth": truth, "truth_summary": None,
+            "not_chromosome": {str(insts[k]["id"]): why for k, why in c.excluded.items()}}
     if truth:
         from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
 
@@ -84,6 +117,7 @@ class Renderer:
         self._outlines: OrderedDict = OrderedDict()
         self._karyograms: OrderedDict = OrderedDict()
         self._truths: dict = {}
+        self._verdicts: OrderedDict = OrderedDict()
         self._rendering: dict = {}
         self._cache_images = cache_images
 
@@ -133,6 +167,20 @@ class Renderer:
             self._truths[img["id"]] = t
         return t
 
+    def not_chromosomes(self, iid, instances: list[dict], version: int) -> dict:
+        """:func:`not_chromosome_ids` of metaphase ``iid``'s current ``instances`` (its ``version``),
+        remembered while they are unchanged."""
+        img = self.store.image(iid)
+        key = (img["id"], int(version), tuple((i.get("id"), vouched(i)) for i in instances))
+        with self._lock:
+            if key in self._verdicts:
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
+        value = not_chromosome_ids(instances, img["height"], img["width"])
+        with self._lock:
+            self._put(self._verdicts, key, value, 4096)
+        return value
+
     def image_png(self, iid) -> bytes:
         from chromoseg.karyotype.layout import to_display_gray
 
@@ -172,12 +220,15 @@ class Renderer:
         img = self.store.image(iid)
         snap = self.store.snapshot(img["id"])
         reviewed = snap["reviewed"]
+        excluded = self.not_chromosomes(img["id"], snap["instances"], snap["version"])
         insts = []
         for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], reviewed)):
             polys, center = self._outline(img["id"], inst, img["height"], img["width"])
             c = int(inst.get("category_id") or 0)
-            insts.append({"id": inst["id"], "category_id": c, "label": class_label(c),
-                          "color": "#%02x%02x%02x" % class_color(c), "score": inst.get("score"),
+            shown = 0 if inst["id"] in excluded else c  # left out: grey "?", as in predict's overlay
+            insts.append({"id": inst["id"], "category_id": c, "label": class_label(shown),
+                          "color": "#%02x%02x%02x" % class_color(shown), "score": inst.get("score"),
+                          "not_chromosome": excluded.get(inst["id"]),
                           "origin": inst.get("origin", "model"), "class_by": inst.get("class_by"),
                           "model_class": class_label(inst["model_category_id"]) if inst.get("model_category_id") else None,
                           "weak": instance_weakness(ci), "outlines": polys, "center": center,
@@ -186,7 +237,7 @@ class Renderer:
                 "width": img["width"], "height": img["height"], "version": snap["version"], "reviewed": reviewed,
                 "edited": snap["edited"], "undo": snap["undo"][-1] if snap["undo"] else None,
                 "redo": snap["redo"][-1] if snap["redo"] else None, "instances": insts,
-                "karyotype": karyotype_view(snap["instances"], reviewed, self.truth(img["id"])),
+                "karyotype": karyotype_view(snap["instances"], reviewed, self.truth(img["id"]), excluded),
                 "history": self.store.journal(img["id"], limit=30)[::-1]}
 
     def karyogram(self, iid, title_extra: str = "", straighten: bool = True) -> tuple[bytes, dict]:
@@ -223,16 +274,20 @@ class Renderer:
                         straighten: bool = True):
         """(RGB karyogram, placements with instance ids, the counts' view) of the current instances;
         ``straighten``: chromosomes resampled along their medial axis (else as cut). A chromosome a
-        reviewer turned end for end (``top_end``) is shown with that end up."""
+        reviewer turned end for end (``top_end``) is shown with that end up; an instance the
+        not-a-chromosome rule leaves out (:meth:`not_chromosomes`) is not shown."""
         from chromoseg.karyotype.layout import render_karyogram
         from chromoseg.review.geometry import decode
 
         img = self.store.image(iid)
         snap = snap or self.store.snapshot(img["id"])
         arr = self.image_array(img["id"]) if image is None else image
-        view = karyotype_view(snap["instances"], snap["reviewed"], self.truth(img["id"]))
+        excluded = self.not_chromosomes(img["id"], snap["instances"], snap["version"])
+        view = karyotype_view(snap["instances"], snap["reviewed"], self.truth(img["id"]), excluded)
         insts = []
         for inst, ci in zip(snap["instances"], counting_instances(snap["instances"], snap["reviewed"])):
+            if inst["id"] in excluded:  # not a chromosome: not in the karyogram (as predict's)
+                continue
             mask = decode(inst, img["height"], img["width"])
             insts.append(dict(ci, mask=mask if mask.any() else None, rbox=inst.get("rbox"),
                               endpoints=inst.get("endpoints"), bbox=inst.get("bbox"), top_end=inst.get("top_end")))
@@ -273,7 +328,8 @@ class Renderer:
         rows = []
         for k, img in enumerate(self.store.images):
             st = states[img["id"]]
-            kv = karyotype_view(st["instances"], st["reviewed"], self.truth(img["id"]))
+            kv = karyotype_view(st["instances"], st["reviewed"], self.truth(img["id"]),
+                                self.not_chromosomes(img["id"], st["instances"], st["version"]))
             rows.append({"id": img["id"], "name": img["name"], "file_name": img["file_name"], "stem": img["stem"],
                          "summary": kv["summary"], "total": kv["total"], "flags": kv["flags"],
                          "flagged": bool(kv["flags"]), "reviewed": st["reviewed"], "version": st["version"],

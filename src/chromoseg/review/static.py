@@ -301,7 +301,8 @@ APP_JS = r"""
       t.textContent = inst.label;
       g.append(t);
       const title = svgEl("title");
-      title.textContent = "#" + inst.id + ": " + inst.label + (inst.score != null ? "  score " + Number(inst.score).toFixed(2) : "");
+      title.textContent = "#" + inst.id + ": " + inst.label + (inst.score != null ? "  score " + Number(inst.score).toFixed(2) : "") +
+        (inst.not_chromosome ? "  not a chromosome: " + inst.not_chromosome : "");
       g.append(title);
       layer.append(g);
     }
@@ -349,7 +350,9 @@ APP_JS = r"""
       (inst.class_by ? ", class set by " + inst.class_by : "") +
       (inst.turned_by ? ", turned by " + inst.turned_by : "") +
       (inst.origin !== "model" ? ", " + inst.origin : "") +
-      (inst.weak.length ? ", weak: " + inst.weak.join(", ") : "")) : "Click a chromosome to select it.";
+      (inst.weak.length ? ", weak: " + inst.weak.join(", ") : "") +
+      (inst.not_chromosome ? "; not counted, not a chromosome: " + inst.not_chromosome +
+        " (set its class to count it)" : "")) : "Click a chromosome to select it.";
     $("delete").disabled = $("join").disabled = $("split").disabled = $("turn").disabled = !inst;
   }
 

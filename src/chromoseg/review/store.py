@@ -414,8 +414,9 @@ class ReviewStore:
                     "redo": [d.get("label", "") for d in e["redo"]], "edited": True}
 
     def summary_state(self) -> dict[int, dict]:
-        """Per image id: ``version``, ``reviewed`` and the instances' class fields (no masks), cheaply."""
-        keys = ("id", "category_id", "score", "class_scores", "class_by", "origin")
+        """Per image id: ``version``, ``reviewed`` and the instances' class fields and ``segmentation``
+        (not decoded: the not-a-chromosome rule counts their pixels), cheaply."""
+        keys = ("id", "category_id", "score", "class_scores", "class_by", "origin", "segmentation")
         with self._lock:
             self._refresh()
             out = {}
