@@ -225,9 +225,9 @@ def test_predict_records_the_channel_and_pixel_size_of_an_ome_tiff(tiny_checkpoi
     seen = []
     real = Predictor.__call__
 
-    def spy(self, images):
+    def spy(self, images, **kw):  # predict passes pixel_sizes= where the file records one
         seen.append(images[0].copy())
-        return real(self, images)
+        return real(self, images, **kw)
 
     monkeypatch.setattr(Predictor, "__call__", spy)
     assert main(["predict", str(ome), "--channel", "fitc", "--out", str(tmp_path / "o1")] + common) == EXIT_OK
