@@ -16,7 +16,7 @@
     result.save("out/", "metaphase")          # metaphase.overlay.png and metaphase.karyogram.png
 
 Each instance is an :class:`Instance`: a dict whose keys are also attributes -- ``mask`` (bool
-``[H, W]``, made on access from ``mask_window``, the mask's own window of the image), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h, angle in degrees, w the long side),
+``[H, W]``, made on first access from ``mask_window``, the mask's own window of the image), ``bbox`` (x, y, w, h), ``rbox`` (cx, cy, w, h, angle in degrees, w the long side),
 ``endpoints`` ([[x, y], [x, y]]), ``category_id`` (1-22, 23 = X, 24 = Y), ``score`` and
 ``class_scores`` (24 probabilities), in image pixels -- plus ``class_name`` ("1".."22", "X", "Y").
 """
@@ -41,8 +41,8 @@ class Instance(dict):
 
     The mask is kept in its own window of the image (``inst.mask_window``, a
     :class:`chromoseg.ops.MaskWindow`: the bool pixels of the mask's bounding box and its offset);
-    ``inst.mask`` / ``inst["mask"]`` / ``inst.get("mask")`` paste it into a new full-size bool
-    ``[H, W]`` array on each access (keep it in a variable rather than asking again)."""
+    ``inst.mask`` / ``inst["mask"]`` / ``inst.get("mask")`` paste it into a full-size bool ``[H, W]``
+    array on the first access (kept from then on: only the masks asked for take full-size memory)."""
 
     __slots__ = ()
 
@@ -51,8 +51,9 @@ class Instance(dict):
         if key == "mask":
             from chromoseg.ops import MaskWindow, full_mask
 
-            if isinstance(value, MaskWindow):
-                return full_mask(value)
+            if isinstance(value, MaskWindow):  # pasted once, on the first access, and kept
+                value = full_mask(value)
+                dict.__setitem__(self, key, value)
         return value
 
     def get(self, key, default=None):
