@@ -6,6 +6,7 @@ import json
 import sys
 
 from chromoseg.cli import positive_int, unit_float
+from chromoseg.data.stain import STAINS
 
 IMPORT_HELP = """\
 Turn a public chromosome set into chromoseg's dataset format (COCO instances JSON with rotated boxes
@@ -73,8 +74,9 @@ def _cmd_show(args) -> int:
 def _cmd_pseudo_masks(args) -> int:
     from chromoseg.cli import CliError
     from chromoseg.data.pseudo_masks import add_pseudo_masks, measure_pseudo_masks
+    from chromoseg.data.stain import inverts
 
-    dark = args.stain == "brightfield"
+    dark = inverts(args.stain)
     try:
         if args.measure:
             r = measure_pseudo_masks(args.annotations, dark=dark, limit=args.limit, progress=not args.quiet)
@@ -217,7 +219,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     pm.add_argument("annotations", help="a dataset JSON")
     pm.add_argument("--out", help="output dataset JSON (required unless --measure)")
-    pm.add_argument("--stain", choices=("brightfield", "fluorescence"), default="brightfield",
+    pm.add_argument("--stain", choices=STAINS, default="brightfield",
                     help="brightfield: dark chromosomes on light (G-band, default); fluorescence: bright on dark")
     pm.add_argument("--measure", action="store_true", help="score against the set's own masks (mean IoU) instead")
     pm.add_argument("--limit", type=positive_int, default=None, help="--measure: only the first N images")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from chromoseg.cli import positive_int, unit_float
+from chromoseg.data.stain import STAINS
 
 
 def register(subparsers) -> None:
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
                    help="micrometres per pixel of the network input (after its resize) the model was trained "
                         "at; predict then brings every image whose pixel size is known (the file's or "
                         "--pixel-size) to it instead of framing it (default: none recorded: images are framed)")
-    e.add_argument("--stain", choices=["fluorescence", "brightfield"], default=None,
+    e.add_argument("--stain", choices=STAINS, default=None,
                    help="what the model was trained on: fluorescence (bright chromosomes on a dark background: "
                         "DAPI, Q-band) or brightfield (dark on light: G-band); predict then refuses images of the "
                         "other polarity with a clear message")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from chromoseg.data.stain import STAINS, inverts
 from chromoseg.engine.train_config import train_defaults
 from chromoseg.models.builder import model_defaults
 from chromoseg.models.variants import NAMES as VARIANT_NAMES, variants_help
@@ -123,7 +124,7 @@ def register(subparsers) -> None:
                    help="crop every image to its metaphase (plus a margin) before resizing, in training and -- "
                         "recorded in the model -- at inference, so chromosome size no longer depends on the "
                         "camera's framing")
-    g.add_argument("--stain", choices=["fluorescence", "brightfield"],
+    g.add_argument("--stain", choices=STAINS,
                    help="the images' polarity: fluorescence (bright chromosomes on dark: DAPI, Q-band; default) or "
                         "brightfield (dark on light: G-band; the model inverts each image first, so --init-weights "
                         "from a fluorescence model carries over)")
@@ -297,7 +298,7 @@ def _image_count(path) -> int | None:
 #: option -> (argument, the argument's value for the option's value)
 MODEL_OPTIONS = {"endpoint_loss_weight": ("endpoint_loss_weight", float),
                  "trainable_layers": ("trainable_layers", int),
-                 "stain": ("invert", lambda stain: stain == "brightfield"),
+                 "stain": ("invert", inverts),
                  "frame": ("frame", bool),
                  "roi_fg_iou": ("box_fg_iou_thresh", float)}
 

@@ -77,6 +77,8 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
 
     from safetensors.torch import save_file
 
+    from chromoseg.data.stain import stain_of
+
     ck = load_checkpoint(checkpoint)
     if "model_config" not in ck or "model" not in ck:
         raise ValueError(f"{checkpoint}: not a chromoseg training checkpoint (no model_config/model)")
@@ -90,10 +92,8 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
             "train_config": json.dumps(ck.get("config", {}), default=str), "epoch": str(ck.get("epoch", ""))}
     # the stain: a brightfield model inverts its images; a `chromoseg train` run (its checkpoint holds its
     # config) that does not was trained with --stain fluorescence, the default; an explicit stain wins
-    if cfg.get("invert"):
-        meta["stain"] = "brightfield"
-    elif isinstance(ck.get("config"), dict) and ck["config"]:
-        meta["stain"] = "fluorescence"
+    if cfg.get("invert") or (isinstance(ck.get("config"), dict) and ck["config"]):
+        meta["stain"] = stain_of(bool(cfg.get("invert")))
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     from chromoseg.atomic import atomic_path
 
