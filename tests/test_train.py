@@ -79,7 +79,19 @@ def test_atomic_save(tmp_path):
     p = tmp_path / "a" / "x.pt"
     atomic_save({"a": torch.ones(2)}, p)
     assert torch.equal(torch.load(p)["a"], torch.ones(2))
-    assert not (tmp_path / "a" / "x.pt.tmp").exists()
+    with pytest.raises(Exception):  # a save that fails half-way leaves the old file as it was
+        atomic_save({"a": torch.zeros(2), "b": lambda: 0}, p)
+    assert torch.equal(torch.load(p)["a"], torch.ones(2)) and [f.name for f in p.parent.iterdir()] == ["x.pt"]
+
+
+def test_one_atomic_write_helper():
+    """Every temporary-file-then-rename write goes through chromoseg.atomic: no os.replace elsewhere."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "chromoseg"
+    hand_written = [str(f.relative_to(src)) for f in src.rglob("*.py")
+                    if f.name != "atomic.py" and ("os.replace(" in f.read_text() or "os.rename(" in f.read_text())]
+    assert not hand_written
 
 
 def test_fit_resume_matches_uninterrupted(tmp_path):

@@ -25,15 +25,14 @@ import torch
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to ``path.tmp`` then ``os.replace``: a kill never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """``torch.save`` through :func:`chromoseg.atomic.atomic_path` (synced to disk before the rename): a
+    kill never leaves a half-written file."""
+    from chromoseg.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:
