@@ -77,7 +77,7 @@ def test_labelme_limit_writes_every_split_and_a_report(tmp_path):
 
 def test_show_draws_a_classless_set_without_class_labels(tmp_path, monkeypatch):
     """`data show` on the BioImLab import labelled every chromosome "1" (its placeholder category)."""
-    from chromoseg.data.show import show_dataset
+    from chromoseg.karyotype.show import show_dataset
     from chromoseg.karyotype import overlay
 
     src = tmp_path / "json"

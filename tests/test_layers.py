@@ -1,5 +1,7 @@
 """The package's layers import only downward: ops <- models <- engine <- cli, with data and karyotype
-beside models (they may use ops, never models, engine or the CLI)."""
+beside models (they may use ops, never models, engine or the CLI), and data below karyotype:
+karyotype reads data's formats and class names, data imports nothing of karyotype (the two no
+longer import each other)."""
 from __future__ import annotations
 
 import ast
@@ -13,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "chromoseg"
 FORBIDDEN = {
     "ops": {"models", "engine", "cli", "data", "karyotype"},
     "models": {"engine", "cli"},
-    "data": {"engine", "cli"},
+    "data": {"engine", "cli", "karyotype"},
     "karyotype": {"engine", "cli"},
     "engine": {"cli"},
     "review": {"engine", "cli"},  # the review app reads predict's files through data and karyotype
@@ -52,6 +54,15 @@ def test_no_upward_imports(package):
         if hit:
             bad.append(f"{path.relative_to(PKG)} imports chromoseg.{', chromoseg.'.join(sorted(hit))}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_iscn_notation_is_one_module():
+    """``chromoseg.karyotype.iscn`` (its older name) is ``chromoseg.data.iscn`` itself, not a copy."""
+    import chromoseg.data.iscn
+    import chromoseg.karyotype.iscn
+    from chromoseg.karyotype.iscn import parse_karyotype
+
+    assert chromoseg.karyotype.iscn is chromoseg.data.iscn and parse_karyotype is chromoseg.data.iscn.parse_karyotype
 
 
 def test_the_check_sees_relative_and_absolute_imports(tmp_path):

@@ -60,7 +60,7 @@ def _cmd_import(args) -> int:
 
 def _cmd_show(args) -> int:
     from chromoseg.cli import CliError
-    from chromoseg.data.show import show_dataset
+    from chromoseg.karyotype.show import show_dataset
 
     try:
         written, problems = show_dataset(args.annotations, args.out, limit=args.limit, names=args.image,

@@ -20,7 +20,7 @@ def _cmd_demo(args) -> int:
     from chromoseg.cli import CliError
     from chromoseg.data.importers.mfish import import_mfish
     from chromoseg.data.io import list_images
-    from chromoseg.data.show import show_dataset
+    from chromoseg.karyotype.show import show_dataset
     from chromoseg.engine.predict import Predictor, predict_paths
 
     src = Path(args.example)

@@ -39,7 +39,7 @@ from chromoseg.data.coco import CocoWriter
 from chromoseg.data.io import ImageReadError, read_image_for_import, read_label_map
 from chromoseg.data.report import ProblemLog
 from chromoseg.data.splits import SPLIT_NAMES, empty_split_warnings, load_split, split_of, take_spread
-from chromoseg.karyotype.iscn import parse_karyotype, read_case_info
+from chromoseg.data.iscn import parse_karyotype, read_case_info
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""``chromoseg data show``: draw a set's annotations over its images, to PNG files a person opens."""
+"""``chromoseg data show``: draw a set's annotations over its images, to PNG files a person opens.
+Here, not in ``chromoseg.data``, because it draws with this package's overlay (``data`` imports
+nothing of ``karyotype``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +23,8 @@ def show_dataset(annotations, out_dir, limit: int | None = None, names: list[str
     and the caption says so. Returns the written paths and the problems met."""
     from tqdm import tqdm
 
-    from chromoseg.karyotype.layout import save_png
-    from chromoseg.karyotype.overlay import render_overlay
+    from .layout import save_png
+    from .overlay import render_overlay
 
     path = Path(annotations)
     problems = ProblemLog()
