@@ -432,3 +432,30 @@ def test_a_folder_of_both_stains_is_predicted_by_default_each_with_its_model(tmp
     assert "mfish (fluorescence) 1 image(s), gband (brightfield) 1 image(s)" in said
     html = (tmp_path / "out" / "report.html").read_text()
     assert "model mfish (fluorescence)" in html and "model gband (brightfield)" in html
+
+
+def test_results_json_and_report_csv_name_what_is_not_a_chromosome(tmp_path):
+    """Issue 30: a detection the not-a-chromosome rule leaves out of the counts carries
+    ``not_chromosome`` (why) in results.json (chromosomes carry no such key; the file stays valid COCO
+    results), with or without the karyotype; report.csv counts them per image (``n_not_chromosome``)."""
+    import csv
+
+    from pycocotools.coco import COCO
+
+    from chromoseg.data.classes import coco_categories
+    from test_karyotype_nucleus import predict_nucleus_folder
+
+    out = predict_nucleus_folder(tmp_path / "k")
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 47
+    assert "nucleus" in results[46]["not_chromosome"] and "solidity" in results[46]["not_chromosome"]
+    assert not any("not_chromosome" in r for r in results[:46])
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "height": 720, "width": 960, "file_name": "nucleus.png"}], "annotations": [],
+                  "categories": coco_categories()}
+    gt.createIndex()
+    assert len(gt.loadRes(results).getAnnIds()) == 47  # pycocotools takes it as it is
+    (row,) = list(csv.DictReader((out / "report.csv").open()))
+    assert row["n_not_chromosome"] == "1" and row["total"] == "46" and row["summary"] == "46,XX"
+    plain = json.loads((predict_nucleus_folder(tmp_path / "n", karyotype=False) / "results.json").read_text())
+    assert [("not_chromosome" in r) for r in plain] == [False] * 46 + [True]

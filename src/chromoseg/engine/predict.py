@@ -30,14 +30,18 @@ log = logging.getLogger(__name__)
 def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     """Turn one image's raw model output into instances by the paper's rule.
 
-    ``det``: ``boxes`` [N,4], ``labels``, ``scores``, ``masks`` [N,1,H,W] probabilities, optional ``rboxes``
+    ``det``: ``boxes`` [N,4], ``labels``, ``scores``, the mask probabilities -- ``mask_windows`` (one
+    :class:`~chromoseg.ops.MaskWindow` per detection: its box's window of the image, what a
+    :class:`Predictor`'s model gives) or ``masks`` [N,1,H,W] at the image's size --, optional ``rboxes``
     and ``endpoints``, ``class_scores`` [N,24], ``hboxes`` [N,4] (the H branch's boxes). Returns dicts with
-    ``mask`` (bool numpy), ``bbox`` (xywh: the H branch's box where the model has one -- the convention of
-    the boxes it was trained on, e.g. an annotator's margin -- else the mask's bounds),
-    ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by decreasing score.
+    ``mask`` (a bool :class:`~chromoseg.ops.MaskWindow`, cut to the mask's pixels: ``full_mask(inst["mask"])``
+    or ``np.asarray`` gives the full-size bool array), ``bbox`` (xywh: the H branch's box where the
+    model has one -- the convention of the boxes it was trained on, e.g. an annotator's margin -- else
+    the mask's bounds), ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by
+    decreasing score. Areas, mask NMS and the masks' geometry are computed in the windows.
     """
     from chromoseg.data.coco import mask_bbox
-    from chromoseg.ops import mask_areas, mask_endpoints, mask_nms, mask_to_rbox
+    from chromoseg.ops import MaskWindow, mask_endpoints, mask_to_rbox, window_areas, window_nms, window_of
 
     cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
     cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
@@ -56,28 +60,45 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     order = torch.argsort(rank, descending=True)[: cfg.top_k]
     if order.numel() == 0:
         return []
-    # thresholded once, in the model's order; the full-size stack is indexed only where a step drops
-    # some (a copy of N full-size masks per step cost more than the steps themselves)
-    binary = det["masks"][:, 0].detach().cpu() > cfg.mask_threshold
-    order = order[mask_areas(binary)[order] >= cfg.min_area]
+    # each candidate's mask thresholded in its own window (a model called without windows: its
+    # full-size masks thresholded once, then cut to their windows)
+    if "mask_windows" in det:
+        wins = {i: det["mask_windows"][i].threshold(cfg.mask_threshold) for i in order.tolist()}
+    else:
+        binary = det["masks"][:, 0].detach().cpu() > cfg.mask_threshold
+        wins = {i: window_of(binary[i].numpy()) for i in order.tolist()}
+        del binary
+    order = order[window_areas([wins[i] for i in order.tolist()]) >= cfg.min_area]
     if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
-        sub = order.sort().values  # mask_nms ranks by the scores itself
-        masks = binary if sub.numel() == binary.shape[0] else binary[sub]
-        order = sub[mask_nms(masks, rank[sub], cfg.mask_nms_iou)]
+        sub = order.sort().values  # window_nms ranks by the scores itself
+        order = sub[window_nms([wins[i] for i in sub.tolist()], rank[sub], cfg.mask_nms_iou)]
     order = order[scores[order] >= cfg.score_threshold]
     out = []
     for i in order.tolist():
-        m = binary[i].numpy().copy()  # not a view that keeps every candidate's mask alive
-        rbox = det["rboxes"][i].tolist() if "rboxes" in det else mask_to_rbox(binary[i]).tolist()
+        m: MaskWindow = wins[i]
+        if "rboxes" in det:
+            rbox = det["rboxes"][i].tolist()
+        else:  # the window's rectangle, moved to the image
+            rbox = mask_to_rbox(m.data).tolist()
+            if any(rbox):
+                rbox[0], rbox[1] = rbox[0] + m.x0, rbox[1] + m.y0
         if "endpoints" in det:
             ends = det["endpoints"][i].tolist()
-        else:
-            ends = np.asarray(mask_endpoints(m)).tolist()
+        elif not m.area:
+            ends = [[0.0, 0.0], [0.0, 0.0]]
+        else:  # the skeleton's ends in the window with the 1-pixel margin the image gives, moved to it
+            H, W = m.image_size
+            x0, y0, x1, y1 = m.bounds
+            px0, py0 = min(x0, 1), min(y0, 1)
+            pad = np.pad(m.data, ((py0, min(H - y1, 1)), (px0, min(W - x1, 1))))
+            ends = (np.asarray(mask_endpoints(pad)) + np.float32([x0 - px0, y0 - py0])).tolist()
         if "hboxes" in det:  # the box branch's own box, in the convention of the training data's boxes
             x0, y0, x1, y1 = (float(v) for v in det["hboxes"][i])
             bbox = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
         else:
-            bbox = mask_bbox(m)
+            bbox = mask_bbox(m.data)
+            if m.area:
+                bbox[0], bbox[1] = bbox[0] + m.x0, bbox[1] + m.y0
         inst = {"mask": m, "bbox": bbox, "rbox": [float(v) for v in rbox],
                 "endpoints": [[float(x), float(y)] for x, y in ends],
                 "category_id": int(labels[i]), "score": float(scores[i])}
@@ -94,7 +115,10 @@ def reclassify(classifier, image: torch.Tensor, instances: list[dict]) -> list[d
     ``class_scores_roi_head``."""
     if not instances:
         return instances
-    masks = torch.from_numpy(np.stack([inst["mask"] for inst in instances]))
+    from chromoseg.ops import full_mask
+
+    # the classifier's crops take the final instances' full-size masks (bool, one per instance)
+    masks = torch.from_numpy(np.stack([full_mask(inst["mask"]) for inst in instances]))
     rboxes = torch.tensor([inst["rbox"] for inst in instances], dtype=torch.float32)
     probs = classifier.classify(image, masks, rboxes).float()
     out = []
@@ -110,23 +134,36 @@ def reclassify(classifier, image: torch.Tensor, instances: list[dict]) -> list[d
 
 
 def instances_to_results(instances: list[dict], image_id: int | str, file_name: str) -> list[dict]:
-    """COCO results entries (RLE masks) for one image's instances."""
-    from chromoseg.data.coco import encode_mask
+    """COCO results entries (RLE masks) for one image's instances. An instance the not-a-chromosome
+    rule left out (marked ``inst["not_chromosome"] = why`` by
+    :func:`chromoseg.karyotype.pipeline.analyse_metaphase` or ``mark_not_chromosomes``) carries
+    ``"not_chromosome": why``; a chromosome carries no such key (pycocotools ignores it)."""
+    from chromoseg.ops import window_of, window_rle
 
+    wins = [window_of(inst["mask"]) for inst in instances]  # a full mask too: RLE and area from its window
     return [{"image_id": image_id, "file_name": file_name, "category_id": inst["category_id"],
-             "score": round(inst["score"], 5), "segmentation": encode_mask(inst["mask"]),
+             "score": round(inst["score"], 5), "segmentation": window_rle(win),
              "bbox": [round(v, 2) for v in inst["bbox"]], "rbox": [round(v, 3) for v in inst["rbox"]],
-             "endpoints": [[round(x, 2), round(y, 2)] for x, y in inst["endpoints"]], "area": int(inst["mask"].sum()),
-             **({"class_scores": [round(v, 4) for v in inst["class_scores"]]} if "class_scores" in inst else {})}
-            for inst in instances]
+             "endpoints": [[round(x, 2), round(y, 2)] for x, y in inst["endpoints"]], "area": win.area,
+             **({"class_scores": [round(v, 4) for v in inst["class_scores"]]} if "class_scores" in inst else {}),
+             **({"not_chromosome": str(inst["not_chromosome"])} if inst.get("not_chromosome") else {})}
+            for inst, win in zip(instances, wins)]
 
 
 def label_image(instances: list[dict], shape: tuple[int, int]) -> np.ndarray:
     """uint16 instance label image: 0 background, k = the k-th instance (by decreasing score); where
-    instances overlap, the higher-scoring one keeps the pixel."""
+    instances overlap, the higher-scoring one keeps the pixel. ``mask``: a full bool mask or a
+    :class:`~chromoseg.ops.MaskWindow`."""
+    from chromoseg.ops import MaskWindow
+
     lab = np.zeros(shape, np.uint16)
     for k in range(len(instances), 0, -1):  # lowest score first, so higher scores overwrite
-        lab[instances[k - 1]["mask"]] = k
+        m = instances[k - 1]["mask"]
+        if isinstance(m, MaskWindow):  # written in its window
+            x0, y0, x1, y1 = m.bounds
+            lab[y0:y1, x0:x1][np.asarray(m.data, bool)] = k
+        else:
+            lab[m] = k
     return lab
 
 
@@ -161,6 +198,8 @@ class Predictor:
         self.recommended: dict = {**dict(recommended or {}), "frame": bool(getattr(transform, "frame", False))}
         #: the settings of every call that does not override them, complete (no None but ``proposals``)
         self.cfg: InferenceConfig = resolve_settings(self.recommended, cfg)
+        if hasattr(transform, "mask_windows"):  # each detection's mask in its box's window, never full-size
+            transform.mask_windows = True
         if self.cfg.frame != self.recommended["frame"]:
             if transform is None or not hasattr(transform, "frame"):
                 raise ValueError("this model cannot frame its images (frame=True is for the R-CNN variants)")
@@ -404,10 +443,12 @@ class StainRouter:
 #: seconds between rewrites of a predict run's collected files (results.json, images.json, report)
 SAVE_EVERY_S = 10.0
 
-#: images with more pixels are refused (one line in problems.json): the model's masks are pasted at
-#: the image's own size, about 1.4 kB of peak memory per pixel (8.9 GB for 2500 x 2500, 21.4 GB for
-#: 4000 x 4000: benchmarks/results/predict_memory.md); 2500 x 2500 is the largest square accepted
-MAX_IMAGE_PIXELS = 2500 * 2500
+#: images with more pixels are refused (one line in problems.json). Each detection's mask is kept in
+#: its own window (never pasted at the image's size), so peak memory grows by about 60 bytes per pixel
+#: (the image, the karyotype analysis's full-size masks of the final chromosomes): measured 1.07 GB at
+#: 0.33 MP, 1.47 GB at 2500 x 2500, 1.82 GB at 4000 x 3206 (47 chromosomes;
+#: benchmarks/results/predict_memory.md), so about 3.5 GB at this limit, 40 MP (e.g. 7300 x 5475)
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 def image_problem(arr: np.ndarray, stain: str | None, path=None, python: bool = False) -> tuple[str, str] | None:
@@ -540,7 +581,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     """Predict every image in ``paths`` and write into ``out_dir``:
 
     - ``results.json``: COCO results for all images (``file_name`` names each image; ``image_id`` is its
-      index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score;
+      index in ``images.json``), with RLE masks, ``bbox``, ``rbox``, ``endpoints``, class and score, and
+      ``not_chromosome`` (why) on a detection the not-a-chromosome rule leaves out of the counts;
     - ``images.json``: the images (id, file name, size, and how each reached the network: ``frame``, the
       crop around its metaphase in image pixels, ``scale``, network input pixels per image pixel, and
       ``scale_rule``, what chose them: "pixel size", "framing" or "whole image";
@@ -586,8 +628,9 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     from chromoseg.data.classes import coco_categories
     from chromoseg.karyotype.layout import save_png
     from chromoseg.karyotype.overlay import render_overlay
-    from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
+    from chromoseg.karyotype.pipeline import analyse_metaphase, mark_not_chromosomes, truth_for
     from chromoseg.karyotype.report import write_report
+    from chromoseg.ops import swap_in_full_masks
 
     if channel is not None and (isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer, str))):
         raise TypeError(f"channel must be None, a 0-based index or a name, not {channel!r}")
@@ -649,11 +692,14 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             with atomic_path(out_dir / f"{stem}.labels.tif") as tmp:
                 tifffile.imwrite(tmp, label_image(insts, arr.shape), compression="zlib")
         row = None
-        if karyotype:
-            row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
-                                    overlay=overlays)
-        elif overlays:
-            save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
+        with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
+            if karyotype:
+                row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
+                                        overlay=overlays)
+            else:  # no counts: the rule still marks what results.json says is not a chromosome
+                mark_not_chromosomes(insts)
+                if overlays:
+                    save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
         iid = len(images_meta) + 1  # the image's outputs exist: now it enters the run's files
         images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
                             "instances": len(insts), "stem": stem, **record})
