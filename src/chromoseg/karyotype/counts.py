@@ -138,21 +138,57 @@ def mask_area(mask) -> int | None:
     return int(np.count_nonzero(mask))
 
 
-def solidity(mask) -> float:
-    """Area / area of the convex hull of all the mask's pixels (pixel-counted, so 1.0 for a convex
-    shape, about 0.9 for a straight chromosome, 0.5-0.8 for a bent one or a cluster)."""
+def _bounds(mask) -> tuple[np.ndarray, int, int]:
+    """(the mask cut to its bounding box as bool, its x0, y0); an empty mask: an empty array at (0, 0).
+    Rows and columns are found with ``any`` (no index of every pixel of a full-image mask)."""
+    m = np.asarray(mask).astype(bool, copy=False)
+    rows = np.flatnonzero(m.any(1))
+    if rows.size == 0:
+        return m[:0, :0], 0, 0
+    cols = np.flatnonzero(m.any(0))
+    y0, x0 = int(rows[0]), int(cols[0])
+    return m[y0:int(rows[-1]) + 1, x0:int(cols[-1]) + 1], x0, y0
+
+
+def _solidity_of_crop(crop: np.ndarray) -> float:
     import cv2
 
-    m = np.asarray(mask).astype(bool)
-    ys, xs = np.nonzero(m)
-    if ys.size == 0:
+    area = int(np.count_nonzero(crop))
+    if area == 0:
         return 0.0
-    y0, x0 = ys.min(), xs.min()
-    crop = np.ascontiguousarray(m[y0:ys.max() + 1, x0:xs.max() + 1], dtype=np.uint8)
+    crop = np.ascontiguousarray(crop, dtype=np.uint8)
     cnts, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = np.zeros_like(crop)
     cv2.fillPoly(hull, [cv2.convexHull(np.vstack(cnts))], 1)
-    return float(ys.size) / max(int(hull.sum()), 1)
+    return float(area) / max(int(hull.sum()), 1)
+
+
+def solidity(mask) -> float:
+    """Area / area of the convex hull of all the mask's pixels (pixel-counted, so 1.0 for a convex
+    shape, about 0.9 for a straight chromosome, 0.5-0.8 for a bent one or a cluster)."""
+    return _solidity_of_crop(_bounds(mask)[0])
+
+
+def medians_of_others(areas) -> np.ndarray:
+    """For each value of ``areas``, ``np.median`` of all the others (the same float64 values), from one
+    sorted copy: O(n log n) instead of a median per value. Needs at least two values."""
+    a = np.asarray(areas, dtype=np.float64)
+    n = a.size
+    if n < 2:
+        raise ValueError("medians_of_others needs at least two values")
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    pos = np.empty(n, np.intp)
+    pos[order] = np.arange(n)  # where each value sits in the sorted copy
+    m = n - 1  # the others
+
+    def kth(k: int) -> np.ndarray:  # the k-th smallest of the others, for every value left out
+        return np.where(k < pos, s[k], s[min(k + 1, n - 1)])
+
+    if m % 2:
+        return kth(m // 2)
+    lo, hi = kth(m // 2 - 1), kth(m // 2)
+    return (lo + hi) / 2.0  # np.median's mean of the two middle values
 
 
 def _mask_of(inst: dict):
@@ -184,20 +220,21 @@ def not_chromosomes(instances: list[dict], *, area_ratio: float = NUCLEUS_AREA_R
     have = [i for i, a in enumerate(areas) if a]
     if len(have) < min_instances + 1:
         return {}
+    # the median of the other instances' areas, for every instance, from one sorted array
+    medians = medians_of_others([areas[i] for i in have])
     out: dict[int, str] = {}
-    for i in have:
+    for i, median in zip(have, medians):
         if instances[i].get("score") is None:
             continue
-        others = [areas[j] for j in have if j != i]
-        median = float(np.median(others))
-        ratio = areas[i] / max(median, 1.0)
+        ratio = areas[i] / max(float(median), 1.0)
         if ratio < area_ratio:
             continue
-        mask = _mask_of(instances[i])
-        sol = solidity(mask)
+        crop, x0, y0 = _bounds(_mask_of(instances[i]))  # decoded once, then only its bounding box
+        sol = _solidity_of_crop(crop)
         if sol < min_solidity and ratio < max_area_ratio:
             continue
-        ys, xs = np.nonzero(mask)
+        ys, xs = np.nonzero(crop)
+        ys, xs = ys + y0, xs + x0
         what = "large compact blob" if sol >= min_solidity else "blob larger than any chromosome"
         out[i] = (f"{what} at ({int(xs.mean())}, {int(ys.mean())}): {areas[i]:,} px = {ratio:.1f} x the "
                   f"metaphase's median, solidity {sol:.2f} (a nucleus?)")
