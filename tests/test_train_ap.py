@@ -321,3 +321,31 @@ def test_val_rescore_reaches_the_predictor_of_the_ap_pass(tmp_path, monkeypatch)
     old = TrainConfig().to_dict()
     del old["val_rescore"]  # a configuration written before the option still loads, without rescoring
     assert TrainConfig.from_dict(old).val_rescore is False
+
+
+def test_a_failing_validation_keeps_the_epochs_training(tmp_path, monkeypatch):
+    """An error in the validation passes (here the AP pass at epoch 2) leaves that epoch's training in
+    last.pt, named in metrics.jsonl, so --resume goes on from the next epoch instead of redoing it."""
+    from chromoseg.engine.checkpoint import load_checkpoint
+
+    tr = _fake_passes(monkeypatch, [0.1, 0.2, 0.3])
+    real_ap = tr.validate_ap
+    calls = []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ImportError("cannot import name 'x' (a source file edited under the run)")
+        return real_ap(*a, **k)
+
+    monkeypatch.setattr(tr, "validate_ap", failing)
+    cfg = tiny_cfg(tmp_path, epochs=3, early_stop_metric="mask_ap")
+    with pytest.raises(ImportError):
+        tr.fit(cfg, show_progress=False)
+    run = tmp_path / "run"
+    last = load_checkpoint(run / "last.pt")
+    assert last["epoch"] == 2 and "cannot import" in last["metrics"]["validation_error"]
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert [r["event"] for r in records(run) if "event" in r] == ["start", "validation_failed"]
+    s = tr.fit(cfg, resume=str(run / "last.pt"), show_progress=False)
+    assert [r["epoch"] for r in epochs(run)] == [1, 3] and s["epochs_run"] == 1

@@ -39,7 +39,8 @@ few of their detections reach 0.5, and the APs under that threshold stay near 0)
 
 Run folder (--out): config.yaml, metrics.jsonl (one JSON line per epoch), last.pt, best.pt,
 tb/ (TensorBoard, if installed). Checkpoints are written atomically every epoch; after a kill,
-`--resume` (or `--resume PATH`) continues from last.pt with the same data order and RNG state.
+`--resume` (or `--resume PATH`) continues from last.pt with the same data order and RNG state
+(an error in validation still saves the epoch's training there first).
 Mixed precision (bf16, else fp16) is used on a GPU; gradients are clipped; a NaN/inf loss stops
 the run with a message. Under `torchrun --nproc-per-node N -m chromoseg.cli train ...` the same command
 trains with DDP (only rank 0 writes).

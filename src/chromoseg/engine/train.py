@@ -600,32 +600,45 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             rec["world_size"] = world
             rec["train/images"] *= world
             rec["train/images_per_s"] *= world
-        if val_loader is not None:
-            rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
-            ending = (epoch + 1 == cfg.epochs or bool(rec.get("train/partial"))
-                      or (deadline is not None and time.monotonic() > deadline))
-            if cfg.val_every and ((epoch + 1) % cfg.val_every == 0 or ending):
-                rec.update(validate_ap(model, mcfg, val_ds, device, distributed, show_progress and main,
-                                       score=cfg.val_score, rescore=cfg.val_rescore))
-            if ap_monitored:  # None on an epoch without the AP pass: the stopper waits for the next
-                name, metric = ap_monitor(rec, cfg.early_stop_metric)
-            else:
-                name = f"val/{cfg.early_stop_metric}" if f"val/{cfg.early_stop_metric}" in rec else "val/loss"
-                if name.endswith("loss_mask") and rec[name] == 0.0 and "val/loss" in rec:
-                    name = "val/loss"  # box-only validation set: no mask loss, use the total
-                metric = rec.get(name)
-        else:  # no validation set; or a model without the metric (Deep Snake has no mask loss): the total
-            name = f"train/{cfg.early_stop_metric}" if f"train/{cfg.early_stop_metric}" in rec else "train/loss"
-            metric = rec[name]
+
+        def state_of(rec):
+            return {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                    "epoch": epoch + 1, "early_stopping": stopper.state_dict(), "rng": rng_state(),
+                    "config": cfg.to_dict(), "metrics": rec}
+
+        try:
+            if val_loader is not None:
+                rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
+                ending = (epoch + 1 == cfg.epochs or bool(rec.get("train/partial"))
+                          or (deadline is not None and time.monotonic() > deadline))
+                if cfg.val_every and ((epoch + 1) % cfg.val_every == 0 or ending):
+                    rec.update(validate_ap(model, mcfg, val_ds, device, distributed, show_progress and main,
+                                           score=cfg.val_score, rescore=cfg.val_rescore))
+                if ap_monitored:  # None on an epoch without the AP pass: the stopper waits for the next
+                    name, metric = ap_monitor(rec, cfg.early_stop_metric)
+                else:
+                    name = f"val/{cfg.early_stop_metric}" if f"val/{cfg.early_stop_metric}" in rec else "val/loss"
+                    if name.endswith("loss_mask") and rec[name] == 0.0 and "val/loss" in rec:
+                        name = "val/loss"  # box-only validation set: no mask loss, use the total
+                    metric = rec.get(name)
+            else:  # no validation set; or a model without the metric (Deep Snake has no mask loss): the total
+                name = f"train/{cfg.early_stop_metric}" if f"train/{cfg.early_stop_metric}" in rec else "train/loss"
+                metric = rec[name]
+        except (Exception, KeyboardInterrupt) as err:  # the epoch's training is kept: --resume goes on from the next
+            if main:
+                atomic_save(state_of({**rec, "validation_error": repr(err)}), out / "last.pt")
+                mlog.write({"event": "validation_failed", "epoch": epoch + 1, "error": repr(err)})
+                log.error("validation after epoch %d failed (%s): the epoch's training is saved in %s; mend the "
+                          "cause and continue with --resume (epoch %d keeps no validation figures)",
+                          epoch + 1, err, out / "last.pt", epoch + 1)
+            raise
         improved = stopper.update(metric, epoch + 1) if metric is not None else False
         monitored = name or monitored
         rec.update({"monitor": metric, "monitored": name or f"val/{cfg.early_stop_metric}", "best": stopper.best,
                     "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs})
         if main:
-            state = {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                     "epoch": epoch + 1, "early_stopping": stopper.state_dict(), "rng": rng_state(),
-                     "config": cfg.to_dict(), "metrics": rec}
+            state = state_of(rec)
             atomic_save(state, out / "last.pt")
             if improved:
                 atomic_save(state, out / "best.pt")
