@@ -261,6 +261,7 @@ def create_app(folder, token: str | None = None, user: str = "reviewer", image_r
 
     async def karyogram_json(request: Request):
         _, layout = await run_in_threadpool(renderer.karyogram, iid(request), "", straight(request))
+        renderer.page_shown.set()  # the page's last request: the warm-up may import torch now
         return JSONResponse(layout)
 
     async def edit(request: Request):

@@ -120,6 +120,11 @@ class Renderer:
         self._verdicts: OrderedDict = OrderedDict()
         self._rendering: dict = {}
         self._cache_images = cache_images
+        self._batch_lock = threading.Lock()  # one batch list computed at a time (the warm-up and the page's)
+        self._batch: tuple | None = None  # (the folder's version, the rows)
+        #: set when a page has asked for a karyogram's layout (the last thing the page loads): the
+        #: warm-up's torch import waits for it, not to compete with the page's own work as it opens
+        self.page_shown = threading.Event()
 
     @staticmethod
     def _put(cache: OrderedDict, key, value, size: int) -> None:
@@ -195,14 +200,18 @@ class Renderer:
             hit = self._outlines.get(key)
         if hit is not None:
             return hit
+        from chromoseg.karyotype.counts import _bounds
+
         mask = decode(inst, height, width)
-        polys = outlines(mask)
+        crop, x0, y0 = _bounds(mask)  # decoded once, then only its bounding box
+        polys = [[v + (y0 if k % 2 else x0) for k, v in enumerate(p)] for p in outlines(crop)]
         center = None
         rb = inst.get("rbox")
         if isinstance(rb, list) and len(rb) == 5:
             center = [float(rb[0]), float(rb[1])]
-        if mask.any():
-            ys, xs = np.nonzero(mask)
+        if crop.size:
+            ys, xs = np.nonzero(crop)
+            ys, xs = ys + y0, xs + x0
             if center is None or not mask[min(max(int(center[1]), 0), height - 1), min(max(int(center[0]), 0), width - 1)]:
                 ref = center or [float(xs.mean()), float(ys.mean())]
                 k = int(np.argmin((xs + 0.5 - ref[0]) ** 2 + (ys + 0.5 - ref[1]) ** 2))
@@ -303,13 +312,16 @@ class Renderer:
                   for p in placements]
         return rgb, places, view
 
-    def warm_up(self) -> None:
-        """Import what the first karyogram and the first mask edit need (OpenCV, scikit-image, torch for
-        the geometry of edited masks) and render the metaphase the page opens on (the batch's first:
-        its view, picture and straightened karyogram), so that the page does not wait for them.
-        ``chromoseg review`` runs this in a background thread as the server starts; a request for the
-        same karyogram meanwhile waits for this rendering instead of doing it twice. Errors are left to
-        the page's own requests to report."""
+    def warm_up(self, import_wait: float = 20.0) -> None:
+        """Render the metaphase the page opens on (the batch list, the batch's first metaphase: its view,
+        picture and straightened karyogram), so that the page does not wait for them, then import what
+        the first mask edit needs (torch, through ``chromoseg.ops``: about 3 s of CPU) once the page has
+        shown its first metaphase (:attr:`page_shown`) or after ``import_wait`` seconds, not while the
+        browser opens the page. ``chromoseg review`` runs this in a background thread as the server
+        starts (the slow imports of the page itself, SciPy and scikit-image, are done before the address
+        is printed: :func:`chromoseg.review.server.preload`); a request for the same batch list or
+        karyogram meanwhile waits for this rendering instead of doing it twice. Errors are left to the
+        page's own requests to report."""
         try:
             rows = self.batch()
             if rows:
@@ -317,13 +329,26 @@ class Renderer:
                 self.view(iid)
                 self.image_array(iid)
                 self.karyogram(iid)
-            import chromoseg.ops  # noqa: F401  (torch, about 3 s of CPU: after what the page shows first)
+            self.page_shown.wait(import_wait)
+            import chromoseg.ops  # noqa: F401  (torch: after what the page shows first)
         except Exception:  # noqa: BLE001 - the page asks again and reports what fails
             pass
 
     def batch(self) -> list[dict]:
         """One entry per metaphase (name, karyotype line, flags, reviewed, version), flagged ones first
-        (most flags first), then in ``images.json``'s order."""
+        (most flags first), then in ``images.json``'s order. Remembered until the folder's version (its
+        journal's length, read before the state) changes; computed by one caller at a time (a second
+        one waits, then finds it)."""
+        with self._batch_lock:
+            version = self.store.version  # before the state: an edit saved meanwhile makes it stale
+            hit = self._batch
+            if hit is not None and hit[0] == version:
+                return [dict(r) for r in hit[1]]
+            rows = self._batch_rows()
+            self._batch = (version, rows)
+            return [dict(r) for r in rows]
+
+    def _batch_rows(self) -> list[dict]:
         states = self.store.summary_state()
         rows = []
         for k, img in enumerate(self.store.images):
