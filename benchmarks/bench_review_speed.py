@@ -51,6 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import REPO, append_markdown, commit, shown  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
+#: how often the page is checked for what it shows (ms; Playwright's default, every animation frame,
+#: costs Chromium CPU for as long as the page waits for the server)
+POLL_MS = 50
 
 
 def predict_examples(out: Path) -> list[Path]:
@@ -103,6 +106,10 @@ def call(base: str, path: str, body=None) -> tuple[float, bytes]:
     return time.perf_counter() - t, data
 
 
+#: the server's CPU seconds from its start to its printed address, by process id
+start_cpu: dict[int, float] = {}
+
+
 def start_server(pred: Path) -> tuple[subprocess.Popen, str, float]:
     exe = Path(sys.executable).with_name("chromoseg")
     cmd = [str(exe), "review", str(pred), "--no-browser", "--port", "0", "--token", TOKEN, "--user", "bench"]
@@ -111,6 +118,7 @@ def start_server(pred: Path) -> tuple[subprocess.Popen, str, float]:
     for line in proc.stdout:
         m = re.search(r"open (http://\S+?)/\?token=", line)
         if m:
+            start_cpu[proc.pid] = cpu_s(proc.pid)
             return proc, m.group(1), time.perf_counter() - t0
     raise SystemExit("the review server did not start: " + (proc.stdout.read() if proc.stdout else ""))
 
@@ -221,13 +229,14 @@ def browser_times(url_with_token: str, pid: int, n_images: int) -> dict | None:
                     "document.querySelectorAll('#ksvg rect.kp').length > 0 && "
                     "document.getElementById('karyogram').complete && "
                     "document.getElementById('karyogram').naturalWidth > 0 && "
-                    "!document.getElementById('kwrap').classList.contains('stale')", timeout=120_000)
+                    "!document.getElementById('kwrap').classList.contains('stale')", timeout=120_000,
+                    polling=POLL_MS)
 
             me = os.getpid()
 
             def batch_shown():
                 page.wait_for_function(f"() => document.querySelectorAll('#batch li').length >= {n_images}",
-                                       timeout=120_000)
+                                       timeout=120_000, polling=POLL_MS)
 
             for what, go in (("cold", lambda: page.goto(url_with_token, wait_until="commit")),
                              ("reload", lambda: page.reload(wait_until="commit"))):
@@ -241,6 +250,7 @@ def browser_times(url_with_token: str, pid: int, n_images: int) -> dict | None:
                 out[what] = time.perf_counter() - t
                 out[what + "_cpu"] = cpu_s(pid) - c
                 out[what + "_browser_cpu"] = tree_cpu(me, pid) - cb
+                out[what + "_server_total_cpu"] = cpu_s(pid)  # all the server's CPU since its command started
             out["batch_items"] = page.locator("#batch li").count()
             first = page.evaluate("() => location.hash")
             t, c = time.perf_counter(), cpu_s(pid)
@@ -266,6 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--md", type=Path, help="append the results to this Markdown file")
     ap.add_argument("--profile", action="store_true", help="only print a CPU profile of the server's work for a "
                     "cold page open (in this process, no server, nothing appended)")
+    ap.add_argument("--open-only", action="store_true", help="only the server start and the page open in "
+                    "headless Chromium (no in-process, urllib or edit timings)")
     ap.add_argument("--date", default=None)
     ap.add_argument("--hardware", default=None)
     a = ap.parse_args(argv)
@@ -285,8 +297,20 @@ def main(argv=None) -> int:
         if a.profile:
             profile(pred)
             return 0
+        if a.open_only:
+            proc, base, t_start = start_server(pred)
+            try:
+                bt = browser_times(base + "/?token=" + TOKEN, proc.pid, a.n)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            print(f"server start {t_start:.2f} s, server CPU to the address {start_cpu.get(proc.pid, float('nan')):.2f} s")
+            for k, v in (bt or {}).items():
+                print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+            return 0
         ip = in_process(pred)
         proc, base, t_start = start_server(pred)
+        first_pid = proc.pid
         try:
             # the page's requests, cold, in order
             req_times = {}
@@ -366,7 +390,7 @@ def main(argv=None) -> int:
         f"- folder: {a.n} metaphases replicated from {src_shown} ({n_inst} chromosomes), images copied to a "
         "temporary folder; server: `chromoseg review DIR --no-browser` in a subprocess on 127.0.0.1", "",
         "| what | time | aim |", "|---|---|---|",
-        f"| server start (command to printed address) | {t_start:.2f} s | |",
+        f"| server start (command to printed address) | {t_start:.2f} s (server CPU {start_cpu.get(first_pid, float('nan')):.2f} s) | |",
     ]
     if bt:
         def cpus(k):
@@ -377,6 +401,8 @@ def main(argv=None) -> int:
             f"{bt['cold_batch']:.2f} s ({cpus('cold_batch')}) | < 2 s |",
             f"| page open, cold: the first metaphase shown (outlines, karyogram and its layout) | "
             f"{bt['cold']:.2f} s ({cpus('cold')}) | < 2 s |",
+            f"| the server's CPU from its command to the first metaphase shown (start, warm-up, page) | "
+            f"{bt['cold_server_total_cpu']:.2f} s | |",
             f"| page open again (reload): batch list / first metaphase | {bt['reload_batch']:.2f} s / "
             f"{bt['reload']:.2f} s ({cpus('reload')}) | < 2 s |",
             f"| next metaphase (N) | {bt['next']:.2f} s (server CPU {bt['next_cpu']:.2f} s) | |",
