@@ -575,6 +575,17 @@ def run_settings(images_meta: list[dict]) -> list[tuple[dict | None, dict | None
     return [tuple(v) for v in seen.values()]
 
 
+def _overlay_caption(predictor) -> dict:
+    """The overlay title's ``model`` (the name ``images.json`` records, a path's file name) and
+    ``score_threshold`` of the predictor that made an image (None where it does not say)."""
+    name = None
+    if isinstance(predictor, Predictor):
+        name = predictor.model_record().get("name")
+    name = name or getattr(predictor, "model_name", None)
+    threshold = getattr(getattr(predictor, "cfg", None), "score_threshold", None)
+    return {"model": Path(str(name)).name if name else None, "score_threshold": threshold}
+
+
 def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: int = 1, overlays: bool = True,
                   label_images: bool = True, karyotype: bool = True, progress: bool = True,
                   skip_existing: bool = False, named=None, channel=None, pixel_size_um: float | None = None) -> dict:
@@ -627,7 +638,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     from chromoseg.atomic import atomic_path, write_text
     from chromoseg.data.classes import coco_categories
     from chromoseg.karyotype.layout import save_png
-    from chromoseg.karyotype.overlay import render_overlay
+    from chromoseg.karyotype.overlay import overlay_title, render_overlay
     from chromoseg.karyotype.pipeline import analyse_metaphase, mark_not_chromosomes, truth_for
     from chromoseg.karyotype.report import write_report
     from chromoseg.ops import swap_in_full_masks
@@ -685,7 +696,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
                          note=f"model predictions; {how}")
 
-    def finish(path: Path, arr: np.ndarray, insts: list[dict], record: dict) -> None:
+    def finish(path: Path, arr: np.ndarray, insts: list[dict], record: dict, by=None) -> None:
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         if label_images:
@@ -695,11 +706,14 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
             if karyotype:
                 row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
-                                        overlay=overlays)
+                                        overlay=overlays, overlay_title=_overlay_caption(by or predictor))
             else:  # no counts: the rule still marks what results.json says is not a chromosome
-                mark_not_chromosomes(insts)
+                excluded = mark_not_chromosomes(insts)
                 if overlays:
-                    save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, insts))
+                    title = overlay_title(path.name, chromosomes=len(insts) - len(excluded),
+                                          not_chromosomes=len(excluded), **_overlay_caption(by or predictor))
+                    shown = [{**inst, "category_id": 0} if i in excluded else inst for i, inst in enumerate(insts)]
+                    save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, shown, title=title))
         iid = len(images_meta) + 1  # the image's outputs exist: now it enters the run's files
         images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
                             "instances": len(insts), "stem": stem, **record})
@@ -723,7 +737,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
         framing = getattr(predictor, "last_framing", None) or [None] * len(batch)
         used = getattr(predictor, "last_predictors", None) or [predictor] * len(batch)
         for (path, arr, record), insts, how, by in zip(batch, preds or [], framing, used):
-            finish(path, arr, insts, record)
+            finish(path, arr, insts, record, by)
             if how is not None:
                 images_meta[-1].update(how)
             if isinstance(by, Predictor):  # provenance: which model, with which settings

@@ -4,7 +4,8 @@ Colours are fixed per class (24 hues); an unassigned instance is grey. Weak inst
 small class margin, see :mod:`chromoseg.karyotype.counts`) get their label followed by ``?``. For
 instances without classes (``classes=False``: a set annotated without them, e.g. BioImLab's polygons)
 each chromosome gets its own hue and no label: a placeholder class is never drawn as if it were one.
-The image is shown as it is (no inversion), stretched to 8 bits.
+The image is shown as it is (no inversion), stretched to 8 bits. An optional band above the picture
+holds a title (:func:`overlay_title`: image, model, score threshold, count) and a legend of these marks.
 """
 from __future__ import annotations
 
@@ -42,12 +43,102 @@ def instance_color(k: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+SEP = " \u00b7 "  # the title's separator (drawn as " | ": OpenCV's Hershey fonts are ASCII only)
+
+
+def overlay_title(name: str, *, model: str | None = None, score_threshold: float | None = None,
+                  chromosomes: int | None = None, not_chromosomes: int = 0) -> str:
+    """The overlay's title line, e.g. ``103203.jpg · model gband · score >= 0.3 · 46 chromosomes (1 not
+    a chromosome)``; parts that are None are left out. ``chromosomes`` counts as the karyotype
+    analysis does (the not-a-chromosome instances left out), ``not_chromosomes`` those left out."""
+    parts = [str(name)]
+    if model:
+        parts.append(f"model {model}")
+    if score_threshold is not None:
+        parts.append(f"score >= {float(score_threshold):g}")
+    if chromosomes is not None:
+        n = f"{int(chromosomes)} chromosome{'' if int(chromosomes) == 1 else 's'}"
+        if not_chromosomes:
+            n += f" ({int(not_chromosomes)} not a chromosome)"
+        parts.append(n)
+    return SEP.join(parts)
+
+
+def _legend_items(classes: bool, min_score: float, min_margin: float) -> list[tuple[tuple | None, str]]:
+    """The legend's entries, (swatch colour or None, text), one per mark the overlay draws."""
+    if not classes:
+        return [((255, 200, 60), "a hue per chromosome (no classes)"),
+                (None, "outline = mask, box = rotated box, dots = ends")]
+    return [(class_color(1), "colour + label = class (1-22, X, Y)"),
+            (None, f"'7?' = score < {min_score:g} or class margin < {min_margin:g}"),
+            (class_color(0), "grey '?' = not a chromosome or no class"),
+            (None, "outline = mask, box = rotated box, dots = ends")]
+
+
+def _wrap(pieces: list, width: int, measure, sep_w: int) -> list[list]:
+    """Pieces in lines of at most ``width`` px (a piece wider than a line gets a line of its own)."""
+    lines: list[list] = [[]]
+    used = 0
+    for p in pieces:
+        w = measure(p)
+        if lines[-1] and used + sep_w + w > width:
+            lines.append([])
+            used = 0
+        used += (sep_w if lines[-1] else 0) + w
+        lines[-1].append(p)
+    return lines
+
+
+def _title_band(width: int, title: str | None, legend: bool, classes: bool, min_score: float,
+                min_margin: float) -> np.ndarray:
+    """The band above the overlay: the title (wrapped at its separators) over the legend, white and
+    coloured on dark grey, ``width`` px wide."""
+    import cv2
+
+    font, fs, pad, swatch = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 8, 12
+    ascii_ = lambda t: t.replace(SEP, " | ").encode("ascii", "replace").decode()  # noqa: E731
+    tw = lambda t: cv2.getTextSize(ascii_(t), font, fs, 1)[0][0]  # noqa: E731
+    line_h = cv2.getTextSize("Hg", font, fs, 1)[0][1] + 10
+    avail = max(width - 2 * pad, 1)
+    title_lines = []
+    if title:
+        parts = title.split(SEP)
+        title_lines = [SEP.join(ln) for ln in _wrap(parts, avail, tw, tw(SEP))]
+    items = _legend_items(classes, min_score, min_margin) if legend else []
+    item_w = lambda it: (swatch + 4 if it[0] is not None else 0) + tw(it[1])  # noqa: E731
+    legend_lines = _wrap(items, avail, item_w, 18) if items else []
+    n = len(title_lines) + len(legend_lines)
+    band = np.full((n * line_h + 2 * pad - 4, width, 3), 40, np.uint8)
+    y = pad + line_h - 10
+    for t in title_lines:
+        cv2.putText(band, ascii_(t), (pad, y), font, fs, (255, 255, 255), 1, cv2.LINE_AA)
+        y += line_h
+    for line in legend_lines:
+        x = pad
+        for col, t in line:
+            if col is not None:
+                cv2.rectangle(band, (x, y - swatch + 1), (x + swatch - 1, y), tuple(int(c) for c in col), -1)
+                x += swatch + 4
+            cv2.putText(band, ascii_(t), (x, y), font, fs, (210, 210, 210), 1, cv2.LINE_AA)
+            x += tw(t) + 18
+        y += line_h
+    return band
+
+
 def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0.35,
                    upscale: float | None = None, min_score: float = MIN_SCORE,
-                   min_margin: float = MIN_MARGIN, classes: bool = True) -> np.ndarray:
+                   min_margin: float = MIN_MARGIN, classes: bool = True, title: str | None = None,
+                   legend: bool | None = None) -> np.ndarray:
     """RGB uint8 overlay. ``upscale`` (default: so that the longer side is >= 900 px, at most 2x)
     enlarges the picture so that labels stay legible. ``classes=False``: the instances carry no real
-    class (their ``category_id`` is a placeholder): a hue per instance, no class labels."""
+    class (their ``category_id`` is a placeholder): a hue per instance, no class labels.
+
+    ``title`` (e.g. :func:`overlay_title`'s line) and ``legend`` (a line explaining the marks: class
+    colours and labels, ``?`` for a weak chromosome, grey ``?``, outline, box and endpoints) go in a
+    dark band above the picture, as wide as it, its lines wrapped to fit. ``legend=None`` (the
+    default): a legend only with a title. With neither (the default call) there is no band: the
+    picture is exactly what it was before titles existed; ``legend=True`` alone gives a band with
+    only the legend."""
     import cv2
 
     gray = to_display_gray(image)
@@ -98,4 +189,8 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
         org = (int(x - tw / 2), int(y + th / 2))
         cv2.putText(out, txt, org, font, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(out, txt, org, font, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    if legend is None:
+        legend = title is not None
+    if title is not None or legend:
+        out = np.concatenate([_title_band(out.shape[1], title, legend, classes, min_score, min_margin), out], axis=0)
     return out

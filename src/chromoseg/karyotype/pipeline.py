@@ -45,7 +45,8 @@ def mark_not_chromosomes(instances: list[dict]) -> dict[int, str]:
 
 def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_dir, stem: str, *,
                       truth: str | None = None, chrom_height: int = 150, invert: bool | None = None,
-                      min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN, overlay: bool = True) -> dict:
+                      min_score: float = MIN_SCORE, min_margin: float = MIN_MARGIN, overlay: bool = True,
+                      overlay_title: dict | None = None) -> dict:
     """Count, summarise and draw one metaphase; writes ``stem.karyogram.png`` (and ``stem.overlay.png``)
     into ``out_dir`` and returns the report row (see :mod:`chromoseg.karyotype.report`).
 
@@ -53,10 +54,15 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
     a large compact blob, a nucleus) are in no count, not in the karyogram, drawn grey with ``?`` in
     the overlay, named in the ``not_chromosome`` flag, listed in the row's ``not_chromosomes``
     ({index: why}) and marked on the instance dicts themselves (``inst["not_chromosome"] = why``),
-    so that a caller that keeps the instances keeps the mark."""
+    so that a caller that keeps the instances keeps the mark.
+
+    ``overlay_title`` (a dict, possibly empty, of :func:`chromoseg.karyotype.overlay.overlay_title`'s
+    ``model`` and ``score_threshold``): the overlay gets a title band (``name``, those, and the count,
+    the not-a-chromosome instances said apart) and a legend; None (the default): no band."""
     from chromoseg.karyotype.counts import count_karyotype
     from chromoseg.karyotype.iscn import karyotype_summary, parse_karyotype
     from chromoseg.karyotype.layout import render_karyogram, save_png
+    from chromoseg.karyotype.overlay import overlay_title as make_title
     from chromoseg.karyotype.overlay import render_overlay
 
     out_dir = Path(out_dir)
@@ -80,7 +86,9 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
            "not_chromosomes": dict(counts.excluded)}
     if overlay:  # what was left out stays visible: grey, labelled "?"
         shown = [{**inst, "category_id": 0} if i in counts.excluded else inst for i, inst in enumerate(instances)]
-        ov = render_overlay(image, shown, min_score=min_score, min_margin=min_margin)
+        title = None if overlay_title is None else make_title(
+            name, chromosomes=counts.total, not_chromosomes=len(counts.excluded), **overlay_title)
+        ov = render_overlay(image, shown, min_score=min_score, min_margin=min_margin, title=title)
         row["overlay"] = str(save_png(out_dir / f"{stem}.overlay.png", ov))
     return row
 
