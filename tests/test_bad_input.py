@@ -219,8 +219,8 @@ def test_auto_sends_each_image_to_the_model_of_its_stain(tiny_checkpoint, tmp_pa
         p = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
         p.stain = stain
         real = p.__class__.__call__
-        p.__class__ = type("Recording", (Predictor,), {"__call__": lambda self, imgs: (
-            seen.setdefault(stain, []).append(len(imgs)), real(self, imgs))[1]})
+        p.__class__ = type("Recording", (Predictor,), {"__call__": lambda self, imgs, **kw: (
+            seen.setdefault(stain, []).append(len(imgs)), real(self, imgs, **kw))[1]})
         return p
 
     router = StainRouter({"fluorescence": recording("fluorescence"), "brightfield": recording("brightfield")})
