@@ -121,8 +121,12 @@ def test_select_instances_same_from_windows_and_from_full_masks():
 
 def test_shipped_example_results_as_with_full_masks():
     """predict's detections on the shipped G-band example (framed, rescored, crop classifier,
-    karyotype classes) are the ones it gave when every mask was pasted at the image's size: boxes,
-    scores, classes, RLE masks and areas exactly equal."""
+    karyotype classes) are the ones it gave when every mask was pasted at the image's size: the same
+    classes, RLE masks and areas, and boxes, scores and class probabilities equal to within 2e-3.
+
+    BEFORE was written on one CPU; another CPU's float kernels (its SIMD width and summation order)
+    move the fourth decimal of a probability (CI saw 0.9065 against 0.9066), so the numbers are
+    compared to a tolerance far below anything the windows could change and far above that noise."""
     from chromoseg.data.io import read_image
     from chromoseg.engine.predict import Predictor, instances_to_results
 
@@ -131,10 +135,13 @@ def test_shipped_example_results_as_with_full_masks():
     insts = pred([read_image(EXAMPLE)])[0]
     assert all(isinstance(i["mask"], MaskWindow) for i in insts)
     after = instances_to_results(insts, 1, str(EXAMPLE))
-    keys = ("category_id", "score", "segmentation", "bbox", "rbox", "endpoints", "area", "class_scores")
+    exact = ("category_id", "segmentation", "area")
+    close = ("score", "bbox", "rbox", "endpoints", "class_scores")
     assert len(after) == len(before) == 46
     for a, b in zip(after, before):
-        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+        assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
+        for k in close:
+            assert np.allclose(np.asarray(a[k], float), np.asarray(b[k], float), rtol=0, atol=2e-3), k
 
 
 def test_large_image_predicted_without_a_full_size_mask_per_detection(monkeypatch):
