@@ -103,7 +103,8 @@ def test_fit_resume_matches_uninterrupted(tmp_path):
     run_a = tmp_path / "a" / "run"
     assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= {p.name for p in run_a.iterdir()}
     recs = [json.loads(l) for l in (run_a / "metrics.jsonl").read_text().splitlines()]
-    assert recs[0]["event"] == "start" and recs[-1]["epoch"] == 2 and "val/loss_mask" in recs[-1]
+    assert recs[0]["event"] == "start" and recs[-2]["epoch"] == 2 and "val/loss_mask" in recs[-2]
+    assert recs[-1] == {"event": "epochs", "epoch": 2}  # why it ended: the --epochs cap
 
     cfg_b = tiny_cfg(tmp_path / "b")
     part = fit(cfg_b, show_progress=False, stop_after=1)  # "killed" after epoch 1
@@ -213,6 +214,32 @@ def test_cli_train_config_file(tmp_path):
     epochs = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"epoch": 2' in ln and "event" not in ln]
     assert epochs and yaml.safe_load((out / "config.yaml").read_text())["variant"] == "mr"
 
+
+
+def test_cli_stop_after_whole_epochs_and_the_time_limit_of_this_call(tmp_path, capsys):
+    """--stop-after N trains N whole epochs and stops (the run's --epochs cap kept); a resumed call's
+    --time-limit is its own (the first call's is not carried over); reaching the cap is recorded."""
+    import yaml
+
+    from chromoseg.cli import main
+
+    tr = write_set(tmp_path / "d", 1, 0, "train.json")
+    out = tmp_path / "run"
+
+    def events():
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"event"' in x]
+
+    assert main(["train", "--train", str(tr), "--variant", "mr", "--backbone", "resnet18", "--small",
+                 "--image-size", "160x128", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+                 "--epochs", "3", "--time-limit", "5", "--stop-after", "1"]) == 0
+    assert "1 epochs run (stop_after)" in capsys.readouterr().out
+    assert [e["event"] for e in events()] == ["start"]  # no end event: the run goes on
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--time-limit", "30", "--stop-after", "5",
+                 "--no-progress"]) == 0
+    assert "2 epochs run (epochs)" in capsys.readouterr().out
+    assert events()[-2:] == [{**events()[-2], "event": "resume"}, {"event": "epochs", "epoch": 3}]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["epochs"] == 3 and saved["time_limit"] == 30
 
 
 def test_train_options_defaults_are_train_configs():

@@ -198,6 +198,9 @@ def register(subparsers) -> None:
     g.add_argument("--start-epoch", type=nonneg_int, metavar="N",
                    help="with --init-weights: continue a run whose folder is gone (another machine) from a model "
                         "of its epoch N -- the same --epochs, --lr and schedule; trains epochs N+1..--epochs")
+    g.add_argument("--stop-after", type=positive_int, metavar="N",
+                   help="train at most N epochs in this call, then stop with every epoch whole (--resume goes on; "
+                        "--epochs stays the run's cap; e.g. a campaign fitting whole epochs into a session)")
     g.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file with any of the options above (command-line options override it)")
     g.add_argument("--no-progress", action="store_true", default=False, help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -381,7 +384,8 @@ def cmd_train(args) -> int:
             raise CliError(f"--resume: checkpoint not found: {resume}")
     try:
         summary = fit(cfg, resume=str(resume) if resume else None, show_progress=not args.no_progress,
-                      switch_metric=bool({"early_stop_metric", "val_score"} & explicit))
+                      switch_metric=bool({"early_stop_metric", "val_score"} & explicit),
+                      stop_after=getattr(args, "stop_after", None))
     except TrainingError as err:
         raise CliError(str(err)) from None
     except FileNotFoundError as err:

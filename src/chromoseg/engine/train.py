@@ -481,6 +481,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
         # keep the run's configuration; only the epoch budget / device / workers / AP-pass interval may change
         saved.epochs, saved.device, saved.workers, saved.out = cfg.epochs, cfg.device, cfg.workers, cfg.out
         saved.val_every = cfg.val_every  # how often to pay for the AP pass: not part of the recipe
+        saved.time_limit = cfg.time_limit  # minutes of this call (was: the first call's limit, whatever was typed)
         was = (saved.early_stop_metric, saved.val_score)
         if switch_metric:
             saved.early_stop_metric, saved.val_score = cfg.early_stop_metric, cfg.val_score
@@ -661,6 +662,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             if main:
                 mlog.write({"event": "time_limit", "epoch": epoch + 1, "minutes": cfg.time_limit})
             break
+    if main and summary["stopped"] == "epochs" and summary["epochs_run"]:  # the cap: why the run ended, recorded
+        mlog.write({"event": "epochs", "epoch": cfg.epochs})
     summary.update(best=stopper.best, best_epoch=stopper.best_epoch, out=str(out),
                    monitored=monitored or summary.get("last", {}).get("monitored", cfg.early_stop_metric))
     if distributed:
