@@ -235,6 +235,42 @@ def test_mask_windows_in_one_call_equal_one_call_per_instance(monkeypatch):
         assert torch.equal(got[k, 1], one[0, 0]), k
 
 
+def test_crops_from_mask_windows_equal_those_from_full_masks(monkeypatch):
+    """Masks in their own windows (predict's instances) give exactly the crops and class
+    probabilities of the full-size stack -- masks on the image's border, a box over it and an empty
+    mask included -- and no window is made full-size on the way."""
+    from chromoseg.ops import MaskWindow, window_of
+
+    g = torch.Generator().manual_seed(4)
+    H, W = 70, 90
+    image = torch.rand(H, W, generator=g)
+    masks = torch.zeros(5, H, W, dtype=torch.bool)
+    masks[0, 10:16, 5:50] = True
+    masks[1, 0:6, 60:90] = True  # on the top and right borders
+    masks[2, 40:70, 0:7] = True  # on the bottom and left borders
+    masks[3, 30:36, 30:70] = torch.rand(6, 40, generator=g) > 0.3  # ragged; masks[4] empty
+    rb = torch.tensor([[27.5, 13, 45, 6, 0], [75, 3, 30, 6, 0], [3.5, 55, 30, 7, 90], [50, 33, 40, 6, 0],
+                       [20, 60, 10, 4, 30]])
+    clf = CropClassifier().eval()
+    want_crops, want_probs = instance_crops(image, masks, rb), clf.classify(image, masks, rb)
+    wins = [window_of(m) for m in masks]
+    assert wins[1].bounds == (60, 0, 90, 6) and wins[4].data.size == 0
+
+    def no_full(*a, **k):
+        raise AssertionError("a window was made full-size")
+
+    monkeypatch.setattr(MaskWindow, "full", no_full)
+    monkeypatch.setattr(MaskWindow, "__array__", no_full)
+    assert torch.equal(instance_crops(image, wins, rb), want_crops)
+    assert torch.equal(clf.classify(image, wins, rb), want_probs)
+    # a float window (mask probabilities) larger than its mask: sampled as the full float mask
+    probs = torch.rand(H, W, generator=g) * masks[3]
+    fw = MaskWindow(probs[28:40, 25:75], 25, 28, (H, W))
+    assert torch.equal(instance_crops(image, [fw], rb[3:4]), instance_crops(image, probs[None], rb[3:4]))
+    with pytest.raises(ValueError, match="71 image"):  # a window of another image
+        instance_crops(image, [MaskWindow(np.ones((2, 2), bool), 0, 0, (H + 1, W))], rb[:1])
+
+
 def test_classify_sees_both_ends_and_both_mirror_images():
     """A chromosome and its mirror image (across its long axis), or turned end for end, get the same
     class probabilities: the classifier averages all four views of each crop."""

@@ -142,6 +142,14 @@ def test_shipped_example_results_as_with_full_masks():
         assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
         for k in close:
             assert np.allclose(np.asarray(a[k], float), np.asarray(b[k], float), rtol=0, atol=2e-3), k
+    # the crop classifier cuts each crop from its mask's window: exactly what the full-size stack gives
+    from chromoseg.data.io import to_float01
+
+    image = torch.from_numpy(to_float01(read_image(EXAMPLE)))  # the image as predict gives it
+    rboxes = torch.tensor([i["rbox"] for i in insts], dtype=torch.float32)
+    stack = torch.from_numpy(np.stack([full_mask(i["mask"]) for i in insts]))
+    clf = pred.model.crop_classifier
+    assert torch.equal(clf.classify(image, [i["mask"] for i in insts], rboxes), clf.classify(image, stack, rboxes))
 
 
 def test_large_image_predicted_without_a_full_size_mask_per_detection(monkeypatch):

@@ -50,7 +50,7 @@ def collect_detected_crops(model, dataset_json, max_images: int | None = None, m
     """The crops a classifier is given at prediction: ``model``'s own final instances on a set's images
     (its recommended settings, classes not used), each matched one-to-one to a ground-truth chromosome
     (``linear_sum_assignment`` on mask IoU, kept at ``>= min_iou``) whose class it takes. Each crop is
-    cut from the detected mask and rotated box, its relative length taken among all the image's
+    cut from the detected mask's window and rotated box, its relative length taken among all the image's
     detections (as ``Predictor`` does). Same keys as :func:`collect_crops`."""
     from scipy.optimize import linear_sum_assignment
     from tqdm import tqdm
@@ -59,7 +59,7 @@ def collect_detected_crops(model, dataset_json, max_images: int | None = None, m
     from chromoseg.data.io import read_image
     from chromoseg.engine.predict import InferenceConfig, Predictor
     from chromoseg.models.crop_classifier import instance_crops, relative_lengths
-    from chromoseg.ops import mask_iou
+    from chromoseg.ops import window_iou, window_of
 
     # the file's recommended score and threshold; each chromosome's own class, from the RoI head
     pred = Predictor.from_checkpoint(model, InferenceConfig(classes="independent", crop_classifier=False))
@@ -72,9 +72,9 @@ def collect_detected_crops(model, dataset_json, max_images: int | None = None, m
         insts = pred([read_image(ds.image_path(i))])[0]
         if not insts:
             continue
-        masks = torch.from_numpy(np.stack([d["mask"] for d in insts]))
+        wins = [window_of(d["mask"]) for d in insts]  # each detection's mask in its own window
         rboxes = torch.tensor([d["rbox"] for d in insts], dtype=torch.float32)
-        iou = mask_iou(masks, t["masks"].bool()).numpy()
+        iou = window_iou(wins, [window_of(m) for m in t["masks"]]).numpy()
         rows, cols = linear_sum_assignment(-iou)
         ok = iou[rows, cols] >= min_iou
         if "class_known" in t:  # a chromosome of unknown class teaches no class
@@ -84,7 +84,7 @@ def collect_detected_crops(model, dataset_json, max_images: int | None = None, m
             continue
         rl = relative_lengths(rboxes)
         sel = torch.as_tensor(rows, dtype=torch.long)
-        crops.append(instance_crops(img[0], masks[sel], rboxes[sel]))
+        crops.append(instance_crops(img[0], [wins[k] for k in rows.tolist()], rboxes[sel]))
         rel.append(rl[sel])
         labels.append(t["labels"][torch.as_tensor(cols, dtype=torch.long)] - 1)
         image.append(torch.full((len(rows),), i))

@@ -7,7 +7,8 @@ instance:
 
 * :func:`instance_crops`: the image and the instance's own mask sampled in its rotated box (widened
   by ``pad``: 15 % along, 40 % across), the long side along the crop's columns (``rroi_align``):
-  ``[N, 2, 24, 64]`` (channel 0 the image standardised per cell, channel 1 the mask);
+  ``[N, 2, 24, 64]`` (channel 0 the image standardised per cell, channel 1 the mask, cut from the
+  mask's own window: :class:`~chromoseg.ops.MaskWindow`, or a full mask);
 * :func:`relative_lengths`: the box's long side divided by the cell's mean (1 = an average
   chromosome; 46 chromosomes assumed only through the mean);
 * :class:`CropClassifier`: four conv-BN-ReLU blocks with pooling, global average pooling, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -32,29 +34,73 @@ PAD = (1.15, 1.4)  # box widened along (w) and across (h)
 _WINDOW_BATCH = 1 << 21  # mask-window pixels per rroi_align call (windows padded to the largest)
 
 
-def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor,
+def instance_crops(image: torch.Tensor, masks, rboxes: torch.Tensor,
                    size: tuple[int, int] = CROP_SIZE, pad: tuple[float, float] = PAD) -> torch.Tensor:
-    """Upright crops ``[N, 2, *size]`` of ``image [H, W]`` (float) and each instance's ``masks[k]``
-    (``[N, H, W]``, bool or float) in its rotated box ``rboxes [N, 5]`` (canonical: w the long side)."""
+    """Upright crops ``[N, 2, *size]`` of ``image [H, W]`` (float) and each instance's mask in its rotated
+    box ``rboxes [N, 5]`` (canonical: w the long side). ``masks``: one per instance, each a
+    :class:`~chromoseg.ops.MaskWindow` of the image or a full ``[H, W]`` mask, or an ``[N, H, W]`` stack
+    (bool, integer or float: the mask channel samples the values). Each crop's mask channel is cut
+    from its own window: no full-size array per instance is made."""
     from chromoseg.ops import rroi_align
 
     n = rboxes.shape[0]
     if n == 0:
         return image.new_zeros((0, 2) + tuple(size))
-    img = image.float()
-    mk = masks.view(torch.uint8) if masks.dtype == torch.bool else masks  # bool reductions are slow on CPU
-    fg = img[mk.any(0).bool()] if masks.numel() else img.flatten()
-    mu, sd = (fg.mean(), fg.std()) if fg.numel() > 10 else (img.mean(), img.std())
-    img = (img - mu) / sd.clamp(min=1e-3)
+    windows = _mask_windows(masks, image.shape[-2:])
+    if len(windows) != n:
+        raise ValueError(f"{len(windows)} masks for {n} rotated boxes")
+    img = _standardised(image.float(), windows)
+    r = _padded_rboxes(rboxes, size, pad)
+    a = rroi_align(img[None, None], torch.cat([torch.zeros(n, 1), r], 1), size, sampling_ratio=2)
+    return torch.cat([a, _mask_crops(windows, r, image.shape[-2:], size).to(a)], 1)
+
+
+def _mask_windows(masks, image_size) -> list:
+    """``masks`` as :class:`~chromoseg.ops.MaskWindow` s of an image of ``image_size`` (H, W): a window
+    as it is, a full mask as a window over the whole image (a view, no copy)."""
+    from chromoseg.ops import MaskWindow
+
+    H, W = (int(v) for v in image_size)
+    out = [m if isinstance(m, MaskWindow) else MaskWindow(m, 0, 0, tuple(m.shape[-2:])) for m in masks]
+    for w in out:
+        if w.image_size != (H, W):
+            raise ValueError(f"a mask of a {w.image_size[1]}x{w.image_size[0]} image for a {W}x{H} image")
+    return out
+
+
+def _as_tensor(data) -> torch.Tensor:
+    """A window's data (or a part of it) as a torch tensor (NumPy: copied only where its strides need it)."""
+    return data if isinstance(data, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(data))
+
+
+def _standardised(img: torch.Tensor, windows: list) -> torch.Tensor:
+    """``img`` standardised by the mean and standard deviation of the cell's pixels (those of any
+    instance's mask, nonzero values; the whole image where the masks hold 10 pixels or fewer)."""
+    fg = torch.zeros(img.shape, dtype=torch.bool, device=img.device)
+    for w in windows:
+        x0, y0, x1, y1 = w.bounds
+        fg[y0:y1, x0:x1] |= _as_tensor(w.data).to(img.device) != 0
+    px = img[fg]
+    mu, sd = (px.mean(), px.std()) if px.numel() > 10 else (img.mean(), img.std())
+    return (img - mu) / sd.clamp(min=1e-3)
+
+
+def _padded_rboxes(rboxes: torch.Tensor, size: tuple[int, int], pad: tuple[float, float]) -> torch.Tensor:
+    """The rotated boxes (float32) widened by ``pad`` (along, across), none thinner than the crop's grid
+    allows (half its aspect ratio)."""
     r = rboxes.float().clone()
     r[:, 2] *= pad[0]
-    r[:, 3] = torch.maximum(r[:, 3] * pad[1], r[:, 2] / size[1] * size[0] * 0.5)  # not thinner than the grid allows
-    a = rroi_align(img[None, None], torch.cat([torch.zeros(n, 1), r], 1), size, sampling_ratio=2)
-    # each mask only in its box's window (a full-image stack of N masks would be sampled N times); the
-    # windows, zero-padded to a common size, go through one call, each with its own bounds
-    from chromoseg.ops import rbox_to_hbox
+    r[:, 3] = torch.maximum(r[:, 3] * pad[1], r[:, 2] / size[1] * size[0] * 0.5)
+    return r
 
-    H, W = masks.shape[-2:]
+
+def _mask_crops(windows: list, r: torch.Tensor, image_size, size: tuple[int, int]) -> torch.Tensor:
+    """Each mask sampled in its padded rotated box ``r [N, 5]``: ``[N, 1, *size]`` (float32). Each mask
+    only in its box's axis-aligned bounds (in the image); those regions, zero-padded to a common size,
+    go through one ``rroi_align`` call per batch of ``_WINDOW_BATCH`` pixels, each with its own bounds."""
+    from chromoseg.ops import rbox_to_hbox, rroi_align
+
+    H, W = (int(v) for v in image_size)
     hb = rbox_to_hbox(r)
     x0 = hb[:, 0].floor().clamp(0, W - 1).long()
     y0 = hb[:, 1].floor().clamp(0, H - 1).long()
@@ -64,9 +110,24 @@ def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tenso
     rk = r.clone()
     rk[:, 0] -= x0
     rk[:, 1] -= y0
-    out = a.new_zeros((n, 1) + tuple(size))
-    order = (hw[:, 0] * hw[:, 1]).argsort().tolist()  # similar sizes together: little padding
-    sizes, box = hw.tolist(), torch.stack((x0, y0, x1, y1), 1).tolist()
+    out = torch.zeros((len(windows), 1) + tuple(size), device=r.device)
+    box = torch.stack((x0, y0, x1, y1), 1).tolist()
+    for idx, bh, bw in _batches(hw):
+        buf = torch.zeros((len(idx), 1, bh, bw), device=r.device)
+        for b, k in enumerate(idx):
+            xa, ya, xb, yb = box[k]
+            _paste_part(buf[b, 0, :yb - ya, :xb - xa], windows[k], xa, ya)
+        rois = torch.cat([torch.arange(len(idx), dtype=r.dtype)[:, None], rk[idx]], 1)
+        out[idx] = rroi_align(buf, rois, size, sampling_ratio=2, bounds=hw[idx])
+    return out
+
+
+def _batches(hw: torch.Tensor) -> list[tuple[list[int], int, int]]:
+    """Regions of sizes ``hw [N, 2]`` (h, w) grouped for sampling: ``(indices, h, w)`` per batch, its
+    regions padded to (h, w), at most ``_WINDOW_BATCH`` pixels (a larger region alone); similar sizes
+    together (by area), so little padding."""
+    order = (hw[:, 0] * hw[:, 1]).argsort().tolist()
+    sizes = hw.tolist()
     batches, cur, bh, bw = [], [], 0, 0
     for k in order:
         h, w = max(bh, sizes[k][0]), max(bw, sizes[k][1])
@@ -76,14 +137,18 @@ def instance_crops(image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tenso
         cur.append(k)
         bh, bw = h, w
     batches.append((cur, bh, bw))
-    for idx, bh, bw in batches:
-        win = masks.new_zeros((len(idx), 1, bh, bw), dtype=torch.float32)
-        for b, k in enumerate(idx):
-            xa, ya, xb, yb = box[k]
-            win[b, 0, :yb - ya, :xb - xa] = masks[k, ya:yb, xa:xb]
-        rois = torch.cat([torch.arange(len(idx), dtype=r.dtype)[:, None], rk[idx]], 1)
-        out[idx] = rroi_align(win, rois, size, sampling_ratio=2, bounds=hw[idx])
-    return torch.cat([a, out], 1)
+    return batches
+
+
+def _paste_part(dst: torch.Tensor, window, x0: int, y0: int) -> None:
+    """Write into ``dst`` (the image's pixels ``[y0:y0+h, x0:x0+w]``, its shape ``[h, w]``) the part of
+    ``window`` that falls in it; the rest of ``dst`` is left as it is."""
+    h, w = dst.shape
+    wx0, wy0, wx1, wy1 = window.bounds
+    ax0, ay0, ax1, ay1 = max(x0, wx0), max(y0, wy0), min(x0 + w, wx1), min(y0 + h, wy1)
+    if ax1 > ax0 and ay1 > ay0:
+        part = window.data[ay0 - wy0:ay1 - wy0, ax0 - wx0:ax1 - wx0]
+        dst[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = _as_tensor(part).to(dst.device)
 
 
 def relative_lengths(rboxes: torch.Tensor) -> torch.Tensor:
@@ -117,8 +182,9 @@ class CropClassifier(nn.Module):
         return self.head(torch.cat([f, rl, rl * rl], 1))
 
     @torch.no_grad()
-    def classify(self, image: torch.Tensor, masks: torch.Tensor, rboxes: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[N, 24]`` of one cell's instances (eval mode)."""
+    def classify(self, image: torch.Tensor, masks, rboxes: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, 24]`` of one cell's instances (eval mode); ``masks`` as
+        :func:`instance_crops` takes them (windows, full masks or a stack)."""
         if rboxes.shape[0] == 0:
             return rboxes.new_zeros((0, self.num_classes))
         crops = instance_crops(image, masks, rboxes)
