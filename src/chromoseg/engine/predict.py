@@ -115,10 +115,7 @@ def reclassify(classifier, image: torch.Tensor, instances: list[dict]) -> list[d
     ``class_scores_roi_head``."""
     if not instances:
         return instances
-    from chromoseg.ops import full_mask
-
-    # the classifier's crops take the final instances' full-size masks (bool, one per instance)
-    masks = torch.from_numpy(np.stack([full_mask(inst["mask"]) for inst in instances]))
+    masks = [inst["mask"] for inst in instances]  # bool windows (or full masks): each crop cut from its own
     rboxes = torch.tensor([inst["rbox"] for inst in instances], dtype=torch.float32)
     probs = classifier.classify(image, masks, rboxes).float()
     out = []
