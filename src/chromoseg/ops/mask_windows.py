@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .masks import _overlapping_pairs
+
 __all__ = ["MaskWindow", "full_mask", "window_of", "window_areas", "window_iou", "window_nms",
            "window_rle", "swap_in_full_masks", "paste_masks_in_image_windows"]
 
@@ -176,18 +178,12 @@ def window_iou(a: list[MaskWindow], b: list[MaskWindow] | None = None) -> Tensor
     area_b = area_a if same else torch.tensor([float(w.area) for w in b], dtype=torch.float64)
     ba = torch.tensor([w.bounds for w in a], dtype=torch.int64).reshape(-1, 4)
     bb = ba if same else torch.tensor([w.bounds for w in b], dtype=torch.int64).reshape(-1, 4)
-    x0 = torch.maximum(ba[:, None, 0], bb[None, :, 0])
-    y0 = torch.maximum(ba[:, None, 1], bb[None, :, 1])
-    x1 = torch.minimum(ba[:, None, 2], bb[None, :, 2])
-    y1 = torch.minimum(ba[:, None, 3], bb[None, :, 3])
-    cand = (x1 > x0) & (y1 > y0) & (area_a[:, None] > 0) & (area_b[None, :] > 0)
     inter = torch.zeros((n, m), dtype=torch.float64)
-    for i, j in cand.nonzero().tolist():
-        if same and j < i:
+    for i, j, xa, ya, xb, yb in _overlapping_pairs(ba, bb, area_a, area_b):
+        if same and j < i:  # (j, i) came first: pairs by row
             inter[i, j] = inter[j, i]
             continue
         wa, wb = a[i], b[j]
-        xa, ya, xb, yb = int(x0[i, j]), int(y0[i, j]), int(x1[i, j]), int(y1[i, j])
         pa = wa.data[ya - wa.y0:yb - wa.y0, xa - wa.x0:xb - wa.x0]
         pb = wb.data[ya - wb.y0:yb - wb.y0, xa - wb.x0:xb - wb.x0]
         inter[i, j] = float(np.count_nonzero(pa & pb))

@@ -213,7 +213,7 @@ def _binary(masks: Tensor) -> Tensor:
 
 
 def _mask_boxes(f: Tensor) -> tuple[Tensor, Tensor]:
-    """Bounding windows ``[N, 4]`` (y0, y1, x0, x1; end exclusive; all 0 for empty masks) and
+    """Bounding windows ``[N, 4]`` (x0, y0, x1, y1; end exclusive; all 0 for empty masks) and
     areas ``[N]`` (float64) of boolean masks ``[N, H, W]``."""
     u = f.view(torch.uint8)
     rows, cols = u.amax(2), u.amax(1)  # [N, H], [N, W]
@@ -223,10 +223,22 @@ def _mask_boxes(f: Tensor) -> tuple[Tensor, Tensor]:
     x0 = cols.argmax(1)
     x1 = W - cols.flip(1).argmax(1)
     empty = rows.amax(1) == 0
-    box = torch.stack((y0, y1, x0, x1), 1).masked_fill_(empty[:, None], 0)
-    area = torch.tensor([float(f[i, a:b, c:d].sum()) for i, (a, b, c, d) in enumerate(box.tolist())],
+    box = torch.stack((x0, y0, x1, y1), 1).masked_fill_(empty[:, None], 0)
+    area = torch.tensor([float(f[i, ya:yb, xa:xb].sum()) for i, (xa, ya, xb, yb) in enumerate(box.tolist())],
                         dtype=torch.float64)
     return box, area
+
+
+def _overlapping_pairs(ba: Tensor, bb: Tensor, area_a: Tensor, area_b: Tensor) -> list[tuple[int, ...]]:
+    """``(i, j, x0, y0, x1, y1)`` for each pair of windows ``ba[i]``, ``bb[j]`` (``[N, 4]``, ``[M, 4]``:
+    x0, y0, x1, y1, end exclusive) that overlap, both masks non-empty (areas ``area_a [N]``,
+    ``area_b [M]``): their common window, the only place the two masks can meet. Pairs by row (i,
+    then j)."""
+    lo = torch.maximum(ba[:, None, :2], bb[None, :, :2])  # [N, M, 2]: x0, y0
+    hi = torch.minimum(ba[:, None, 2:], bb[None, :, 2:])  # x1, y1
+    cand = (hi > lo).all(-1) & (area_a[:, None] > 0) & (area_b[None, :] > 0)
+    common = torch.cat((lo[cand], hi[cand]), 1).tolist()  # row-major, as nonzero()
+    return [(i, j, *w) for (i, j), w in zip(cand.nonzero().tolist(), common)]
 
 
 def mask_areas(masks: Tensor) -> Tensor:
@@ -265,15 +277,9 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     else:
         ba, area_a = _mask_boxes(fa)
         bb, area_b = (ba, area_a) if fb is fa else _mask_boxes(fb)
-        y0 = torch.maximum(ba[:, None, 0], bb[None, :, 0])
-        y1 = torch.minimum(ba[:, None, 1], bb[None, :, 1])
-        x0 = torch.maximum(ba[:, None, 2], bb[None, :, 2])
-        x1 = torch.minimum(ba[:, None, 3], bb[None, :, 3])
-        cand = (y1 > y0) & (x1 > x0) & (area_a[:, None] > 0) & (area_b[None, :] > 0)
         inter = torch.zeros((n, m), dtype=torch.float64)
-        for i, j in cand.nonzero().tolist():
-            ya, yb_, xa, xb_ = int(y0[i, j]), int(y1[i, j]), int(x0[i, j]), int(x1[i, j])
-            inter[i, j] = float((fa[i, ya:yb_, xa:xb_] & fb[j, ya:yb_, xa:xb_]).sum())
+        for i, j, xa, ya, xb, yb in _overlapping_pairs(ba, bb, area_a, area_b):
+            inter[i, j] = float((fa[i, ya:yb, xa:xb] & fb[j, ya:yb, xa:xb]).sum())
     union = area_a[:, None] + area_b[None, :] - inter
     return (inter / union.clamp(min=1)).to(torch.float32)
 
