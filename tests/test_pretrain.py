@@ -85,3 +85,22 @@ def test_pretrain_missing_folder(tmp_path, capsys):
 
     assert main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_default_single_chromosome_folder_found_from_a_copy_of_the_package(tmp_path, monkeypatch):
+    """default_data_dir: beside the repository the package is in, else beside the working folder (a frozen
+    copy of the package elsewhere, run from the repository with PYTHONPATH, found no folder before)."""
+    from chromoseg.data import single_chromosomes as sc
+
+    repo_copy = tmp_path / "runs" / "src-copy" / "src" / "chromoseg" / "data"
+    repo_copy.mkdir(parents=True)
+    monkeypatch.setattr(sc, "__file__", str(repo_copy / "single_chromosomes.py"))
+    (tmp_path / "work" / "repo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "repo")
+    beside_cwd = tmp_path / "work" / "shared" / "data" / "single-chromosomes-gband"
+    assert sc.default_data_dir() == tmp_path / "runs" / "shared" / "data" / "single-chromosomes-gband"  # neither
+    beside_cwd.mkdir(parents=True)
+    assert sc.default_data_dir() == beside_cwd
+    beside_pkg = tmp_path / "runs" / "shared" / "data" / "single-chromosomes-gband"
+    beside_pkg.mkdir(parents=True)
+    assert sc.default_data_dir() == beside_pkg  # the package's own repository first

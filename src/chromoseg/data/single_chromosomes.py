@@ -18,8 +18,12 @@ ENTRY_NAME = re.compile(r"^(\d+)/clase(\d+)_(\d+)_(.+)$")
 
 
 def default_data_dir() -> Path:
-    """``../shared/data/single-chromosomes-gband`` beside the repository."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data" / "single-chromosomes-gband"
+    """``../shared/data/single-chromosomes-gband``: beside the repository this package is in, else beside
+    the working folder (a copy of the package run from elsewhere, e.g. a frozen copy for a long training
+    run, with ``PYTHONPATH`` pointing at it); the first if neither exists (its error names it)."""
+    rel = Path("shared") / "data" / "single-chromosomes-gband"
+    places = [Path(__file__).resolve().parents[3].parent / rel, Path.cwd().resolve().parent / rel]
+    return next((p for p in places if p.is_dir()), places[0])
 
 
 def split_cells(cells: list[str], seed: int = SPLIT_SEED, fractions=SPLIT) -> dict[str, list[str]]:
