@@ -206,6 +206,20 @@ def test_train_classifier_refuses_a_missing_singles_folder(tmp_path, capsys):
     assert rc == 2 and "--pretrain-singles" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
+def test_train_classifier_refuses_a_missing_default_singles_folder(tmp_path, capsys, monkeypatch):
+    """--pretrain-singles without a folder: the default folder's absence is said before any cropping."""
+    from chromoseg.cli import main
+    from chromoseg.data import single_chromosomes as sc
+
+    monkeypatch.setattr(sc, "default_data_dir", lambda: tmp_path / "nowhere")
+    (tmp_path / "train.json").write_text("{}")
+    (tmp_path / "val.json").write_text("{}")
+    rc = main(["train-classifier", "--data", str(tmp_path), "--model", "mfish", "--pretrain-singles",
+               "--out", str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nowhere: no such folder" in err and not (tmp_path / "x.pt").exists()
+
+
 def test_mask_windows_in_one_call_equal_one_call_per_instance(monkeypatch):
     """The masks' windows sampled together (padded, per-RoI bounds, several calls when large) give
     exactly what one rroi_align call per window gives, boxes over the image border included."""

@@ -413,8 +413,12 @@ def cmd_train_classifier(args) -> int:
         raise CliError("--reuse takes a trained classifier; --pretrain-singles trains one: give one of them")
     if args.init and (args.reuse or args.pretrain_singles):
         raise CliError("--init starts training from a classifier: it goes with neither --reuse nor --pretrain-singles")
-    if args.pretrain_singles and args.pretrain_singles != "default" and not Path(args.pretrain_singles).is_dir():
-        raise CliError(f"--pretrain-singles {args.pretrain_singles}: no such folder")  # before minutes of cropping
+    if args.pretrain_singles:  # before minutes of cropping
+        from chromoseg.data.single_chromosomes import default_data_dir
+
+        singles_dir = default_data_dir() if args.pretrain_singles == "default" else Path(args.pretrain_singles)
+        if not singles_dir.is_dir():
+            raise CliError(f"--pretrain-singles {singles_dir}: no such folder")
     d = Path(args.data)
     for name in ("train", "val"):
         if not (d / f"{name}.json").is_file():
