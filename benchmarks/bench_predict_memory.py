@@ -28,6 +28,11 @@ t0 = time.perf_counter()
 import chromoseg.engine.predict as P
 if {no_limit}:
     P.MAX_IMAGE_PIXELS = 10 ** 12
+    try:  # the limit's home since the per-image pipeline (issue 28)
+        import chromoseg.engine.pipeline as Q
+        Q.MAX_IMAGE_PIXELS = 10 ** 12
+    except ImportError:
+        pass
 from chromoseg.cli import main
 try:
     main(["predict", {image!r}, "--out", {out!r}, "--quiet"])

@@ -135,11 +135,11 @@ def test_predict_refuses_what_the_command_line_refuses(tmp_path, monkeypatch):
     from conftest import make_tiny_checkpoint
 
     from chromoseg.data.io import read_image
-    from chromoseg.engine import predict
+    from chromoseg.engine import pipeline, predict
 
     model = chromoseg.load_model(make_tiny_checkpoint(tmp_path / "t.pt"))
     image = read_image(EXAMPLE)
-    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", image.size - 1)
+    monkeypatch.setattr(pipeline, "MAX_IMAGE_PIXELS", image.size - 1)
     with pytest.raises(ValueError, match="image too large .*645x517"):
         model.predict(image)
     assert predict.image_problem(image, None)[0] == "too-large"

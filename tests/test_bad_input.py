@@ -47,7 +47,9 @@ def test_too_large_image_is_refused_and_the_good_one_kept(predictor, tmp_path, m
     from PIL import Image
 
     Image.fromarray(np.zeros((300, 400), np.uint8)).save(big)
-    monkeypatch.setattr(predict_mod, "MAX_IMAGE_PIXELS", 200 * 200)  # the real limit, scaled down
+    from chromoseg.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_IMAGE_PIXELS", 200 * 200)  # the real limit, scaled down
     s = predict_paths(predictor, [big, good], tmp_path / "out", progress=False)
     assert s["images"] == 1 and s["skipped"] == 1
     probs = json.loads((tmp_path / "out" / "problems.json").read_text())
@@ -218,9 +220,9 @@ def test_auto_sends_each_image_to_the_model_of_its_stain(tiny_checkpoint, tmp_pa
     def recording(stain):
         p = Predictor.from_checkpoint(tiny_checkpoint, InferenceConfig(score_threshold=0.0))
         p.stain = stain
-        real = p.__class__.__call__
-        p.__class__ = type("Recording", (Predictor,), {"__call__": lambda self, imgs, **kw: (
-            seen.setdefault(stain, []).append(len(imgs)), real(self, imgs, **kw))[1]})
+        real = p.__class__.run_model  # the pipeline's model call (each image of a router alone)
+        p.__class__ = type("Recording", (Predictor,), {"run_model": lambda self, imgs, *a, **kw: (
+            seen.setdefault(stain, []).append(len(imgs)), real(self, imgs, *a, **kw))[1]})
         return p
 
     router = StainRouter({"fluorescence": recording("fluorescence"), "brightfield": recording("brightfield")})

@@ -1,5 +1,4 @@
 """Prediction: the paper's inference rule and the files predict writes."""
-import contextlib
 import json
 from pathlib import Path
 
@@ -113,7 +112,8 @@ def test_predict_cli_errors(tmp_path, capsys):
 
 def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoint):
     """Object scores: the RoI heads drop detections under the score threshold before the mask head
-    (Predictor._masks_only_above_threshold); the rule's instances are the same as with every mask made."""
+    (``Predictor.call_options``' ``mask_score_thresh``, an argument of the predictor's own model call:
+    the heads are never changed); the rule's instances are the same as with every mask made."""
     from chromoseg.data.io import read_image
 
     image = read_image(EXAMPLE)
@@ -124,20 +124,20 @@ def test_masks_skipped_below_the_threshold_give_the_same_instances(tiny_checkpoi
         heads.box_predictor.cls_score.bias[0] += 7
     scores = sorted(inst["score"] for inst in pred([image])[0])
     assert len(scores) > 4 and heads.mask_score_thresh == 0.0
-    pred.cfg.score_threshold = scores[len(scores) // 2]  # half of them pass
-    made, thresh = [], []
+    thr = scores[len(scores) // 2]  # half of them pass
+    assert pred.call_options(pred.settings(score_threshold=thr)) == {"mask_score_thresh": pytest.approx(thr - 2e-3)}
+    made, state = [], []
 
-    def seen(module, inputs, output):  # masks made, and the threshold in force while making them
+    def seen(module, inputs, output):  # masks made, and the heads' own attribute while making them
         made.append(output.shape[0])
-        thresh.append(heads.mask_score_thresh)
+        state.append(heads.mask_score_thresh)
 
     hook = heads.mask_head.register_forward_hook(seen)
-    fast = pred([image])[0]
-    assert thresh[0] == pytest.approx(pred.cfg.score_threshold - 2e-3)
-    assert heads.mask_score_thresh == 0.0  # only during the predictor's own call (diagnose calls the model)
-    pred._masks_only_above_threshold = contextlib.nullcontext  # every detection's mask, as before
-    slow = pred([image])[0]
+    fast = pred([image], score_threshold=thr)[0]
+    pred.call_options = lambda cfg, pixel_sizes=None: {}  # every detection's mask, as a direct model call
+    slow = pred([image], score_threshold=thr)[0]
     hook.remove()
+    assert state == [0.0, 0.0] and heads.mask_score_thresh == 0.0  # the heads were never changed
     assert made[0] < made[1] and 0 < len(fast) == len(slow)
     for a, b in zip(fast, slow):
         assert (a["mask"] == b["mask"]).all() and a["category_id"] == b["category_id"]

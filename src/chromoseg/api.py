@@ -165,7 +165,6 @@ class Model:
         file's own; the image's pixel size sets its scale where the model records the one it was
         trained at (``train_pixel_size_um``; ``result.framing["scale_rule"]`` says which rule)."""
         from chromoseg.data.io import image_record, read_image_with_info
-        from chromoseg.karyotype.counts import count_karyotype
 
         if pixel_size_um is not None and not (np.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0):
             raise ValueError(f"pixel_size_um must be a positive number of micrometres per pixel, not {pixel_size_um!r}")
@@ -185,33 +184,26 @@ class Model:
             raise ValueError(f"predict needs a 2-D uint8 or uint16 grey image, got {arr.dtype} {arr.shape}")
         from dataclasses import asdict
 
-        from chromoseg.engine.predict import image_problem
+        from chromoseg.engine.pipeline import check_image, predict_images
+        from chromoseg.ops import swap_in_full_masks
 
         path = image if isinstance(image, (str, Path)) else None
-        problem = image_problem(arr, getattr(self.predictor, "stain", None), path, python=True)  # as predict's
+        problem = check_image(self.predictor, arr, path, python=True)  # the rule of chromoseg predict
         if problem:
             raise ValueError(f"{path if path is not None else 'image'}: {problem[1]}")
         px = source.get("pixel_size_um")  # the scale rule's, where the model records its own pixel size
-        (insts,) = self.predictor([arr], **({"pixel_sizes": [px]} if px else {}), **settings)
-        used = asdict(self.predictor.last_settings[0])
-        by = (getattr(self.predictor, "last_predictors", None) or [self.predictor])[0]
-        model = by.model_record() if hasattr(by, "model_record") else {}
-        from chromoseg.ops import swap_in_full_masks
-
-        insts = [Instance(i) for i in insts]
+        (pred,) = predict_images(self.predictor, [arr], [px] if px else None, analysis="karyotype", **settings)
+        counts = pred.analysis["counts"]
+        insts = [Instance(i) for i in pred.instances]  # marked by the analysis (not_chromosome)
         kg = None
-        with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
-            counts = count_karyotype(insts)
-            for i, why in counts.excluded.items():  # as chromoseg predict marks them (karyotype.pipeline)
-                insts[i]["not_chromosome"] = why
-            if karyogram:
-                from chromoseg.karyotype.layout import render_karyogram
+        if karyogram:
+            from chromoseg.karyotype.layout import render_karyogram
 
+            with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
                 kg = render_karyogram(arr, [inst for i, inst in enumerate(insts) if i not in counts.excluded],
                                       title=counts.summary)
-        framing = (getattr(self.predictor, "last_framing", None) or [{}])[0]
-        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(framing), arr, source,
-                      used, model)
+        return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(pred.framing), arr,
+                      source, asdict(pred.settings), pred.model)
 
     __call__ = predict
 

@@ -14,7 +14,7 @@ Every (non-crowd) ground-truth chromosome is put in the first stage that loses i
 ``wrong_class``  matched (final instances, ``evaluate.greedy_match``, mask IoU >= 0.5) with another class;
 ``right_class``  matched with its own class.
 
-The final instances are ``chromoseg predict``'s (:func:`chromoseg.engine.predict.select_instances`
+The final instances are ``chromoseg predict``'s (:func:`chromoseg.engine.pipeline.select_instances`
 and ``Predictor.classes_of`` with the predictor's settings: crop classifier, karyotype assignment).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def diagnose_image(predictor, image: np.ndarray, gt: list[dict]) -> tuple[list[s
 
     from chromoseg.data.io import to_float01
     from chromoseg.engine.amp import autocast_context, float32_outputs
-    from chromoseg.engine.predict import select_instances
+    from chromoseg.engine.pipeline import select_instances
 
     model, cfg = predictor.model, predictor.cfg
     if not hasattr(model, "rpn"):

@@ -8,7 +8,6 @@ model file's recommendations and the caller's choices are resolved into the sett
 from __future__ import annotations
 
 
-import contextlib
 import json
 import logging
 import time
@@ -21,113 +20,16 @@ import torch
 from chromoseg.data.io import ImageReadError, image_record, read_image_with_info, to_float01
 from chromoseg.data.report import ProblemLog
 from chromoseg.engine.amp import autocast_context, float32_outputs
+# the per-image steps (checks, selection, classes) live in the pipeline; their names stay importable here
+from chromoseg.engine.pipeline import (LABEL_MAP_MAX_VALUES, OUTPUT_SUFFIXES,  # noqa: F401
+                                       assign_classes, check_image, check_image_list, image_problem,
+                                       not_a_metaphase, polarity_problem, predict_images, reclassify,
+                                       select_instances)
 from chromoseg.engine.settings import (LOAD_TIME_SETTINGS, PAPER_SCORE_THRESHOLD, InferenceConfig,  # noqa: F401
                                        resolve_settings)
 
 log = logging.getLogger(__name__)
 
-
-def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
-    """Turn one image's raw model output into instances by the paper's rule.
-
-    ``det``: ``boxes`` [N,4], ``labels``, ``scores``, the mask probabilities -- ``mask_windows`` (one
-    :class:`~chromoseg.ops.MaskWindow` per detection: its box's window of the image, what a
-    :class:`Predictor`'s model gives) or ``masks`` [N,1,H,W] at the image's size --, optional ``rboxes``
-    and ``endpoints``, ``class_scores`` [N,24], ``hboxes`` [N,4] (the H branch's boxes). Returns dicts with
-    ``mask`` (a bool :class:`~chromoseg.ops.MaskWindow`, cut to the mask's pixels: ``full_mask(inst["mask"])``
-    or ``np.asarray`` gives the full-size bool array), ``bbox`` (xywh: the H branch's box where the
-    model has one -- the convention of the boxes it was trained on, e.g. an annotator's margin -- else
-    the mask's bounds), ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by
-    decreasing score. Areas, mask NMS and the masks' geometry are computed in the windows.
-    """
-    from chromoseg.data.coco import mask_bbox
-    from chromoseg.ops import MaskWindow, mask_endpoints, mask_to_rbox, window_areas, window_nms, window_of
-
-    cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
-    cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
-    labels = det["labels"].detach().cpu()
-    scores = rank = cand
-    if "class_scores" in det:
-        # a detection's class is the most probable of the 24 it reports (one RoI gives a candidate per
-        # class above the heads' threshold; its likeliest class's candidate ranks first, mask NMS
-        # removes the others)
-        cs = det["class_scores"].detach().float().cpu()
-        labels = cs.argmax(1) + 1
-        scores = cs.sum(1).clamp(max=1.0) if cfg.score == "object" else cs.amax(1)
-        rank = scores + 1e-3 * cand
-    elif cfg.score == "object":
-        raise ValueError("score='object' needs a model whose detections carry class_scores (rotated variants)")
-    order = torch.argsort(rank, descending=True)[: cfg.top_k]
-    if order.numel() == 0:
-        return []
-    # each candidate's mask thresholded in its own window (a model called without windows: its
-    # full-size masks thresholded once, then cut to their windows)
-    if "mask_windows" in det:
-        wins = {i: det["mask_windows"][i].threshold(cfg.mask_threshold) for i in order.tolist()}
-    else:
-        binary = det["masks"][:, 0].detach().cpu() > cfg.mask_threshold
-        wins = {i: window_of(binary[i].numpy()) for i in order.tolist()}
-        del binary
-    order = order[window_areas([wins[i] for i in order.tolist()]) >= cfg.min_area]
-    if cfg.mask_nms_iou and cfg.mask_nms_iou > 0 and order.numel():
-        sub = order.sort().values  # window_nms ranks by the scores itself
-        order = sub[window_nms([wins[i] for i in sub.tolist()], rank[sub], cfg.mask_nms_iou)]
-    order = order[scores[order] >= cfg.score_threshold]
-    out = []
-    for i in order.tolist():
-        m: MaskWindow = wins[i]
-        if "rboxes" in det:
-            rbox = det["rboxes"][i].tolist()
-        else:  # the window's rectangle, moved to the image
-            rbox = mask_to_rbox(m.data).tolist()
-            if any(rbox):
-                rbox[0], rbox[1] = rbox[0] + m.x0, rbox[1] + m.y0
-        if "endpoints" in det:
-            ends = det["endpoints"][i].tolist()
-        elif not m.area:
-            ends = [[0.0, 0.0], [0.0, 0.0]]
-        else:  # the skeleton's ends in the window with the 1-pixel margin the image gives, moved to it
-            H, W = m.image_size
-            x0, y0, x1, y1 = m.bounds
-            px0, py0 = min(x0, 1), min(y0, 1)
-            pad = np.pad(m.data, ((py0, min(H - y1, 1)), (px0, min(W - x1, 1))))
-            ends = (np.asarray(mask_endpoints(pad)) + np.float32([x0 - px0, y0 - py0])).tolist()
-        if "hboxes" in det:  # the box branch's own box, in the convention of the training data's boxes
-            x0, y0, x1, y1 = (float(v) for v in det["hboxes"][i])
-            bbox = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
-        else:
-            bbox = mask_bbox(m.data)
-            if m.area:
-                bbox[0], bbox[1] = bbox[0] + m.x0, bbox[1] + m.y0
-        inst = {"mask": m, "bbox": bbox, "rbox": [float(v) for v in rbox],
-                "endpoints": [[float(x), float(y)] for x, y in ends],
-                "category_id": int(labels[i]), "score": float(scores[i])}
-        if "class_scores" in det:  # the detection's RoI's 24 class probabilities (flags unsure classes)
-            inst["class_scores"] = [float(v) for v in det["class_scores"][i]]
-        out.append(inst)
-    return out
-
-
-def reclassify(classifier, image: torch.Tensor, instances: list[dict]) -> list[dict]:
-    """The instances with classes from the crop classifier: ``class_scores`` become its
-    probabilities times the detection's chromosome probability (their sum stays 1 - P(background)
-    where the RoI head gave one), ``category_id`` their argmax; the RoI head's are kept as
-    ``class_scores_roi_head``."""
-    if not instances:
-        return instances
-    masks = [inst["mask"] for inst in instances]  # bool windows (or full masks): each crop cut from its own
-    rboxes = torch.tensor([inst["rbox"] for inst in instances], dtype=torch.float32)
-    probs = classifier.classify(image, masks, rboxes).float()
-    out = []
-    for inst, p in zip(instances, probs):
-        inst = dict(inst)
-        obj = sum(inst["class_scores"]) if inst.get("class_scores") else 1.0
-        if inst.get("class_scores"):
-            inst["class_scores_roi_head"] = inst["class_scores"]
-        inst["class_scores"] = [float(v) * min(obj, 1.0) for v in p]
-        inst["category_id"] = int(p.argmax()) + 1
-        out.append(inst)
-    return out
 
 
 def instances_to_results(instances: list[dict], image_id: int | str, file_name: str) -> list[dict]:
@@ -162,19 +64,6 @@ def label_image(instances: list[dict], shape: tuple[int, int]) -> np.ndarray:
         else:
             lab[m] = k
     return lab
-
-
-def check_image_list(images) -> None:
-    """Raise a one-line ``TypeError`` unless ``images`` is a list (or tuple) of 2-D arrays: one bare
-    array would be iterated row by row, each row taken for an image."""
-    if not isinstance(images, (list, tuple)):
-        shape = getattr(images, "shape", None)
-        what = f"one array of shape {tuple(shape)}" if shape is not None else type(images).__name__
-        raise TypeError(f"a predictor takes a list of 2-D grey images, got {what}: pass [image]")
-    for k, a in enumerate(images):
-        if getattr(a, "ndim", None) != 2:
-            raise TypeError(f"image {k}: a predictor takes 2-D grey images, got "
-                            f"{getattr(a, 'shape', type(a).__name__)}")
 
 
 class Predictor:
@@ -264,6 +153,7 @@ class Predictor:
         name (``mfish``) or None for the default shipped model (see :mod:`chromoseg.weights`). ``cfg``:
         the caller's settings; what it leaves None (all, without ``cfg``) is the file's recommendation,
         else the paper's rule."""
+        from chromoseg.data.stain import stain_of
         from chromoseg.engine.checkpoint import load_model, read_metadata
         from chromoseg.weights import DEFAULT, resolve_model
 
@@ -285,66 +175,64 @@ class Predictor:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         # an export records its stain; a checkpoint's config tells it by its input inversion
-        pred.stain = meta.get("stain") or ("brightfield" if model.config.get("invert") else None)
+        pred.stain = meta.get("stain") or (stain_of(True) if model.config.get("invert") else None)
         pred.model_name, pred.model_file = name or DEFAULT, str(path)
         return pred
 
-    @contextlib.contextmanager
-    def _masks_only_above_threshold(self, cfg: InferenceConfig):
-        """With object scores the rule's last step drops detections under the score threshold; a
-        detection more than 2e-3 under it can neither pass it nor, ranked below every one that does
-        (rank = score + 1e-3 x candidate score), suppress one in mask NMS: for the duration of this
-        predictor's own model call the RoI heads drop it before the mask head (``mask_score_thresh``),
-        which gives the same instances for fewer masks. Afterwards the heads make every mask again
-        (``chromoseg.engine.diagnose`` calls the model itself and needs those under the threshold)."""
+    def call_options(self, cfg: InferenceConfig, pixel_sizes=None) -> dict:
+        """The model call's options for settings ``cfg`` (keyword arguments of this call only: the
+        model's transform and heads are not changed). ``pixel_sizes`` (each image's micrometres per
+        pixel, None: unknown) with a model that records the pixel size it was trained at
+        (``cfg.train_pixel_size_um``): the transform's scale rule. With object scores the rule's last
+        step drops detections under the score threshold; a detection more than 2e-3 under it can
+        neither pass it nor, ranked below every one that does (rank = score + 1e-3 x candidate score),
+        suppress one in mask NMS: ``mask_score_thresh`` has the RoI heads drop it before the mask head,
+        which gives the same instances for fewer masks (a direct call of the model, as
+        ``chromoseg.engine.diagnose`` makes, still gets every mask)."""
+        from chromoseg.models.transform import ChromoTransform
+
+        opts = {}
+        if (isinstance(getattr(self.model, "transform", None), ChromoTransform) and cfg.train_pixel_size_um
+                and pixel_sizes is not None and any(v is not None for v in pixel_sizes)):
+            opts.update(pixel_sizes=list(pixel_sizes), train_pixel_size_um=float(cfg.train_pixel_size_um))
         heads = getattr(self.model, "roi_heads", None)
-        thr = cfg.score_threshold
-        use = (hasattr(heads, "mask_score_thresh") and cfg.score == "object"
-               and getattr(heads, "score_mode", None) == "object" and thr is not None)
-        if not use:
-            yield
-            return
-        heads.mask_score_thresh = max(float(thr) - 2e-3, 0.0)
-        try:
-            yield
-        finally:
-            heads.mask_score_thresh = 0.0
+        if (hasattr(heads, "mask_score_thresh") and cfg.score == "object"
+                and getattr(heads, "score_mode", None) == "object" and cfg.score_threshold is not None):
+            thresh = max(float(cfg.score_threshold) - 2e-3, 0.0)
+            if thresh > 0:
+                opts["mask_score_thresh"] = thresh
+        return opts
 
     @torch.no_grad()
-    def __call__(self, images: list[np.ndarray], pixel_sizes=None, **overrides) -> list[list[dict]]:
-        """Instances of each image. ``overrides``: settings for this call only (see :meth:`settings`).
-        ``pixel_sizes``: each image's micrometres per pixel (None: unknown), for a model that records the
-        pixel size it was trained at (``cfg.train_pixel_size_um``)."""
-        from chromoseg.models.transform import input_scale
-
-        check_image_list(images)
-        cfg = self.settings(**overrides)
+    def run_model(self, images: list[np.ndarray], pixel_sizes=None, cfg: InferenceConfig | None = None
+                  ) -> tuple[list[dict], list[torch.Tensor], list[dict]]:
+        """The pipeline's scale-and-model step (:mod:`chromoseg.engine.pipeline`): one call of the model
+        on ``images`` (2-D grey arrays) with settings ``cfg`` (else :attr:`cfg`). Returns the model's
+        raw outputs (float32), the input tensors (``[1, H, W]`` in [0, 1]) and how each image reached
+        the network (:func:`framing_of`)."""
+        cfg = cfg or self.cfg
         tensors = [torch.from_numpy(to_float01(a))[None].to(self.device) for a in images]
-        with self._masks_only_above_threshold(cfg), autocast_context(cfg.amp, self.device), \
-                input_scale(self.model, pixel_sizes, cfg.train_pixel_size_um):
-            outputs = [float32_outputs(o) for o in self.model(tensors)]
+        with autocast_context(cfg.amp, self.device):
+            outputs = [float32_outputs(o) for o in self.model(tensors, **self.call_options(cfg, pixel_sizes))]
         size = getattr(getattr(self.model, "transform", None), "image_size", None)
-        self.last_framing = [framing_of(o.get("frame"), a.shape[-2:], size, o.get("scale_rule"), o.get("scale_note"))
-                             for o, a in zip(outputs, images)]
-        self.last_settings = [cfg] * len(images)
-        return [self.classes_of(t[0].cpu(), select_instances(o, cfg), cfg) for t, o in zip(tensors, outputs)]
+        framing = [framing_of(o.get("frame"), a.shape[-2:], size, o.get("scale_rule"), o.get("scale_note"))
+                   for o, a in zip(outputs, images)]
+        return outputs, tensors, framing
+
+    def __call__(self, images: list[np.ndarray], pixel_sizes=None, **overrides) -> list[list[dict]]:
+        """Instances of each image (:func:`chromoseg.engine.pipeline.predict_images`, no analysis).
+        ``overrides``: settings for this call only (see :meth:`settings`). ``pixel_sizes``: each image's
+        micrometres per pixel (None: unknown), for a model that records the pixel size it was trained at
+        (``cfg.train_pixel_size_um``)."""
+        preds = predict_images(self, images, pixel_sizes, **overrides)
+        self.last_framing = [p.framing for p in preds]
+        self.last_settings = [p.settings for p in preds]
+        return [p.instances for p in preds]
 
     def classes_of(self, image: torch.Tensor, instances: list[dict], cfg: InferenceConfig | None = None) -> list[dict]:
-        """The final instances' classes by the settings (``cfg``, else the predictor's): the crop
-        classifier's when the model has one (``cfg.crop_classifier``), then jointly per metaphase with
-        ``cfg.classes == "karyotype"``."""
-        cfg = cfg or self.cfg
-        clf = getattr(self.model, "crop_classifier", None)
-        if clf is not None and cfg.crop_classifier:
-            with autocast_context(cfg.amp, self.device):
-                instances = reclassify(clf, image, instances)
-        if cfg.classes == "karyotype":
-            from chromoseg.karyotype.assign import assign_instances
-
-            instances = assign_instances(instances)
-        elif cfg.classes != "independent":
-            raise ValueError(f"classes {cfg.classes!r}: use 'independent' or 'karyotype'")
-        return instances
+        """The final instances' classes by the settings (``cfg``, else the predictor's):
+        :func:`chromoseg.engine.pipeline.assign_classes` with this predictor's model."""
+        return assign_classes(self.model, image, instances, cfg or self.cfg, self.device)
 
 
 def framing_of(frame, image_hw, input_hw, rule: str | None = None, note: str | None = None) -> dict:
@@ -361,7 +249,7 @@ def framing_of(frame, image_hw, input_hw, rule: str | None = None, note: str | N
 
 class StainRouter:
     """``--model auto`` (the default of ``chromoseg predict`` and ``chromoseg.load_model()``): one
-    predictor per stain, chosen per image by its polarity (:func:`chromoseg.data.io.light_background`:
+    predictor per stain, chosen per image by its polarity (:func:`chromoseg.data.stain.image_stain`:
     dark on light -> ``"brightfield"``, else ``"fluorescence"``). Used like a :class:`Predictor` by
     :func:`predict_paths`; each model keeps its own recommendations (score, classes). ``predictors``:
     stain -> predictor; ``loaders``: stain -> a function that makes it, called the first time an image of
@@ -407,11 +295,6 @@ class StainRouter:
         stains = [*self.predictors, *self.loaders]
         return self.predictor_for("fluorescence" if "fluorescence" in stains else stains[0]).cfg
 
-    def stain_of(self, arr: np.ndarray) -> str:
-        from chromoseg.data.io import light_background
-
-        return "brightfield" if light_background(arr) else "fluorescence"
-
     @property
     def last_framing(self) -> list[dict]:
         return self._last_framing
@@ -422,105 +305,18 @@ class StainRouter:
         return self._last_predictors
 
     def __call__(self, images: list[np.ndarray], pixel_sizes=None, **overrides) -> list[list[dict]]:
-        """Each image by the predictor of its stain; ``overrides``: settings for this call only, over
-        each model's own (:meth:`Predictor.settings`); ``pixel_sizes`` as :meth:`Predictor.__call__`'s."""
-        check_image_list(images)
-        for p in self.predictors.values():  # a setting a loaded model refuses fails before any image
-            p.settings(**overrides)
-        out, self._last_framing, self._last_predictors, self.last_settings = [], [], [], []
-        for k, a in enumerate(images):
-            p = self.predictor_for(self.stain_of(a))
-            out.append(p([a], pixel_sizes=[pixel_sizes[k]] if pixel_sizes is not None else None, **overrides)[0])
-            self._last_framing += p.last_framing
-            self._last_predictors.append(p)
-            self.last_settings += p.last_settings
-        return out
+        """Each image by the predictor of its stain (:func:`chromoseg.engine.pipeline.predict_images`);
+        ``overrides``: settings for this call only, over each model's own (:meth:`Predictor.settings`);
+        ``pixel_sizes`` as :meth:`Predictor.__call__`'s."""
+        preds = predict_images(self, images, pixel_sizes, **overrides)
+        self._last_framing = [p.framing for p in preds]
+        self._last_predictors = [p.predictor for p in preds]
+        self.last_settings = [p.settings for p in preds]
+        return [p.instances for p in preds]
 
 
 #: seconds between rewrites of a predict run's collected files (results.json, images.json, report)
 SAVE_EVERY_S = 10.0
-
-#: images with more pixels are refused (one line in problems.json). Each detection's mask is kept in
-#: its own window (never pasted at the image's size), so peak memory grows by about 60 bytes per pixel
-#: (the image, the karyotype analysis's full-size masks of the final chromosomes): measured 1.07 GB at
-#: 0.33 MP, 1.47 GB at 2500 x 2500, 1.82 GB at 4000 x 3206 (47 chromosomes;
-#: benchmarks/results/predict_memory.md), so about 3.5 GB at this limit, 40 MP (e.g. 7300 x 5475)
-MAX_IMAGE_PIXELS = 40_000_000
-
-
-def image_problem(arr: np.ndarray, stain: str | None, path=None, python: bool = False) -> tuple[str, str] | None:
-    """Why an image is not predicted, as ``(kind, message)``, else None: the one rule of ``chromoseg
-    predict`` and ``chromoseg.load_model().predict``. In order: ``"too-large"`` (over
-    :data:`MAX_IMAGE_PIXELS`), ``"not-a-metaphase"`` (a label map or mask, or by ``path``'s name one of
-    predict's outputs: :func:`not_a_metaphase`), ``"wrong-stain"`` (its polarity does not fit the
-    model's ``stain``: :func:`polarity_problem`; ``python``: the message names the Python call)."""
-    if arr.size > MAX_IMAGE_PIXELS:
-        return "too-large", (f"image too large ({arr.shape[1]}x{arr.shape[0]} px, {arr.size / 1e6:.1f} MP; the limit "
-                             f"is {MAX_IMAGE_PIXELS / 1e6:.1f} MP): crop or downscale it")
-    why = not_a_metaphase(path if path is not None else "", arr)
-    if why:
-        return "not-a-metaphase", why
-    why = polarity_problem(stain, arr, python=python)
-    if why:
-        return "wrong-stain", why
-    return None
-
-
-def polarity_problem(stain: str | None, arr: np.ndarray, python: bool = False) -> str | None:
-    """A message when the image's polarity does not fit the model's stain, else None. It names the
-    right model as a command-line user gives it (``--model gband``), or with ``python`` as a Python
-    user does (``chromoseg.load_model("gband")``)."""
-    from chromoseg.data.io import light_background
-
-    if stain is None:
-        return None
-
-    def use(name: str) -> str:
-        if python:
-            return f'use chromoseg.load_model("{name}") (or chromoseg.load_model("auto"))'
-        return f"use --model {name} (or --model auto)"
-
-    light = light_background(arr)
-    if stain == "fluorescence" and light:
-        return ("the image is dark on a light background (G-band or brightfield), but this model was trained on "
-                f"fluorescence (bright chromosomes on dark: DAPI, Q-band): {use('gband')}")
-    if stain == "brightfield" and not light:
-        return ("the image is bright on a dark background (fluorescence), but this model was trained on "
-                f"dark-on-light (G-band) images: {use('mfish')}")
-    return None
-
-
-#: file names chromoseg predict gives its own outputs: never taken for inputs in a folder or glob
-OUTPUT_SUFFIXES = (".labels.tif", ".overlay.png", ".karyogram.png")
-#: an image whose pixels take at most this many values, mostly 0, is a label map or a mask
-LABEL_MAP_MAX_VALUES = 64
-
-
-def not_a_metaphase(path, arr: np.ndarray | None = None) -> str | None:
-    """Why an image file is not a metaphase image, else None. The rule (README, *Inputs*):
-
-    - a file named as chromoseg predict names its outputs (``*.labels.tif``, ``*.overlay.png``,
-      ``*.karyogram.png``) is one of its outputs;
-    - an image whose pixels take at most ``LABEL_MAP_MAX_VALUES`` (64) distinct values, the most
-      common of them 0, is a label map, class map or mask (e.g. the M-FISH expert's ``*K.tif``: values
-      0-24 and 255, 0 on over 90 % of the pixels). A metaphase photograph has far more grey levels
-      (every M-FISH DAPI, CIL G-band and BioImLab image has over 100)."""
-    name = Path(path).name.lower()
-    for suffix in OUTPUT_SUFFIXES:
-        if name.endswith(suffix):
-            return f"an output of chromoseg predict ({suffix}), not a metaphase image"
-    if arr is None or arr.dtype.kind not in "ui" or arr.size == 0:
-        return None
-    flat = np.asarray(arr).ravel()
-    if flat.min() < 0 or flat.max() > 65535:
-        return None
-    counts = np.bincount(flat.astype(np.int64, copy=False))
-    values = np.flatnonzero(counts)
-    if values.size > LABEL_MAP_MAX_VALUES or int(np.argmax(counts)) != 0:
-        return None
-    shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
-    return (f"a label map or mask, not a metaphase image: its pixels take only {values.size} value(s) ({shown}), "
-            f"0 on {100 * counts[0] / flat.size:.0f} % of them")
 
 
 def _read_done(out_dir: Path) -> tuple[list[dict], list[dict], set[str]]:
@@ -636,7 +432,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
     from chromoseg.data.classes import coco_categories
     from chromoseg.karyotype.layout import save_png
     from chromoseg.karyotype.overlay import overlay_title, render_overlay
-    from chromoseg.karyotype.pipeline import analyse_metaphase, mark_not_chromosomes, truth_for
+    from chromoseg.karyotype.pipeline import analyse_metaphase, truth_for
     from chromoseg.karyotype.report import write_report
     from chromoseg.ops import swap_in_full_masks
 
@@ -693,7 +489,9 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             write_report(rows, out_dir / "report.html", out_dir / "report.csv", title="chromoseg predictions",
                          note=f"model predictions; {how}")
 
-    def finish(path: Path, arr: np.ndarray, insts: list[dict], record: dict, by=None) -> None:
+    def finish(path: Path, arr: np.ndarray, record: dict, pred) -> None:
+        """Write one image's prediction (a :class:`~chromoseg.engine.pipeline.ImagePrediction`)."""
+        insts, by = pred.instances, pred.predictor
         stem = path.stem if path.stem not in stems else f"{path.stem}_{stems[path.stem]}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         if label_images:
@@ -701,16 +499,15 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                 tifffile.imwrite(tmp, label_image(insts, arr.shape), compression="zlib")
         row = None
         with swap_in_full_masks(insts):  # the karyotype code takes full-size masks: for this block only
-            if karyotype:
-                row = analyse_metaphase(arr, insts, path.name, out_dir, stem, truth=truth_for(None, path),
-                                        overlay=overlays, overlay_title=_overlay_caption(by or predictor))
-            else:  # no counts: the rule still marks what results.json says is not a chromosome
-                excluded = mark_not_chromosomes(insts)
-                if overlays:
-                    title = overlay_title(path.name, chromosomes=len(insts) - len(excluded),
-                                          not_chromosomes=len(excluded), **_overlay_caption(by or predictor))
-                    shown = [{**inst, "category_id": 0} if i in excluded else inst for i, inst in enumerate(insts)]
-                    save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, shown, title=title))
+            if karyotype:  # the pipeline's analysis, drawn and written
+                row = analyse_metaphase(arr, insts, path.name, out_dir, stem, overlay=overlays,
+                                        overlay_title=_overlay_caption(by), analysis=pred.analysis)
+            elif overlays:  # no counts: what results.json says is not a chromosome is drawn grey
+                excluded = pred.analysis["not_chromosomes"]
+                title = overlay_title(path.name, chromosomes=len(insts) - len(excluded),
+                                      not_chromosomes=len(excluded), **_overlay_caption(by))
+                shown = [{**inst, "category_id": 0} if i in excluded else inst for i, inst in enumerate(insts)]
+                save_png(out_dir / f"{stem}.overlay.png", render_overlay(arr, shown, title=title))
         iid = len(images_meta) + 1  # the image's outputs exist: now it enters the run's files
         images_meta.append({"id": iid, "file_name": str(path), "height": arr.shape[0], "width": arr.shape[1],
                             "instances": len(insts), "stem": stem, **record})
@@ -719,26 +516,25 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             rows.append(row)
             images_meta[-1]["summary"] = row["counts"].summary
             images_meta[-1]["flags"] = row["flags"]
+        images_meta[-1].update(pred.framing)
+        if isinstance(by, Predictor):  # provenance: which model, with which settings
+            images_meta[-1].update(model=by.model_record(), inference=asdict(by.cfg))
 
     def flush():
         if not batch:
             return
-        try:
-            sizes = [r.get("pixel_size_um") for _, _, r in batch]  # the scale rule's (predictors without it: none)
-            preds = predictor([a for _, a, _ in batch], **({"pixel_sizes": sizes} if any(sizes) else {}))
+        try:  # the per-image pipeline; here only written
+            sizes = [r.get("pixel_size_um") for _, _, r in batch]  # the scale rule's
+            preds = predict_images(predictor, [a for _, a, _ in batch], sizes if any(sizes) else None,
+                                   analysis="karyotype" if karyotype else "not-chromosomes",
+                                   truths=[truth_for(None, path) for path, _, _ in batch])
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory: the batch's images are skipped
             for path, _, _ in batch:
                 problems.add(path, f"the model failed on this image ({type(err).__name__}: {str(err)[:200]})",
                              kind="model-error")
-            preds = None
-        framing = getattr(predictor, "last_framing", None) or [None] * len(batch)
-        used = getattr(predictor, "last_predictors", None) or [predictor] * len(batch)
-        for (path, arr, record), insts, how, by in zip(batch, preds or [], framing, used):
-            finish(path, arr, insts, record, by)
-            if how is not None:
-                images_meta[-1].update(how)
-            if isinstance(by, Predictor):  # provenance: which model, with which settings
-                images_meta[-1].update(model=by.model_record(), inference=asdict(by.cfg))
+            preds = []
+        for (path, arr, record), pred in zip(batch, preds):
+            finish(path, arr, record, pred)
         if time.monotonic() - last_save[0] >= SAVE_EVERY_S:  # the run's files, at most every few seconds
             save_run()
             last_save[0] = time.monotonic()
@@ -761,7 +557,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
                     problems.add(err.path, err.problem, kind="unreadable")
                     bar.update(1)
                     continue
-                problem = image_problem(arr, getattr(predictor, "stain", None), path)
+                problem = check_image(predictor, arr, path)
                 noted = problem and problem[0] == "not-a-metaphase" and str(path) not in named
                 if not noted:  # a file left out with a note has no warnings to keep
                     for w in info["warnings"]:  # the readers worked around it: kept, the exit status unchanged

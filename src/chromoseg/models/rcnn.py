@@ -56,16 +56,22 @@ class ChromoRCNN(nn.Module):
     def has_endpoints(self) -> bool:
         return self.backbone.endpoint_branch is not None
 
-    def forward(self, images, targets=None):
+    def forward(self, images, targets=None, *, pixel_sizes=None, train_pixel_size_um=None, mask_score_thresh=0.0):
+        """Inference options of this call only (the modules are not changed): ``pixel_sizes`` and
+        ``train_pixel_size_um`` for the transform's scale rule (:class:`ChromoTransform`), and
+        ``mask_score_thresh`` for rotated RoI heads (:class:`RotatedRoIHeads`: no mask for a detection
+        scored under it; 0: every detection's)."""
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [tuple(img.shape[-2:]) for img in images]
-        images, targets = self.transform(images, targets)
+        scale = {"pixel_sizes": pixel_sizes, "train_pixel_size_um": train_pixel_size_um} if pixel_sizes else {}
+        images, targets = self.transform(images, targets, **scale)
         features, heat = self.backbone(images.tensors)
         if heat is not None:
             heat = heat.float()
         proposals, rpn_losses = self.rpn(images, features, targets)
-        detections, det_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
+        masks = {"mask_score_thresh": float(mask_score_thresh)} if mask_score_thresh else {}
+        detections, det_losses = self.roi_heads(features, proposals, images.image_sizes, targets, **masks)
         if self.training:
             losses = {}
             losses.update(rpn_losses)

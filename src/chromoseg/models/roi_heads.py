@@ -260,8 +260,9 @@ class RotatedRoIHeads(nn.Module):
         #: (:meth:`rescore_detections`) instead of on the proposal it was regressed from.
         self.rescore = rescore
         #: inference only: detections scored below it are dropped after NMS and H&R fusion, before the
-        #: mask head (0 = none). ``Predictor`` sets it, for its own call only, just under the score
-        #: threshold that its rule applies after mask NMS anyway (object scores): fewer masks, same result.
+        #: mask head (0 = none). ``Predictor`` gives its own calls theirs (``forward(..., mask_score_thresh=)``),
+        #: just under the score threshold its rule applies after mask NMS anyway (object scores): fewer
+        #: masks, same result; this attribute is left as it is.
         self.mask_score_thresh = 0.0
 
     # ---- training samples
@@ -313,7 +314,10 @@ class RotatedRoIHeads(nn.Module):
             return reg[:, 0]
         return reg[torch.arange(reg.shape[0], device=reg.device), labels]
 
-    def forward(self, features, proposals, image_shapes, targets=None):
+    def forward(self, features, proposals, image_shapes, targets=None, mask_score_thresh: float | None = None):
+        """``mask_score_thresh``: this call's (None: :attr:`mask_score_thresh`)."""
+        if mask_score_thresh is None:
+            mask_score_thresh = self.mask_score_thresh
         if self.training:
             with no_autocast(proposals[0]):
                 proposals, matched, labels, rt, ht, known = self.select_training_samples(proposals, targets)
@@ -328,8 +332,8 @@ class RotatedRoIHeads(nn.Module):
                 dets = self.postprocess_boxes(class_logits, rreg, hreg, proposals, image_shapes)
             if self.rescore:
                 dets = self.rescore_detections(features, dets, image_shapes)
-            if self.mask_score_thresh > 0:
-                dets = [{k: v[r["scores"] >= self.mask_score_thresh] for k, v in r.items()} for r in dets]
+            if mask_score_thresh > 0:
+                dets = [{k: v[r["scores"] >= mask_score_thresh] for k, v in r.items()} for r in dets]
             return self.postprocess_masks(features, dets, image_shapes), {}
         losses = {}
         lab = torch.cat(labels)

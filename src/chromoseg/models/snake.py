@@ -631,11 +631,13 @@ class DeepSnake(nn.Module):
                                 contours=poly.detach().float().reshape(n, -1, 2)))
         return results
 
-    def forward(self, images, targets=None):
+    def forward(self, images, targets=None, *, pixel_sizes=None, train_pixel_size_um=None):
+        """``pixel_sizes``, ``train_pixel_size_um``: this call's scale rule (see ``ChromoTransform.forward``)."""
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [tuple(img.shape[-2:]) for img in images]
-        images, targets = self.transform(images, targets)
+        scale = {"pixel_sizes": pixel_sizes, "train_pixel_size_um": train_pixel_size_um} if pixel_sizes else {}
+        images, targets = self.transform(images, targets, **scale)
         x = images.tensors
         fmap = self.stride4_features(x)
         hm, wh, off = self.center_head(fmap)

@@ -156,16 +156,21 @@ class ChromoTransform(nn.Module):
             t["area"] = t["area"] * (sx * sy)
         return t
 
-    def forward(self, images, targets=None):
+    def forward(self, images, targets=None, pixel_sizes=None, train_pixel_size_um=None):
+        """``pixel_sizes`` (each image's micrometres per pixel, None: unknown) and
+        ``train_pixel_size_um`` (the model's at its input; None or 0: none): this call's, for the scale
+        rule (not given: :attr:`pixel_sizes` and :attr:`train_pixel_size_um`, :func:`input_scale`'s)."""
         from torchvision.models.detection.image_list import ImageList
 
+        if pixel_sizes is None:
+            pixel_sizes, train_pixel_size_um = self.pixel_sizes, self.train_pixel_size_um
         out_imgs, out_tgts, frames = [], [], []
         for i, img in enumerate(images):
             img = self._channels(img).float()
             if targets is None and not self.training:
-                px = self.pixel_sizes[i] if self.pixel_sizes is not None and i < len(self.pixel_sizes) else None
-                if self.image_size and self.train_pixel_size_um and px:
-                    img, box = self._scaled(img, float(px) / self.train_pixel_size_um)
+                px = pixel_sizes[i] if pixel_sizes is not None and i < len(pixel_sizes) else None
+                if self.image_size and train_pixel_size_um and px:
+                    img, box = self._scaled(img, float(px) / float(train_pixel_size_um))
                     frames.append(box)
                 elif self.frame:
                     img, box = self._framed(img)
