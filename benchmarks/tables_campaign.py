@@ -54,12 +54,19 @@ one is a plateau at this learning rate.
 Each stretch runs the committed source (``git archive HEAD`` into ``ROOT/src/COMMIT``, the commit
 recorded per stretch), not the working tree, so edits made while it trains cannot break it.
 
-Tiny end-to-end check of the runner (tiny networks, 256 x 320, 4 images, epoch cap 3, patience 1, 2 test
-images; a few minutes on a loaded 2-core machine; run it three times: the first call stops on its budget
-mid-queue, the others resume, finish networks and fill the tables):
+Tiny end-to-end check of the runner (tiny networks, 256 x 320, 4 training / validation images, epoch cap 3,
+patience 1, 2 test images; ``--mfish`` / ``--bioimlab``: existing imports, so nothing is imported).
+Call it a few times: the first pretrains the tiny backbone and stops on its budget, the next ones resume
+MR, finish it at the cap, evaluate it and fill its rows (every call says what it did; the tables are in
+/tmp/tables-tiny/tables_campaign.md). On a quiet 2-core machine a tiny epoch takes seconds; on this one
+under another training job (nice 19) it took 2-8 minutes, so a call of 16 minutes finishes one network:
 
-    for i in 1 2 3; do MINUTES=2 .venv/bin/python benchmarks/tables_campaign.py --tiny --root /tmp/tables-tiny \\
-        --mfish datasets/mfish --bioimlab datasets/bioimlab; done
+    MINUTES=3 .venv/bin/python benchmarks/tables_campaign.py --tiny --root /tmp/tables-tiny \
+        --mfish datasets/mfish --bioimlab datasets/bioimlab
+    MINUTES=16 .venv/bin/python benchmarks/tables_campaign.py --tiny --root /tmp/tables-tiny   # repeat
+
+A call may run over its budget by about one epoch where a network's first epoch is not yet measured
+(then it trains one epoch to measure it), and by an evaluation when a network finishes late.
 """
 from __future__ import annotations
 
