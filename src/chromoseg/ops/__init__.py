@@ -5,7 +5,7 @@ x in [j, j+1), y in [i, i+1)); rotated boxes ``(cx, cy, w, h, angle_deg)``, cano
 angle in [-90, 90), w side along ``(cos a, -sin a)``. The paper's eq. (1) is in ``coder.py``.
 """
 from .coder import RBoxCoder
-from .endpoints import endpoint_heatmap, mask_endpoints
+from .endpoints import endpoint_heatmap, mask_endpoints, snap_endpoints, window_endpoints
 from .framing import background_level, content_box, crop_padded, frame_box, paste_shifted, pixel_size_box
 from .iou import rbox_iou, rbox_iou_aligned, rbox_match_quality
 from .mask_windows import (MaskWindow, full_mask, paste_masks_in_image_windows, swap_in_full_masks, window_areas,
@@ -28,6 +28,6 @@ __all__ = [
     "mask_iou", "mask_nms", "mask_areas", "greedy_keep",
     "MaskWindow", "full_mask", "window_of", "window_areas", "window_iou", "window_nms", "window_rle",
     "paste_masks_rotated_windows", "paste_masks_in_image_windows", "swap_in_full_masks",
-    "mask_endpoints", "endpoint_heatmap",
+    "mask_endpoints", "endpoint_heatmap", "snap_endpoints", "window_endpoints",
     "content_box", "frame_box", "pixel_size_box", "crop_padded", "paste_shifted", "background_level",
 ]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .masks import _to_numpy_bool, mask_to_rbox
 
-__all__ = ["mask_endpoints", "endpoint_heatmap"]
+__all__ = ["mask_endpoints", "endpoint_heatmap", "window_endpoints", "snap_endpoints"]
 
 _NBRS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
@@ -95,6 +95,68 @@ def _skeleton_ends(m: np.ndarray) -> np.ndarray:
     da = csgraph.shortest_path(g, unweighted=True, indices=a)
     b = int(np.argmax(np.where(np.isfinite(da), da, -1)))
     return np.array([[xs[a] + 0.5, ys[a] + 0.5], [xs[b] + 0.5, ys[b] + 0.5]])
+
+
+def window_endpoints(window) -> np.ndarray:
+    """:func:`mask_endpoints` of a mask given as a :class:`~chromoseg.ops.MaskWindow` (or a full
+    ``[H, W]`` mask), in the image's pixels, float64 ``[2, 2]``: the skeleton is taken in the window
+    with a 1-pixel margin (where the image has one), so it is that of the full-size mask."""
+    from .mask_windows import window_of
+
+    m = window_of(window)
+    if not m.area:
+        return np.zeros((2, 2))
+    H, W = m.image_size
+    x0, y0, x1, y1 = m.bounds
+    px0, py0 = min(x0, 1), min(y0, 1)
+    pad = np.pad(m.data, ((py0, min(H - y1, 1)), (px0, min(W - x1, 1))))
+    return mask_endpoints(pad).numpy().astype(np.float64) + [x0 - px0, y0 - py0]
+
+
+def snap_endpoints(ends, window, heatmap=None, *, min_peak: float = 0.5, off_mask: bool = True,
+                   skeleton_ends=None) -> tuple[np.ndarray, list[bool]]:
+    """One detection's endpoints ``ends`` ``[2, 2]`` (x, y; the ED heatmap's, image pixels) with each
+    end the heatmap is unsure of moved to the mask's skeleton end (:func:`window_endpoints`).
+
+    An end is unsure when the heatmap ``[H, W]`` (or ``[1, H, W]``; image pixels) is under
+    ``min_peak`` at its pixel (no heatmap: never), or, with ``off_mask``, when its pixel is not on the
+    mask ``window`` (a :class:`~chromoseg.ops.MaskWindow` or a full mask). The two ends are paired
+    with the skeleton's two in the pairing (straight or crossed) of the smaller summed distance, so
+    an unsure end goes to the skeleton end on its own side. Returns the ends, ordered as the dataset
+    orders them (the first with the smaller y, ties: x), and which of them (in that order) moved.
+    An empty mask leaves the ends as they are. ``skeleton_ends``: the mask's, when already known."""
+    from .mask_windows import window_of
+
+    e = np.asarray(ends, dtype=np.float64).reshape(2, 2).copy()
+    m = window_of(window)
+    if not m.area:
+        return _order(e).astype(np.float64), [False, False]
+    unsure = [False, False]
+    H, W = m.image_size
+    hm = None if heatmap is None else np.asarray(
+        heatmap.detach().float().cpu() if isinstance(heatmap, Tensor) else heatmap).reshape(H, W)
+    for k in range(2):
+        x, y = int(math.floor(e[k, 0])), int(math.floor(e[k, 1]))
+        inside = 0 <= x < W and 0 <= y < H
+        if hm is not None and (not inside or float(hm[y, x]) < min_peak):
+            unsure[k] = True
+        if off_mask:
+            lx, ly = x - m.x0, y - m.y0
+            on = inside and 0 <= ly < m.data.shape[0] and 0 <= lx < m.data.shape[1] and bool(m.data[ly, lx])
+            unsure[k] = unsure[k] or not on
+    if not any(unsure):
+        return _order(e).astype(np.float64), [False, False]
+    sk = np.asarray(skeleton_ends, dtype=np.float64).reshape(2, 2) if skeleton_ends is not None \
+        else window_endpoints(m)
+    straight = np.linalg.norm(e - sk, axis=1).sum()
+    crossed = np.linalg.norm(e - sk[::-1], axis=1).sum()
+    target = sk if straight <= crossed else sk[::-1]
+    for k in range(2):
+        if unsure[k]:
+            e[k] = target[k]
+    if (e[1, 1], e[1, 0]) < (e[0, 1], e[0, 0]):
+        e, unsure = e[::-1], unsure[::-1]
+    return np.ascontiguousarray(e), list(unsure)
 
 
 def endpoint_heatmap(endpoints, size: Sequence[int], sigma: float = 3.0) -> Tensor:
