@@ -79,3 +79,34 @@ def test_both_ends_unsure_take_both_skeleton_ends_and_an_empty_mask_changes_noth
     assert np.allclose(np.sort(out, 0), np.sort(sk, 0))
     out, moved = snap_endpoints([[1.0, 2.0], [3.0, 4.0]], MaskWindow(np.zeros((0, 0), bool), 0, 0, (60, 80)))
     assert moved == [False, False] and np.allclose(out, [[1, 2], [3, 4]])
+
+
+def test_select_instances_snaps_the_unsure_end_by_the_setting():
+    """predict's instance selection: with the default setting an ED end on a low heatmap value goes to
+    the mask's skeleton end; ``endpoint_snap=0`` keeps the heatmap's ends; a sure end stays."""
+    import pytest
+
+    from chromoseg.engine.pipeline import select_instances
+    from chromoseg.engine.settings import InferenceConfig
+
+    m = _bar()
+    sk = mask_endpoints(m).numpy()
+    right = sk[np.argmax(sk[:, 0])]
+    ends = torch.tensor([[[14.0, 30.0], [45.0, 30.0]]])
+    heat = torch.zeros(1, 60, 80)
+    heat[0, 30, 14] = 0.9  # sure of the left end; the right one (value 0) stops 12 px short
+    det = {"boxes": torch.tensor([[10.0, 28.0, 60.0, 33.0]]), "labels": torch.tensor([3]),
+           "scores": torch.tensor([0.9]), "masks": torch.from_numpy(m)[None, None].float(),
+           "endpoints": ends, "endpoint_heatmap": heat}
+    assert InferenceConfig().endpoint_snap > 0  # on by default (chosen on the M-FISH validation split)
+    snapped = np.asarray(select_instances(det, InferenceConfig())[0]["endpoints"])
+    assert any(np.allclose(p, right) for p in snapped) and any(np.allclose(p, [14.0, 30.0]) for p in snapped)
+    kept = np.asarray(select_instances(det, InferenceConfig(endpoint_snap=0.0))[0]["endpoints"])
+    assert np.allclose(kept, ends[0].numpy())
+    # no heatmap (a model without ED): the ends as the model gave them
+    no_heat = {k: v for k, v in det.items() if k != "endpoint_heatmap"}
+    assert np.allclose(select_instances(no_heat, InferenceConfig())[0]["endpoints"], ends[0].numpy())
+    with pytest.raises(ValueError, match="endpoint_snap"):
+        from chromoseg.engine.settings import resolve_settings
+
+        resolve_settings(None, {"endpoint_snap": 1.5})

@@ -155,7 +155,8 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     decreasing score. Areas, mask NMS and the masks' geometry are computed in the windows.
     """
     from chromoseg.data.coco import mask_bbox
-    from chromoseg.ops import MaskWindow, mask_endpoints, mask_to_rbox, window_areas, window_nms, window_of
+    from chromoseg.ops import (MaskWindow, mask_endpoints, mask_to_rbox, snap_endpoints, window_areas, window_nms,
+                               window_of)
 
     cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
     cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
@@ -196,8 +197,10 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
             rbox = mask_to_rbox(m.data).tolist()
             if any(rbox):
                 rbox[0], rbox[1] = rbox[0] + m.x0, rbox[1] + m.y0
-        if "endpoints" in det:
+        if "endpoints" in det:  # the ED heatmap's; an end it is unsure of goes to the mask's skeleton end
             ends = det["endpoints"][i].tolist()
+            if cfg.endpoint_snap > 0 and m.area and det.get("endpoint_heatmap") is not None:
+                ends = snap_endpoints(ends, m, det.get("endpoint_heatmap"), min_peak=cfg.endpoint_snap)[0].tolist()
         elif not m.area:
             ends = [[0.0, 0.0], [0.0, 0.0]]
         else:  # the skeleton's ends in the window with the 1-pixel margin the image gives, moved to it
