@@ -48,3 +48,16 @@ def test_assign_instances_keeps_the_independent_class():
     assert [o["category_id"] for o in out] == [4, 4, 5, 9]
     assert out[2]["category_id_independent"] == 4 and "category_id_independent" not in out[3]
     assert insts[2]["category_id"] == 4  # inputs untouched
+
+
+def test_a_cell_is_xx_or_xy_a_third_sex_chromosome_is_a_gain():
+    """A male cell: a clear X and Y; a third chromosome half X-like, nearly as likely a 9 (whose one
+    copy is found) goes to the 9, not into a free second X slot (47,XXY is a gain like a trisomy)."""
+    p = _probs([{23: 0.9}, {24: 0.9}, {9: 0.9}, {23: 0.5, 9: 0.4}])
+    assert assign_classes(p).tolist() == [23, 24, 9, 9]
+    # a female cell keeps both X; a sure third X is still possible (a gain)
+    assert assign_classes(_probs([{23: 0.9}, {23: 0.9}])).tolist() == [23, 23]
+    assert assign_classes(_probs([{23: 0.99}, {23: 0.99}, {23: 0.99}, {24: 1e-4}])).tolist()[:3] == [23, 23, 23]
+    # a Y with an X is XY; two sure Y are kept (47,XYY)
+    assert assign_classes(_probs([{23: 0.9}, {24: 0.9}])).tolist() == [23, 24]
+    assert assign_classes(_probs([{23: 0.99}, {24: 0.99}, {24: 0.99}])).tolist() == [23, 24, 24]
