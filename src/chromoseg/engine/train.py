@@ -441,6 +441,17 @@ class MetricsLog:
             self.tb.flush()
 
 
+def checkpoint_state(model, model_config: dict, optimizer, scheduler, scaler, stopper: EarlyStopping,
+                     cfg: TrainConfig, epochs_done: int, metrics: dict) -> dict:
+    """What ``last.pt`` / ``best.pt`` hold after ``epochs_done`` whole epochs (``--resume`` starts the
+    next): the model, its config, the optimizer's, scheduler's, AMP scaler's (None without one) and
+    early stopping's states, the RNG state, the run's config and the epoch's ``metrics``."""
+    return {"model": model.state_dict(), "model_config": model_config, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "epoch": epochs_done, "early_stopping": stopper.state_dict(), "rng": rng_state(),
+            "config": cfg.to_dict(), "metrics": metrics}
+
+
 def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = True, stop_after: Optional[int] = None,
         switch_metric: bool = False):
     """Train; returns a summary dict. ``resume``: a checkpoint path (``last.pt``). ``stop_after``:
@@ -602,12 +613,6 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
             rec["train/images"] *= world
             rec["train/images_per_s"] *= world
 
-        def state_of(rec):
-            return {"model": model.state_dict(), "model_config": mcfg, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                    "epoch": epoch + 1, "early_stopping": stopper.state_dict(), "rng": rng_state(),
-                    "config": cfg.to_dict(), "metrics": rec}
-
         try:
             if val_loader is not None:
                 rec.update(validate(ddp_model, val_loader, device, dtype, distributed, show_progress and main))
@@ -628,7 +633,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
                 metric = rec[name]
         except (Exception, KeyboardInterrupt) as err:  # the epoch's training is kept: --resume goes on from the next
             if main:
-                atomic_save(state_of({**rec, "validation_error": repr(err)}), out / "last.pt")
+                atomic_save(checkpoint_state(model, mcfg, optimizer, scheduler, scaler, stopper, cfg, epoch + 1,
+                                             {**rec, "validation_error": repr(err)}), out / "last.pt")
                 mlog.write({"event": "validation_failed", "epoch": epoch + 1, "error": repr(err)})
                 log.error("validation after epoch %d failed (%s): the epoch's training is saved in %s; mend the "
                           "cause and continue with --resume (epoch %d keeps no validation figures)",
@@ -639,7 +645,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, show_progress: bool = Tr
         rec.update({"monitor": metric, "monitored": name or f"val/{cfg.early_stop_metric}", "best": stopper.best,
                     "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs})
         if main:
-            state = state_of(rec)
+            state = checkpoint_state(model, mcfg, optimizer, scheduler, scaler, stopper, cfg, epoch + 1, rec)
             atomic_save(state, out / "last.pt")
             if improved:
                 atomic_save(state, out / "best.pt")
