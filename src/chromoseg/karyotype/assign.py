@@ -16,8 +16,9 @@ The sex chromosomes: a cell is XX or XY, so the matching is made twice, once wit
 free slots (2 X, no Y) and once with the male's (1 X, 1 Y), each with the ``extra`` gain slots of
 every class (a third sex chromosome, 47,XXY or 47,XYY, is a gain like a trisomy), and the cheaper
 of the two is kept. (Until 2026-12 there were 2 X and 1 Y slots at no penalty in one matching: a male
-cell's free second X slot drew an autosome into it -- 10 of the 23 M-FISH validation metaphases came
-out ``XXY``, none is; ``benchmarks/results/karyotype_line.md``.) Chromosomes without ``class_scores`` keep their class, and so
+cell's free second X slot drew an autosome into it -- 13 of the 23 M-FISH validation metaphases came
+out ``XXY`` or ``XXYY``, 1 does with two matchings (``58,XYY``), none in the expert's classes;
+``benchmarks/results/karyotype_line.md``.) Chromosomes without ``class_scores`` keep their class, and so
 do the detections that are not chromosomes (:func:`chromoseg.karyotype.counts.not_chromosomes`: a
 nucleus): they take no slot, so a nucleus called "2" cannot push a real 2 into another class.
 """
