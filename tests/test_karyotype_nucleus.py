@@ -4,8 +4,10 @@ the reviewer; a metaphase of chromosomes only is untouched."""
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
+import torch
 
 from chromoseg.karyotype.counts import count_karyotype, not_chromosomes, solidity
 
@@ -192,10 +194,21 @@ def nucleus_image(insts):
 
 class FakePredictor:
     """Gives the synthetic metaphase with its nucleus (with the geometry predict's results need) for
-    every image: ``predict_paths`` runs as on a model's output."""
+    every image, as the per-image pipeline (``chromoseg.engine.pipeline.predict_images``) asks a
+    predictor: ``settings`` and ``run_model``, whose "detections" are the instances themselves (the
+    pipeline's selection and classes are passed through by :func:`predict_nucleus_folder`), so
+    ``predict_paths`` analyses and writes them as a model's output."""
 
-    def __call__(self, images):
+    model, device = None, "cpu"
+
+    def settings(self, **overrides):
+        from chromoseg.engine.settings import InferenceConfig, resolve_settings
+
+        return resolve_settings({}, InferenceConfig(**overrides))
+
+    def run_model(self, images, pixel_sizes=None, cfg=None):
         from chromoseg.data.coco import derive_geometry, mask_bbox
+        from chromoseg.engine.predict import framing_of
 
         out = []
         for _ in images:
@@ -204,7 +217,7 @@ class FakePredictor:
                 rbox, ends = derive_geometry(inst["mask"])
                 inst.update(bbox=mask_bbox(inst["mask"]), rbox=rbox, endpoints=ends)
             out.append(insts)
-        return out
+        return out, [torch.zeros(1, 1, 1, 1)] * len(images), [framing_of(None, a.shape, None) for a in images]
 
 
 def predict_nucleus_folder(root, karyotype=True):
@@ -218,7 +231,9 @@ def predict_nucleus_folder(root, karyotype=True):
     image = root / "nucleus.png"
     Image.fromarray(nucleus_image(with_nucleus(metaphase()))).save(image)
     out = root / "pred"
-    predict_paths(FakePredictor(), [image], out, progress=False, karyotype=karyotype)
+    with mock.patch("chromoseg.engine.pipeline.select_instances", lambda det, cfg: det), \
+            mock.patch("chromoseg.engine.pipeline.assign_classes", lambda model, image, insts, cfg, device: insts):
+        predict_paths(FakePredictor(), [image], out, progress=False, karyotype=karyotype)
     return out
 
 

@@ -223,13 +223,13 @@ def test_predict_records_the_channel_and_pixel_size_of_an_ome_tiff(tiny_checkpoi
     ome, planes = _three_channel_ome(tmp_path / "cells.ome.tif")
     common = ["--model", str(tiny_checkpoint), "--score-threshold", "0", "--quiet", "--no-karyogram"]
     seen = []
-    real = Predictor.__call__
+    real = Predictor.run_model
 
-    def spy(self, images, **kw):  # predict passes pixel_sizes= where the file records one
+    def spy(self, images, *a, **kw):  # the one place the network is given the pixels (the per-image pipeline's)
         seen.append(images[0].copy())
-        return real(self, images, **kw)
+        return real(self, images, *a, **kw)
 
-    monkeypatch.setattr(Predictor, "__call__", spy)
+    monkeypatch.setattr(Predictor, "run_model", spy)
     assert main(["predict", str(ome), "--channel", "fitc", "--out", str(tmp_path / "o1")] + common) == EXIT_OK
     assert np.array_equal(seen[-1], planes[1])  # the model saw FITC
     im = json.loads((tmp_path / "o1" / "images.json").read_text())["images"][0]
