@@ -120,23 +120,25 @@ def test_select_instances_same_from_windows_and_from_full_masks():
 
 
 def test_shipped_example_results_as_with_full_masks():
-    """predict's detections on the shipped G-band example (framed, rescored, crop classifier,
-    karyotype classes) are the ones it gave when every mask was pasted at the image's size: the same
-    classes, RLE masks and areas, and boxes, scores and class probabilities equal to within 2e-3.
+    """predict's detections on the shipped G-band example (framed, rescored) are the ones it gave when
+    every mask was pasted at the image's size: the same RLE masks and areas, and boxes, scores and
+    endpoints equal to within 2e-3 (endpoints without the later skeleton snapping, ``endpoint_snap=0``).
 
     BEFORE was written on one CPU; another CPU's float kernels (its SIMD width and summation order)
-    move the fourth decimal of a probability (CI saw 0.9065 against 0.9066), so the numbers are
-    compared to a tolerance far below anything the windows could change and far above that noise."""
+    move the fourth decimal (CI saw a probability 0.9065 against 0.9066), so the numbers are compared
+    to a tolerance far below anything the windows could change and far above that noise. The classes
+    are not compared with BEFORE: the shipped file's crop classifier was trained on since (stretch 6);
+    that the classifier is given the same crops from windows as from full masks is checked below."""
     from chromoseg.data.io import read_image
     from chromoseg.engine.predict import Predictor, instances_to_results
 
     before = json.loads(BEFORE.read_text())["results"]
     pred = Predictor.from_checkpoint("gband")
-    insts = pred([read_image(EXAMPLE)])[0]
+    insts = pred([read_image(EXAMPLE)], endpoint_snap=0)[0]
     assert all(isinstance(i["mask"], MaskWindow) for i in insts)
     after = instances_to_results(insts, 1, str(EXAMPLE))
-    exact = ("category_id", "segmentation", "area")
-    close = ("score", "bbox", "rbox", "endpoints", "class_scores")
+    exact = ("segmentation", "area")
+    close = ("score", "bbox", "rbox", "endpoints")
     assert len(after) == len(before) == 46
     for a, b in zip(after, before):
         assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
