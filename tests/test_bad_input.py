@@ -120,18 +120,18 @@ def test_broken_link_in_a_folder_is_reported(predictor, tmp_path):
 def test_killed_batch_leaves_valid_files_and_a_rerun_finishes_it(predictor, tmp_path):
     a = _small_copy(tmp_path, "a.png")
     b = _small_copy(tmp_path, "b.png")
-    real = predictor.__class__.__call__
+    real = Predictor.run_model  # the network's call, inside the per-image pipeline
     calls = {"n": 0}
 
-    def dies_on_second(self, images):
+    def dies_on_second(self, images, *a, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # what a kill looks like from inside: nothing after this runs
-        return real(self, images)
+        return real(self, images, *a, **kw)
 
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Predictor, "__call__", dies_on_second)
+        mp.setattr(Predictor, "run_model", dies_on_second)
         with pytest.raises(KeyboardInterrupt):
             predict_paths(predictor, [a, b], out, progress=False)
     meta = json.loads((out / "images.json").read_text())
