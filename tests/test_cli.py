@@ -35,6 +35,9 @@ def test_demo_and_show(tmp_path):
     assert model_row["image"] == "V1701XYD.tif" and model_row["truth"] == "46,XY"
     assert model_row["total"] == str(n_found) and model_row["summary"].split(",")[0] == str(n_found)
     assert (d / "gband" / "103203.karyogram.png").stat().st_size > 0  # the G-band example with the G-band model
+    # --model auto (the demo's default, as predict's): each example went to the model of its stain
+    names = [json.loads((f / "images.json").read_text())["images"][0]["model"]["name"] for f in (d, d / "gband")]
+    assert names == ["mfish", "gband"]
     # the demo is `chromoseg predict` with its defaults (the model file's recommended score threshold too)
     from chromoseg.cli.demo import EXAMPLE
 

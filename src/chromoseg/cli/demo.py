@@ -21,7 +21,7 @@ def _cmd_demo(args) -> int:
     from chromoseg.data.importers.mfish import import_mfish
     from chromoseg.data.io import list_images
     from chromoseg.karyotype.show import show_dataset
-    from chromoseg.engine.predict import Predictor, predict_paths
+    from chromoseg.engine.predict import Predictor, StainRouter, predict_paths
 
     src = Path(args.example)
     if not src.is_dir():
@@ -30,8 +30,9 @@ def _cmd_demo(args) -> int:
     images = [p for p in list_images([str(src)]) if p.stem.endswith("D")]  # the DAPI images
     if not images:
         raise CliError(f"{src}: no DAPI image (*D.tif) in the example folder")
-    try:
-        predictor = Predictor.from_checkpoint(args.model, device="cpu")  # the file's recommendations
+    auto = args.model in (None, "auto")  # each image to the shipped model of its stain, as predict's default
+    try:  # the file's recommendations
+        predictor = StainRouter.shipped(device="cpu") if auto else Predictor.from_checkpoint(args.model, device="cpu")
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     pred = predict_paths(predictor, images, out, progress=not args.quiet)
@@ -45,7 +46,7 @@ def _cmd_demo(args) -> int:
     model_rows = json.loads((out / "images.json").read_text())["images"]
     for img in model_rows:
         stem = Path(img["file_name"]).stem
-        print(f"model ({args.model or 'shipped default'}): {img['instances']} chromosomes, karyotype "
+        print(f"model {_model_name(img, args.model)}: {img['instances']} chromosomes, karyotype "
               f"{img.get('summary', '?')}; overlay {out / (stem + '.overlay.png')}, karyogram "
               f"{out / (stem + '.karyogram.png')}")
     for row in rows:
@@ -54,15 +55,21 @@ def _cmd_demo(args) -> int:
     for line in _agreement(model_rows, rows):
         print(line)
     print(f"report: {out / 'report.html'} (expert reference: {ref / 'report.html'})")
-    gband = list_images([str(GBAND_EXAMPLE)]) if args.model is None and GBAND_EXAMPLE.is_dir() else []
-    if gband:  # the G-band example with the G-band model
-        gp = Predictor.from_checkpoint("gband", device="cpu")
-        predict_paths(gp, gband, out / "gband", progress=not args.quiet)
+    gband = list_images([str(GBAND_EXAMPLE)]) if auto and GBAND_EXAMPLE.is_dir() else []
+    if gband:  # the G-band example, by the same router: the G-band model, told by the image's polarity
+        predict_paths(predictor, gband, out / "gband", progress=not args.quiet)
         for img in json.loads((out / "gband" / "images.json").read_text())["images"]:
             stem = Path(img["file_name"]).stem
-            print(f"G-band example, model gband: {img['instances']} chromosomes, karyotype {img.get('summary', '?')}; "
+            print(f"G-band example, model {_model_name(img, 'auto')}: {img['instances']} chromosomes, karyotype "
+                  f"{img.get('summary', '?')}; "
                   f"karyogram {out / 'gband' / (stem + '.karyogram.png')}")
     return 0 if pred["images"] and written else 1
+
+
+def _model_name(image_row: dict, asked) -> str:
+    """The model an image went to, as images.json records it (``auto -> gband`` when routed by stain)."""
+    name = (image_row.get("model") or {}).get("name") or str(asked)
+    return f"auto -> {name}" if asked in (None, "auto") else name
 
 
 def _agreement(model_images: list[dict], expert_rows: list[dict]) -> list[str]:
@@ -135,7 +142,9 @@ def register(sub) -> None:
                                    "the example's expert label map in OUT/expert, to compare by eye; and the G-band "
                                    "model on the G-band example (examples/cil-gband) in OUT/gband.")
     p.add_argument("--example", default=str(EXAMPLE), help="example folder (default: the shipped one)")
-    p.add_argument("--model", default=None, metavar="NAME|PATH", help="model (default: the shipped one)")
+    p.add_argument("--model", default="auto", metavar="NAME|PATH",
+                   help="auto (default): each image to the shipped model of its stain, as `chromoseg predict`; "
+                        "a name or file: that model for the M-FISH example only")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
