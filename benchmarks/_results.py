@@ -38,3 +38,13 @@ def append_markdown(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(text)
+
+
+def write_markdown(path, text: str, title: str, append: bool = False) -> None:
+    """``text`` (a section) into the Markdown file ``path``: appended when ``append`` and the file
+    exists, else a new file that starts with the heading ``# title``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not (append and path.exists())
+    with open(path, "w" if new else "a") as f:
+        f.write((f"# {title}\n\n" if new else "") + text + "\n")

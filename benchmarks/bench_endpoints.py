@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mfish_predictions import cached_predictions  # noqa: E402
-from _results import commit, shown  # noqa: E402
+from _results import commit, shown, write_markdown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,12 +180,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.md:
-        a.md.parent.mkdir(parents=True, exist_ok=True)
-        new = not (a.append and a.md.exists())
-        with open(a.md, "w" if new else "a") as f:
-            if new:
-                f.write("# Endpoints: the ED heatmap, the mask's skeleton, and snapping (`benchmarks/bench_endpoints.py`)\n\n")
-            f.write(text + "\n")
+        write_markdown(a.md, text, "Endpoints: the ED heatmap, the mask's skeleton, and snapping (`benchmarks/bench_endpoints.py`)", append=a.append)
     if a.json:
         a.json.write_text(json.dumps(scores, indent=1, default=str))
     return 0

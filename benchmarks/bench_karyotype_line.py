@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mfish_predictions import cached_predictions  # noqa: E402
-from _results import commit, shown  # noqa: E402
+from _results import commit, shown, write_markdown  # noqa: E402
 from bench_endpoints import _rle  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,12 +249,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.md:
-        a.md.parent.mkdir(parents=True, exist_ok=True)
-        new = not (a.append and a.md.exists())
-        with open(a.md, "w" if new else "a") as f:
-            if new:
-                f.write("# The karyotype line per metaphase (`benchmarks/bench_karyotype_line.py`)\n\n")
-            f.write(text + "\n")
+        write_markdown(a.md, text, "The karyotype line per metaphase (`benchmarks/bench_karyotype_line.py`)", append=a.append)
     return 0
 
 
