@@ -110,3 +110,29 @@ def test_select_instances_snaps_the_unsure_end_by_the_setting():
         from chromoseg.engine.settings import resolve_settings
 
         resolve_settings(None, {"endpoint_snap": 1.5})
+
+
+def test_predict_cli_takes_endpoint_snap(tmp_path, capsys):
+    """chromoseg predict --endpoint-snap PEAK: 0 gives the heatmap's ends as they are, the default moves
+    some of them (same masks); a value outside [0, 1] is refused with exit 2."""
+    import json
+    from pathlib import Path
+
+    from chromoseg.cli import main
+
+    image = Path(__file__).resolve().parents[1] / "examples" / "adir-mfish" / "V17__XY" / "V1701XYD.tif"
+    runs = {}
+    for name, extra in (("default", []), ("off", ["--endpoint-snap", "0"])):
+        out = tmp_path / name
+        assert main(["predict", str(image), "--model", "mfish", "--out", str(out), "--quiet", "--no-karyogram",
+                     "--no-overlay"] + extra) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+    assert [r["segmentation"] for r in runs["default"]] == [r["segmentation"] for r in runs["off"]]
+    moved = sum(a["endpoints"] != b["endpoints"] for a, b in zip(runs["default"], runs["off"]))
+    assert 0 < moved < len(runs["off"])
+    capsys.readouterr()
+    try:
+        code = main(["predict", str(image), "--endpoint-snap", "2", "--out", str(tmp_path / "bad"), "--quiet"])
+    except SystemExit as e:  # argparse refuses it
+        code = e.code
+    assert code == 2 and "--endpoint-snap" in capsys.readouterr().err

@@ -152,7 +152,8 @@ def _cmd_predict(args) -> int:
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
                           crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp,
                           frame={"auto": None, "on": True, "off": False}[args.frame],
-                          rescore={"auto": None, "on": True, "off": False}[args.rescore])
+                          rescore={"auto": None, "on": True, "off": False}[args.rescore],
+                          endpoint_snap=args.endpoint_snap)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -247,6 +248,10 @@ def register(sub) -> None:
                    help="score each detection on its own final rotated box rather than on the proposal it came from "
                         "(long chromosomes' proposals score low; ours, not the paper's); auto (default) = the model "
                         "file's recommendation (on for the shipped G-band model), else off")
+    p.add_argument("--endpoint-snap", type=unit_float, default=InferenceConfig.endpoint_snap, metavar="PEAK",
+                   help="move an endpoint the endpoint heatmap is unsure of (its value under PEAK, or off the mask) to "
+                        "the end of the mask's skeleton on its side; 0 = the heatmap's ends as they are (default "
+                        f"{InferenceConfig.endpoint_snap:g}, chosen on the M-FISH validation split)")
     p.add_argument("--amp", default=InferenceConfig.amp, choices=AMP_MODES,
                    help="mixed precision: auto (default) = bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 / "
                         "AMX; about 1.5x faster, AP within half a point of fp32 on the M-FISH validation split), else fp32; "
