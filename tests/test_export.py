@@ -177,3 +177,27 @@ def test_an_exported_training_run_records_its_stain_and_a_normal_file_mode(tiny,
     assert polarity_problem(Predictor.from_checkpoint(out).stain, gband_like)
     assert main(["export", str(run), "--out", str(out), "--stain", "brightfield"]) == 0  # said explicitly: it wins
     assert read_metadata(out)["stain"] == "brightfield"
+
+
+def test_an_export_names_no_path_of_the_machine(tiny, tmp_path, monkeypatch):
+    """The training config in an export's metadata: absolute paths below the working folder made relative,
+    below the home folder ``~/...``, elsewhere their last two parts; other values as they were."""
+    from safetensors import safe_open
+
+    from chromoseg.engine.checkpoint import load_checkpoint, portable_paths
+
+    home, work = tmp_path / "home", tmp_path / "home" / "repo"
+    work.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    ck = load_checkpoint(tiny)
+    ck["config"] = {"train": str(work / "datasets" / "fit.json"), "out": str(home / "runs" / "s6"),
+                    "init_weights": "/elsewhere/a/b/best.pt", "extra_train": [str(work / "synth.json")],
+                    "lr": 0.004, "image_size": [512, 512], "stain": "brightfield"}
+    torch.save(ck, tmp_path / "ck.pt")
+    assert main(["export", str(tmp_path / "ck.pt"), "--out", str(tmp_path / "m.safetensors")]) == 0
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        cfg = json.loads(f.metadata()["train_config"])
+    assert cfg == {"train": "datasets/fit.json", "out": "~/runs/s6", "init_weights": ".../b/best.pt",
+                   "extra_train": ["synth.json"], "lr": 0.004, "image_size": [512, 512], "stain": "brightfield"}
+    assert portable_paths(ck["config"]) is not ck["config"] and ck["config"]["out"].startswith("/")

@@ -66,6 +66,26 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 MODEL_FORMAT = "chromoseg-model"
 
 
+def portable_paths(obj):
+    """``obj`` (a training config: dicts, lists, strings) with each absolute path made one that names
+    no machine: relative to the working folder where it lies below it (``datasets/gband/fit.json``),
+    ``~/...`` below the home folder (``~/chromoseg-runs/NAME``), else its last two parts
+    (``.../NAME/best.pt``). A new object; what is not a path is kept as it is."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_paths(v) for v in obj]
+    if not (isinstance(obj, str) and obj.startswith("/")):
+        return obj
+    path = Path(obj)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            pass
+    return ".../" + "/".join(path.parts[-2:])
+
+
 def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, metadata: dict | None = None) -> dict:
     """Write the weights of a ``chromoseg train`` checkpoint as a safetensors file (fp16 unless
     ``half=False``; integer buffers kept) with the build arguments in its metadata, and its ``stain``
@@ -88,7 +108,8 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, met
         v = v.detach().cpu()
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     meta = {"format": MODEL_FORMAT, "model_config": json.dumps(cfg, default=list),
-            "train_config": json.dumps(ck.get("config", {}), default=str), "epoch": str(ck.get("epoch", ""))}
+            "train_config": json.dumps(portable_paths(ck.get("config", {})), default=str),
+            "epoch": str(ck.get("epoch", ""))}
     # the stain: a brightfield model inverts its images; a `chromoseg train` run (its checkpoint holds its
     # config) that does not was trained with --stain fluorescence, the default; an explicit stain wins
     if cfg.get("invert") or (isinstance(ck.get("config"), dict) and ck["config"]):
