@@ -155,7 +155,7 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     decreasing score. Areas, mask NMS and the masks' geometry are computed in the windows.
     """
     from chromoseg.data.coco import mask_bbox
-    from chromoseg.ops import (MaskWindow, mask_endpoints, mask_to_rbox, snap_endpoints, window_areas, window_nms,
+    from chromoseg.ops import (MaskWindow, mask_to_rbox, snap_endpoints, window_areas, window_endpoints, window_nms,
                                window_of)
 
     cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
@@ -201,14 +201,8 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
             ends = det["endpoints"][i].tolist()
             if cfg.endpoint_snap > 0 and m.area and det.get("endpoint_heatmap") is not None:
                 ends = snap_endpoints(ends, m, det.get("endpoint_heatmap"), min_peak=cfg.endpoint_snap)[0].tolist()
-        elif not m.area:
-            ends = [[0.0, 0.0], [0.0, 0.0]]
-        else:  # the skeleton's ends in the window with the 1-pixel margin the image gives, moved to it
-            H, W = m.image_size
-            x0, y0, x1, y1 = m.bounds
-            px0, py0 = min(x0, 1), min(y0, 1)
-            pad = np.pad(m.data, ((py0, min(H - y1, 1)), (px0, min(W - x1, 1))))
-            ends = (np.asarray(mask_endpoints(pad)) + np.float32([x0 - px0, y0 - py0])).tolist()
+        else:  # the mask's skeleton ends (zeros for an empty mask)
+            ends = window_endpoints(m).tolist()
         if "hboxes" in det:  # the box branch's own box, in the convention of the training data's boxes
             x0, y0, x1, y1 = (float(v) for v in det["hboxes"][i])
             bbox = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
