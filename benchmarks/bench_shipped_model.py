@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     lines += [
         "",
         f"At score >= {recommended:g} (recommended): {reports[recommended]['counts']['detections_used']} detections in {len(gt['images'])} images "
-        f"({len(gt['annotations'])} chromosomes); {c['matched']} match a chromosome at mask IoU >= "
+        f"({c['matched'] + c['missed']} chromosomes: crowd regions are not matched); {c['matched']} match a chromosome at mask IoU >= "
         f"{c['iou_threshold']}, {c['correct_class']} of them with the right class; {c['missed']} chromosomes "
         f"missed, {c['false_detections']} detections unmatched.",
         "",
