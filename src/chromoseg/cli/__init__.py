@@ -1,9 +1,12 @@
 """The ``chromoseg`` command.
 
 Each command group is a module of this package with a ``register(subparsers)`` function; this file
-only collects them, so that ``chromoseg --help`` stays fast (heavy imports such as torch happen inside
-the command functions). The CLI is the top layer (ops <- models <- engine <- cli, with data and
-karyotype beside models): its modules import the library, never the other way round.
+only names them (``COMMANDS``: each sub-command's module and its one-line help) and imports a module
+only when the command line names one of its commands: ``chromoseg predict ...`` imports
+``chromoseg.cli.predict`` alone, and ``chromoseg --help`` (or no command, or an unknown one) lists every
+command from ``COMMANDS`` without importing any (heavy imports such as torch happen inside the command
+functions). The CLI is the top layer (ops <- models <- engine <- cli, with data and karyotype beside
+models): its modules import the library, never the other way round.
 """
 from __future__ import annotations
 
@@ -12,18 +15,28 @@ import importlib
 import logging
 import sys
 
-#: Modules that add sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES = (
-    "chromoseg.cli.demo",
-    "chromoseg.cli.data",
-    "chromoseg.cli.train",
-    "chromoseg.cli.export",
-    "chromoseg.cli.predict",
-    "chromoseg.cli.evaluate",
-    "chromoseg.cli.benchmark",
-    "chromoseg.cli.karyogram",
-    "chromoseg.cli.review",
-)
+#: Every sub-command, in the order of ``--help``: its name -> (the module whose ``register`` adds it, its
+#: one-line help in ``chromoseg --help``, which the module's ``add_parser`` reads from here). A module's
+#: commands stand together.
+COMMANDS = {
+    "demo": ("chromoseg.cli.demo", "run on the shipped example metaphase"),
+    "data": ("chromoseg.cli.data", "import data sets, draw and check annotations"),
+    "train": ("chromoseg.cli.train", "train mr / rmr / ermr (the paper's recipe)"),
+    "train-classifier": ("chromoseg.cli.train", "train the second-stage crop classifier and attach it to a model"),
+    "pretrain": ("chromoseg.cli.train", "pretrain the ResNet backbone on single-chromosome classification"),
+    "export": ("chromoseg.cli.export", "write a checkpoint's weights as a compact safetensors model file"),
+    "predict": ("chromoseg.cli.predict", "segment chromosomes in images with a trained model"),
+    "evaluate": ("chromoseg.cli.evaluate",
+                 "mask and box AP (multi-class and binary), per-class AP and a confusion matrix"),
+    "benchmark": ("chromoseg.cli.benchmark", "the paper's Tables I and II on an annotated split"),
+    "karyogram": ("chromoseg.cli.karyogram",
+                  "karyograms, overlays, counts/ISCN summaries and an HTML report for a dataset or results"),
+    "review": ("chromoseg.cli.review",
+               "review and correct a predict folder in the browser (classes, delete, join, split, draw; export)"),
+}
+
+#: The modules that add sub-commands, each once, in the order of ``--help``.
+COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 EPILOG = """\
 typical workflow:
@@ -92,7 +105,10 @@ def unit_float(text: str) -> float:
     return _number(float, text, lo=0.0, hi=1.0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``chromoseg`` parser with the commands of ``COMMAND_MODULES`` registered: all of them, or,
+    given ``commands`` (names), only the modules of those; every other command is only listed (its name
+    and help), so ``--help`` and an unknown command's error read the same either way."""
     parser = argparse.ArgumentParser(
         prog="chromoseg",
         description="Chromosome instance segmentation and karyotyping (Enhanced Rotated Mask R-CNN).",
@@ -104,8 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chromoseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:  # a module that fails to import is an error, never a silently lost command
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:  # a module that fails to import is an error, never a silently lost command
+        names = [name for name, (m, _) in COMMANDS.items() if m == module]
+        if commands is None or set(names) & set(commands):
+            importlib.import_module(module).register(sub)
+        else:
+            for name in names:  # listed in --help; its module is imported when the command is named
+                sub.add_parser(name, help=COMMANDS[name][1])
     return parser
 
 
@@ -135,7 +156,9 @@ def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # the command is the first word that is no option (the top level's options take no value)
+    parser = build_parser([next((a for a in argv if not a.startswith("-")), "")])
     args, extras = parser.parse_known_args(argv)
     if extras:  # the command's own usage and a hint, not the top-level usage
         sub = command_parser(parser, args)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from chromoseg.cli import nonneg_int
+from chromoseg.cli import COMMANDS, nonneg_int
 from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
 
 HELP = """\
@@ -48,7 +48,7 @@ def _cmd(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("benchmark", help="the paper's Tables I and II on an annotated split",
+    p = sub.add_parser("benchmark", help=COMMANDS["benchmark"][1],
                        description=HELP.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", choices=("table1", "table2"))

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from chromoseg.cli import positive_int, unit_float
+from chromoseg.cli import COMMANDS, positive_int, unit_float
 from chromoseg.data.stain import STAINS
 
 IMPORT_HELP = """\
@@ -172,7 +172,7 @@ def _cmd_synth(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="import data sets, draw and check annotations",
+    p = sub.add_parser("data", help=COMMANDS["data"][1],
                        description="Work with annotated chromosome data sets.")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 

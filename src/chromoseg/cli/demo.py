@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chromoseg.cli import COMMANDS
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "adir-mfish"
 GBAND_EXAMPLE = EXAMPLE.parent / "cil-gband"
 
@@ -136,7 +138,7 @@ def _karyotype(dataset, out: Path) -> list[dict]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run on the shipped example metaphase",
+    p = sub.add_parser("demo", help=COMMANDS["demo"][1],
                        description="Run `chromoseg predict` with the shipped model on the shipped example (an M-FISH "
                                    "DAPI metaphase) and write its overlay, karyogram and report; then the same from "
                                    "the example's expert label map in OUT/expert, to compare by eye; and the G-band "

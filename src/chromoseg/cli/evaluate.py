@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from chromoseg.cli import positive_int, unit_float
+from chromoseg.cli import COMMANDS, positive_int, unit_float
 from chromoseg.engine.settings import PAPER_SCORE_THRESHOLD
 
 DESCRIPTION = """\
@@ -58,7 +58,7 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="mask and box AP (multi-class and binary), per-class AP and a confusion matrix",
+        help=COMMANDS["evaluate"][1],
         description=DESCRIPTION.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
         epilog=EPILOG.replace("{paper}", f"{PAPER_SCORE_THRESHOLD:g}"),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from chromoseg.cli import positive_int, unit_float
+from chromoseg.cli import COMMANDS, positive_int, unit_float
 from chromoseg.data.stain import STAINS
 
 
 def register(subparsers) -> None:
     e = subparsers.add_parser(
-        "export", help="write a checkpoint's weights as a compact safetensors model file",
+        "export", help=COMMANDS["export"][1],
         description="Write the weights of a `chromoseg train` checkpoint (best.pt / last.pt) as a safetensors "
                     "file, half precision by default, with the build arguments in its metadata (no optimiser "
                     "or RNG state): what `chromoseg predict --model FILE` loads and what chromoseg ships.",

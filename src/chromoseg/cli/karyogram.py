@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from chromoseg.cli import positive_int, unit_float
+from chromoseg.cli import COMMANDS, positive_int, unit_float
 
 DESCRIPTION = """\
 Build a karyogram for every metaphase of a chromoseg COCO dataset (ground truth) or of a results
@@ -58,7 +58,7 @@ case_info.txt beside an M-FISH image) is shown as 'truth' in the report.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "karyogram",
-        help="karyograms, overlays, counts/ISCN summaries and an HTML report for a dataset or results",
+        help=COMMANDS["karyogram"][1],
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from chromoseg.cli import nonneg_int, positive_float, positive_int, unit_float
+from chromoseg.cli import COMMANDS, nonneg_int, positive_float, positive_int, unit_float
 
 PREDICT_HELP = """\
 Segment and classify the chromosomes of metaphase images with a trained model: by default each
@@ -214,7 +214,7 @@ def register(sub) -> None:
     from chromoseg.engine.settings import (AMP_MODES, CLASS_RULES, PAPER_RULE, PAPER_SCORE_THRESHOLD, SCORES,
                                            InferenceConfig)
 
-    p = sub.add_parser("predict", help="segment chromosomes in images with a trained model",
+    p = sub.add_parser("predict", help=COMMANDS["predict"][1],
                        description=PREDICT_HELP.format(shipped_thresholds=_shipped_thresholds(),
                                                        paper_threshold=PAPER_SCORE_THRESHOLD),
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from chromoseg.cli import nonneg_int
+from chromoseg.cli import COMMANDS, nonneg_int
 
 DESCRIPTION = """\
 Open a `chromoseg predict` output folder DIR in a local web app: one metaphase per page (the batch
@@ -41,7 +41,7 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "review",
-        help="review and correct a predict folder in the browser (classes, delete, join, split, draw; export)",
+        help=COMMANDS["review"][1],
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

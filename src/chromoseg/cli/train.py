@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from chromoseg.cli import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from chromoseg.cli import COMMANDS, nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 from chromoseg.data.stain import STAINS, inverts
 from chromoseg.engine.train_config import train_defaults
 from chromoseg.models.builder import model_defaults
@@ -104,7 +104,7 @@ def register(subparsers) -> None:
     description = TRAIN_DESCRIPTION.replace("{variants}", variants_help())
     for key, value in dict(D, width=w, height=h).items():
         description = description.replace("{%s}" % key, f"{value:g}" if isinstance(value, float) else str(value))
-    p = subparsers.add_parser("train", help="train mr / rmr / ermr (the paper's recipe)", description=description,
+    p = subparsers.add_parser("train", help=COMMANDS["train"][1], description=description,
                               epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                               argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("data")
@@ -206,7 +206,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     c = subparsers.add_parser(
-        "train-classifier", help="train the second-stage crop classifier and attach it to a model",
+        "train-classifier", help=COMMANDS["train-classifier"][1],
         description="Train a small CNN that names each chromosome from its upright crop (image and mask in its "
                     "rotated box) and its length relative to the cell (chromoseg.models.crop_classifier), on the "
                     "ground-truth instances of --data (train; the best epoch on val), and write MODEL with it "
@@ -244,7 +244,7 @@ def register(subparsers) -> None:
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_train_classifier)
 
-    q = subparsers.add_parser("pretrain", help="pretrain the ResNet backbone on single-chromosome classification",
+    q = subparsers.add_parser("pretrain", help=COMMANDS["pretrain"][1],
                               description=PRETRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--data", default=None, metavar="DIR",
                    help="folder of .npz cells (default ../shared/data/single-chromosomes-gband beside the repo)")
