@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import commit  # noqa: E402
+from _results import commit, write_markdown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -379,12 +379,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.md:
-        a.md.parent.mkdir(parents=True, exist_ok=True)
-        mode = "a" if a.append and a.md.exists() else "w"
-        with open(a.md, mode) as f:
-            if mode == "w":
-                f.write("# Where chromosomes are lost (`benchmarks/bench_errors.py`)\n\n")
-            f.write(text + "\n")
+        write_markdown(a.md, text, "Where chromosomes are lost (`benchmarks/bench_errors.py`)", append=a.append)
     if a.json:
         import json
 
