@@ -21,6 +21,16 @@ def test_an_images_stain_from_its_polarity():
     assert image_stain(dark) == stain_of(False) and image_stain(1.0 - dark) == stain_of(True)
 
 
+def test_the_polarity_rule_has_one_home():
+    """light_background is chromoseg.data.stain's (image_stain uses it there); chromoseg.data.io's name
+    is the same function, kept for its callers."""
+    from chromoseg.data import io, stain
+
+    assert io.light_background is stain.light_background
+    flat = np.full((8, 8), 7, np.uint8)  # no 1-99 % range: not dark on light
+    assert stain.light_background(flat) is False
+
+
 def test_the_stain_options_read_the_one_list():
     from chromoseg.cli import build_parser
 

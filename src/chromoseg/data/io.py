@@ -19,6 +19,8 @@ import numpy as np
 
 from chromoseg.data.tiff import (ReadProblem, capture_reader_warnings, is_tiff, one_line, pixel_size_from_pillow,
                                  read_tiff, select_channel)
+# the polarity rule lives with the stains; importable from here as before
+from chromoseg.data.stain import light_background  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +289,44 @@ def image_record(info: dict, pixel_size_um: float | None = None) -> dict:
     return rec
 
 
+def describe_read(rec: dict) -> str:
+    """One line saying how an image was read, for a report a person reads: the channel, the pixel
+    size (and its source) and, where ``rec`` has them (an ``images.json`` entry), the scale rule.
+    ``rec``: an :func:`image_record` (or an ``images.json`` image entry)."""
+    channels = list(rec.get("channels") or [])
+    ch, idx = rec.get("channel"), rec.get("channel_index")
+    if ch == "luma":
+        parts = [f"{'/'.join(channels) or 'colour'} converted to grey (luma)"]
+    elif len(channels) > 1 and idx is not None:
+        parts = [f"channel {ch} (index {idx} of {', '.join(channels)})"]
+    elif ch is not None:
+        parts = ["grey (one channel)" if ch == "grey" else f"channel {ch} (the only one)"]
+    else:
+        parts = []
+    px = rec.get("pixel_size_um")
+    if px:
+        src = rec.get("pixel_size_source")
+        in_file = rec.get("pixel_size_um_in_file")
+        parts.append(f"{px:g} \u00b5m per pixel" + (f" ({src}" if src else "")
+                     + (f"; the file says {in_file:g}" if in_file else "") + (")" if src else ""))
+    else:
+        parts.append("pixel size unknown")
+    if rec.get("scale_rule"):
+        scale = rec.get("scale")
+        parts.append(f"scale rule: {rec['scale_rule']}" + (f" (\u00d7{scale:g})" if isinstance(scale, (int, float)) else ""))
+    if rec.get("orientation"):
+        parts.append(str(rec["orientation"]))
+    return "; ".join(parts)
+
+
+def report_fields(rec: dict) -> dict:
+    """What a report row (:mod:`chromoseg.karyotype.report`) shows of how its image was read: ``read``
+    (:func:`describe_read`'s line, on the HTML page) and the CSV's ``channel``, ``pixel_size_um``,
+    ``pixel_size_source`` and ``scale_rule`` (empty where unknown). ``rec``: an ``images.json`` entry."""
+    return {"read": describe_read(rec), "channel": rec.get("channel"), "pixel_size_um": rec.get("pixel_size_um"),
+            "pixel_size_source": rec.get("pixel_size_source"), "scale_rule": rec.get("scale_rule")}
+
+
 def read_image_for_import(path) -> tuple[np.ndarray, dict]:
     """:func:`read_image`'s grey array, and what a dataset importer's COCO image record keeps of how
     the file was read: ``{"pixel_size_um": ...}`` (micrometres per pixel, as
@@ -352,17 +392,6 @@ def to_float01(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "f":
         return np.clip(arr.astype(np.float32), 0.0, 1.0)
     raise TypeError(f"unsupported image dtype {arr.dtype}")
-
-
-def light_background(arr: np.ndarray) -> bool:
-    """True for a dark-on-light image (G-band, brightfield): its median pixel (the background, as
-    chromosomes cover a minority of a metaphase) lies in the upper half of its 1-99 % range. DAPI and
-    Q-band fluorescence (bright on dark) give about 0.0-0.03 there, G-band 0.88-1.0."""
-    a = np.asarray(arr, np.float32)
-    lo, hi = np.percentile(a, [1, 99])
-    if hi <= lo:
-        return False
-    return bool((np.median(a) - lo) / (hi - lo) > 0.5)
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
