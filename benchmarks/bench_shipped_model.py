@@ -9,7 +9,7 @@
    the whole ``predict`` run (reading, writing, karyograms), on this machine, ``--threads`` threads.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_shipped_model.py \\
-        [--model mfish] [--score class|object] [--gt datasets/mfish/test.json] [--md FILE]
+        [--model mfish] [--score class|object] [--proposals N] [--gt datasets/mfish/test.json] [--md FILE]
 """
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     ap.add_argument("--score", default="class", choices=["class", "object"], help="predict --score (default class)")
     ap.add_argument("--classes", default=None, choices=["independent", "karyotype"],
                     help="predict --classes (default: the model file's recommendation)")
+    ap.add_argument("--proposals", type=int, default=None, metavar="N",
+                    help="predict --proposals: RPN proposals kept per image (default: the model file's "
+                         "recommendation, else the model's own 300)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--md", type=Path, default=None, help="write the results as Markdown here")
@@ -66,7 +69,8 @@ def main(argv=None) -> int:
     gt = load_coco(args.gt)
     paths = [resolve_image_path(img["file_name"], args.gt.parent) for img in gt["images"]]
     predictor = Predictor.from_checkpoint(args.model, InferenceConfig(score_threshold=0.0, score=args.score,
-                                                                      classes=args.classes))
+                                                                      classes=args.classes,
+                                                                      proposals=args.proposals))
     mcfg = predictor.model.config
     t = time.perf_counter()
     summary = predict_paths(predictor, paths, args.work, overlays=True, label_images=False, karyotype=True,
@@ -104,6 +108,7 @@ def main(argv=None) -> int:
         "",
         f"- command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_shipped_model.py "
         f"--model {args.model} --score {args.score}" + (f" --classes {args.classes}" if args.classes else "")
+        + (f" --proposals {args.proposals}" if args.proposals else "")
         + (f" --gt {shown(args.gt)}" if args.gt.resolve() != (REPO / "datasets" / "mfish" / "test.json").resolve() else "")
         + (" --count-thresholds " + " ".join(f"{t:g}" for t in args.count_thresholds) if args.count_thresholds else "")
         + (f" --md {shown(args.md)}" if args.md else "") + "`",
