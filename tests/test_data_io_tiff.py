@@ -138,6 +138,16 @@ def test_float_and_wide_integers(tmp_path):
         read_image(_write(tmp_path / "allnan.tif", np.full((40, 50), np.nan, np.float32)))
 
 
+def test_half_float_reads_as_its_single_float_twin(tmp_path):
+    """float16 samples (what some deconvolution and analysis tools write) stretched over 0-65535 without
+    overflowing in their own precision (it gave wrong pixels and RuntimeWarnings in problems.json)."""
+    f = (G8.astype(np.float32) / 255).astype(np.float16)
+    twin = read_image(_write(tmp_path / "f32.tif", f.astype(np.float32)))
+    arr, info = read_image_with_info(_write(tmp_path / "f16.tif", f))
+    assert arr.dtype == np.uint16 and arr.min() == 0 and arr.max() == 65535
+    assert np.array_equal(arr, twin) and info["warnings"] == []
+
+
 def test_sixteen_bit_rgb_keeps_its_depth(tmp_path):
     rgb = RNG.integers(0, 65535, (24, 30, 3), dtype=np.uint16)
     arr, info = read_image_with_info(_write(tmp_path / "rgb16.tif", rgb, photometric="rgb", compression="zlib"))
@@ -262,6 +272,22 @@ def test_missing_strip_data_and_disagreeing_tags_are_not_called_truncated(tmp_pa
     with pytest.raises(ImageReadError, match="image data missing: strip 2 of 2 .rows 48-95. has no data") as e:
         read_image(tmp_path / "hole.tif")
     assert "truncated" not in str(e.value)
+
+
+def test_broken_ome_xml_is_read_as_a_plain_tiff_with_one_clean_warning(tmp_path):
+    """OME-XML that is not well-formed: the pixels are read (its planes by index) and the warning says
+    in one line that the OME metadata was not used, without tifffile's object repr."""
+    p = _write(tmp_path / "bad.ome.tif", np.stack([G8, 255 - G8]), ome=True, photometric="minisblack",
+               metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "FITC"]}, "PhysicalSizeX": 0.1})
+    b = bytearray(p.read_bytes())
+    i = b.find(b"<OME")
+    b[i + 10:i + 20] = b"<<<<<<<<<<"
+    p.write_bytes(bytes(b))
+    arr, info = read_image_with_info(p, channel=1)
+    assert np.array_equal(arr, 255 - G8) and info["pixel_size_um"] is None
+    (ome,) = [w for w in info["warnings"] if "OME" in w]
+    assert ome.startswith("tifffile: OME series raised ParseError(") and "<tifffile" not in ome
+    assert ome.endswith("the OME metadata was not used (its channel names and pixel size were not read)")
 
 
 def test_no_traceback_for_corrupt_tiffs(tmp_path):

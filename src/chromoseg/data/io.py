@@ -57,7 +57,10 @@ class ImageReadError(ValueError):
 
 
 def float_to_uint16(arr: np.ndarray) -> np.ndarray:
-    """Float pixels stretched from their finite minimum to maximum over 0-65535 (NaN: the minimum)."""
+    """Float pixels stretched from their finite minimum to maximum over 0-65535 (NaN: the minimum),
+    computed in at least single precision (half floats overflow at 65504)."""
+    arr = np.asarray(arr)
+    arr = arr.astype(np.promote_types(arr.dtype, np.float32), copy=False)
     finite = np.isfinite(arr)
     if not finite.any():
         raise ReadProblem("no finite pixel values (all NaN or infinite)")

@@ -96,6 +96,9 @@ def clean_reader_message(msg: str) -> str:
     msg = re.sub(r"^<tifffile\.Tiff(\w+) (\d+) @\d+> ", lambda m: f"{m.group(1).lower()} {m.group(2)}: ", msg)
     msg = re.sub(r"<tifffile\.Tiff(\w+) (\d+) @\d+>", lambda m: f"{m.group(1).lower()} {m.group(2)}", msg)
     msg = re.sub(r"^<Tiff(\w+)\.(\w+)> raised ", lambda m: f"{m.group(1).lower()}.{m.group(2)}: ", msg)
+    msg = re.sub(r"^<tifffile\.TiffFile '[^']*'> ", "", msg)  # the file: the caller names it
+    if re.match(r"^OME series raised ", msg):  # broken OME-XML: tifffile reads the pages as a plain TIFF
+        msg += ": the OME metadata was not used (its channel names and pixel size were not read)"
     return f"tifffile: {msg}" if from_tifffile and not msg.startswith("tifffile") else msg
 
 
@@ -144,7 +147,7 @@ def select_channel(request, labels: list[str], *, colour: bool, named: bool,
         if n > 1:
             return 0, f"default: the first of {n} channels", [
                 f"the file holds {n} channels or planes ({', '.join(labels)}): the first, {labels[0]!r}, was read "
-                "(choose another with channel=)"]
+                "(predict --channel, or channel= in Python, chooses another)"]
         return 0, "the only channel", []
     if isinstance(request, (bool, np.bool_)) or not isinstance(request, (int, np.integer, str)):
         raise TypeError(f"channel must be a name or a 0-based index, not {request!r}")
