@@ -201,3 +201,23 @@ def test_image_record_for_images_json(ome):
     # what predict would pass back to read the same plane again (--skip-existing re-reads earlier images)
     again, _ = read_image_with_info(ome, channel=rec["channel_index"])
     assert np.array_equal(again, PLANES[1])
+
+
+def test_the_report_line_says_channel_pixel_size_and_scale(ome, tmp_path):
+    """What report.html / report.csv show of how an image was read (issue 29: the channel and scale
+    used, written beside the results)."""
+    from chromoseg.data.io import describe_read, image_record, report_fields
+
+    _, info = read_image_with_info(ome, channel="fitc")
+    line = describe_read({**image_record(info), "scale_rule": "pixel size", "scale": 0.13})
+    assert line == ("channel FITC (index 1 of DAPI, FITC, Cy3); 0.065 \u00b5m per pixel (OME PhysicalSizeX "
+                    "0.065 \u00b5m); scale rule: pixel size (\u00d70.13)")
+    given = describe_read(image_record(info, pixel_size_um=0.1))
+    assert "0.1 \u00b5m per pixel (given (--pixel-size); the file says 0.065)" in given
+    Image.fromarray(RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    _, rgb = read_image_with_info(tmp_path / "rgb.png")
+    assert describe_read(image_record(rgb)) == "R/G/B converted to grey (luma); pixel size unknown"
+    _, grey = read_image_with_info(_write(tmp_path / "g.tif", PLANES[0]))
+    fields = report_fields({**image_record(grey), "scale_rule": "framing"})
+    assert fields == {"read": "grey (one channel); pixel size unknown; scale rule: framing", "channel": "grey",
+                      "pixel_size_um": None, "pixel_size_source": None, "scale_rule": "framing"}

@@ -178,3 +178,43 @@ def test_predict_records_the_scale_rule_from_the_file_pixel_size(files, tmp_path
     assert images["small.tif"]["scale"] == pytest.approx(2 * PX / REF, rel=1e-3)
     assert images["none.tif"]["pixel_size_um"] is None and images["none.tif"]["scale_rule"] == "whole image"
 
+
+
+def test_the_report_says_which_channel_and_pixel_size_each_image_was_read_with(files, tmp_path):
+    """Issue 29: the channel used and the pixel size are written in report.html / report.csv beside
+    the counts, not only in images.json (channel, pixel size and scale rule of each metaphase)."""
+    import csv
+
+    import tifffile
+
+    from chromoseg.cli import main
+
+    img = (metaphase(dark_on_light=False) * 255).astype(np.uint8)
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "cells.ome.tif", np.stack([255 - img, img]), ome=True, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["FITC", "DAPI"]}, "PhysicalSizeX": PX,
+                               "PhysicalSizeY": PX})
+    tifffile.imwrite(d / "plain.tif", img)
+    out = tmp_path / "out"
+    rc = main(["predict", str(d), "--model", str(files / "ref.safetensors"), "--out", str(out), "--quiet",
+               "--channel", "dapi", "--no-overlays", "--no-labels"])
+    assert rc == 0
+    rows = {r["image"]: r for r in csv.DictReader((out / "report.csv").open())}
+    ome, plain = rows["cells.ome.tif"], rows["plain.tif"]
+    assert ome["channel"] == "DAPI" and float(ome["pixel_size_um"]) == pytest.approx(PX)
+    assert ome["pixel_size_source"].startswith("OME PhysicalSizeX") and ome["scale_rule"] == "pixel size"
+    assert plain["channel"] == "grey" and plain["pixel_size_um"] == "" and plain["scale_rule"] == "whole image"
+    page = (out / "report.html").read_text()
+    assert "channel DAPI (index 1 of FITC, DAPI)" in page and f"{PX:g} \u00b5m per pixel" in page
+    assert "pixel size unknown" in page
+    rc = main(["predict", str(d), "--model", str(files / "ref.safetensors"), "--out", str(out), "--quiet",
+               "--channel", "dapi", "--no-overlays", "--no-labels", "--skip-existing"])
+    assert rc == 0  # a continued run's report keeps the earlier images' rows, read as they were
+    again = {r["image"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert again["cells.ome.tif"]["channel"] == "DAPI" and again["plain.tif"]["scale_rule"] == "whole image"
+    rc = main(["predict", str(d / "plain.tif"), "--model", str(files / "ref.safetensors"), "--out",
+               str(tmp_path / "given"), "--quiet", "--pixel-size", "0.2", "--no-overlays", "--no-labels"])
+    assert rc == 0
+    (row,) = csv.DictReader((tmp_path / "given" / "report.csv").open())
+    assert float(row["pixel_size_um"]) == pytest.approx(0.2) and row["pixel_size_source"] == "given (--pixel-size)"

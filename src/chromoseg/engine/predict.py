@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chromoseg.data.io import ImageReadError, image_record, read_image_with_info, to_float01
+from chromoseg.data.io import ImageReadError, image_record, read_image_with_info, report_fields, to_float01
 from chromoseg.data.report import ProblemLog
 from chromoseg.engine.amp import autocast_context, float32_outputs
 # the per-image steps (checks, selection, classes) live in the pipeline; their names stay importable here
@@ -464,6 +464,7 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             rows.append(analyse_metaphase(arr, insts, Path(im["file_name"]).name, out_dir,
                                           im.get("stem", Path(im["file_name"]).stem),
                                           truth=truth_for(None, Path(im["file_name"])), overlay=overlays))
+            rows[-1].update(report_fields(im))
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
     batch: list[tuple[Path, np.ndarray, dict]] = []
     already = 0
@@ -517,6 +518,8 @@ def predict_paths(predictor: Predictor, paths: list[Path], out_dir, batch_size: 
             images_meta[-1]["summary"] = row["counts"].summary
             images_meta[-1]["flags"] = row["flags"]
         images_meta[-1].update(pred.framing)
+        if row is not None:  # the report says how the image was read: channel, pixel size, scale rule
+            row.update(report_fields(images_meta[-1]))
         if isinstance(by, Predictor):  # provenance: which model, with which settings
             images_meta[-1].update(model=by.model_record(), inference=asdict(by.cfg))
 

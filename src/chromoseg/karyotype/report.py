@@ -176,6 +176,8 @@ def render_html(results: list[dict], *, title: str = "chromoseg karyotype report
             mark = "" if r.get("truth_summary") is None else (
                 " <span class='match'>&#10003;</span>" if same else " <span class='mismatch'>&#10007;</span>")
             info.append(f"<div class='truth'>truth: {esc(t)}{mark}</div>")
+        if r.get("read"):  # how the image was read: channel, pixel size, scale rule
+            info.append(f"<div class='truth'>read: {esc(str(r['read']))}</div>")
         if f["error"]:
             info.append(f"<ul class='flags'><li>error: {esc(str(f['error']))}</li></ul>")
         if f["flags"]:
@@ -196,7 +198,8 @@ def render_html(results: list[dict], *, title: str = "chromoseg karyotype report
 #: (in no other count; ``total`` is without them)
 CSV_FIELDS = ["image", "summary", "truth", "total", "sex", "unassigned", "n_weak", "n_not_chromosome", "flags",
               "findings"] + [
-    f"n_{id_to_chrom(c)}" for c in range(1, 25)] + ["overlay", "karyogram", "error"]
+    f"n_{id_to_chrom(c)}" for c in range(1, 25)] + ["overlay", "karyogram", "error"] + [
+    "channel", "pixel_size_um", "pixel_size_source", "scale_rule"]  # how the image was read (empty: unknown)
 
 
 def write_csv(results: list[dict], path) -> Path:
@@ -215,6 +218,8 @@ def write_csv(results: list[dict], path) -> Path:
             for key in ("overlay", "karyogram"):
                 v = r.get(key)
                 row[key] = str(v) if isinstance(v, (str, Path)) else ""
+            for key in ("channel", "pixel_size_um", "pixel_size_source", "scale_rule"):
+                row[key] = "" if r.get(key) is None else r[key]
             w.writerow(row)
     return path
 
