@@ -57,6 +57,7 @@ def test_instances_have_attributes_class_names_and_pictures(tmp_path):
     assert sum(res.counts_by_name.values()) == sum(res.counts.values())
     paths = res.save(tmp_path / "pics", "v17")
     assert paths["overlay"].name == "v17.overlay.png" and paths["karyogram"].name == "v17.karyogram.png"
+    assert res.name == "V1701XYD.tif" and model.predict(read_image(EXAMPLE)[:200, :240]).name is None
     assert all(p.stat().st_size > 1000 for p in paths.values())
     model.predictor.stain = "fluorescence"
     with pytest.raises(ValueError, match=r'chromoseg.load_model\("gband"\)') as info:
@@ -173,3 +174,45 @@ def test_load_model_defaults_to_the_model_of_each_images_stain():
     assert res.settings["score_threshold"] == 0.2  # each model's own recommendation
     with pytest.raises(TypeError, match="unknown setting"):
         chromoseg.load_model(threshold=0.3)  # before any model loads
+
+
+def test_the_overlay_greys_what_is_not_a_chromosome_and_says_what_made_it(tmp_path, monkeypatch):
+    """``Result.overlay()`` / ``save()`` drew a nucleus the counts left out in its class colour, like a
+    chromosome, and had no title or legend, where ``chromoseg predict``'s overlay greys it and names the
+    image, model, score threshold and count (issue 30)."""
+    import chromoseg.karyotype.overlay as ov
+    from chromoseg.api import Instance, Result
+
+    img = np.full((120, 160), 60, np.uint8)
+
+    def blob(x0, y0, w, h, cat, **extra):
+        m = np.zeros(img.shape, bool)
+        m[y0:y0 + h, x0:x0 + w] = True
+        return Instance(mask=m, bbox=[x0, y0, w, h], category_id=cat, score=0.9, **extra)
+
+    insts = [blob(10, 10, 8, 40, 1), blob(40, 10, 8, 40, 23),
+             blob(80, 30, 50, 50, 2, not_chromosome="large compact blob (a nucleus?)")]
+    res = Result(insts, "2,X,?", [], {1: 1, 23: 1}, image=img, settings={"score_threshold": 0.3},
+                 model={"name": "gband", "stain": "brightfield"}, name="m.png")
+    real, seen = ov.render_overlay, {}
+
+    def spy(image, instances, **kw):
+        seen.update(kw, cats=[i.get("category_id") for i in instances])
+        return real(image, instances, **kw)
+
+    monkeypatch.setattr(ov, "render_overlay", spy)
+    pic = res.overlay()
+    assert seen["cats"] == [1, 23, 0]  # the nucleus grey, '?'
+    assert seen["title"] == ov.overlay_title("m.png", model="gband", score_threshold=0.3, chromosomes=2,
+                                             not_chromosomes=1)
+    assert "2 chromosomes (1 not a chromosome)" in seen["title"]
+    plain = real(img, insts)  # the picture alone, the nucleus in class 2's colour
+    band = pic.shape[0] - plain.shape[0]
+    assert band > 0 and pic.shape[1] == plain.shape[1]
+    r, g, b = (int(v) for v in pic[band + 140, 180])  # inside the nucleus (x 90, y 70; drawn at 2x)
+    assert max(r, g, b) - min(r, g, b) <= 2
+    r, g, b = (int(v) for v in plain[140, 180])
+    assert max(r, g, b) - min(r, g, b) > 10
+    seen.clear()
+    paths = res.save(tmp_path, "v")
+    assert paths["overlay"].name == "v.overlay.png" and seen["title"].startswith("m.png")

@@ -106,19 +106,31 @@ class Result:
     #: file, SHA-256 prefix, stain; with ``load_model("auto")`` the one of the image's stain)
     settings: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    #: the image's file name (None for an array): the overlay's title names it
+    name: str | None = None
 
     @property
     def counts_by_name(self) -> dict[str, int]:
         return {class_name(c): n for c, n in sorted(self.counts.items())}
 
-    def overlay(self) -> np.ndarray:
+    def overlay(self, name: str | None = None) -> np.ndarray:
         """RGB uint8 picture of the image with each chromosome's mask, rotated box, endpoints and class
-        (what ``chromoseg predict`` writes as NAME.overlay.png)."""
-        from chromoseg.karyotype.overlay import render_overlay
+        (what ``chromoseg predict`` writes as NAME.overlay.png): what the not-a-chromosome rule left out
+        (``inst.not_chromosome``) grey with ``?``, and above the picture a title (``name``, default the
+        image's file name, the model, the score threshold and the chromosome count, those left out
+        said apart) and a legend of the marks."""
+        from chromoseg.karyotype.overlay import overlay_title, render_overlay
 
         if self.image is None:
             raise ValueError("this result has no image to draw on")
-        return render_overlay(self.image, self.instances)
+        shown = [Instance({**dict(inst), "category_id": 0})
+                 if inst.get("not_chromosome") else inst for inst in self.instances]
+        n_out = sum(1 for inst in self.instances if inst.get("not_chromosome"))
+        model = (self.model or {}).get("name")
+        title = overlay_title(name or self.name or "image", model=Path(str(model)).name if model else None,
+                              score_threshold=(self.settings or {}).get("score_threshold"),
+                              chromosomes=len(self.instances) - n_out, not_chromosomes=n_out)
+        return render_overlay(self.image, shown, title=title)
 
     def save(self, out_dir, name: str = "metaphase") -> dict[str, Path]:
         """Write ``NAME.overlay.png`` and, when the result has one, ``NAME.karyogram.png`` into
@@ -126,7 +138,7 @@ class Result:
         from chromoseg.karyotype.layout import save_png
 
         out = Path(out_dir)
-        paths = {"overlay": save_png(out / f"{name}.overlay.png", self.overlay())}
+        paths = {"overlay": save_png(out / f"{name}.overlay.png", self.overlay(self.name or name))}
         if self.karyogram is not None:
             paths["karyogram"] = save_png(out / f"{name}.karyogram.png", self.karyogram)
         return paths
@@ -203,7 +215,7 @@ class Model:
                 kg = render_karyogram(arr, [inst for i, inst in enumerate(insts) if i not in counts.excluded],
                                       title=counts.summary)
         return Result(insts, counts.summary, list(counts.flags), dict(counts.counts), kg, dict(pred.framing), arr,
-                      source, asdict(pred.settings), pred.model)
+                      source, asdict(pred.settings), pred.model, Path(image).name if path is not None else None)
 
     __call__ = predict
 
