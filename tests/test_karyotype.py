@@ -321,7 +321,7 @@ def test_report_self_contained_and_sorted(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ CLI
-def test_cli_karyogram_end_to_end(tmp_path, capsys):
+def test_cli_karyogram_end_to_end(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     from chromoseg.cli import main
@@ -343,13 +343,28 @@ def test_cli_karyogram_end_to_end(tmp_path, capsys):
     results = [dict(a, score=0.5, image_id=2, file_name="/elsewhere/m1.png") for a in anns]
     results[-1]["category_id"] = 0
     (tmp_path / "res.json").write_text(json.dumps(results))
+    # what predict records beside its results: the overlay's title names the model and threshold
+    (tmp_path / "images.json").write_text(json.dumps({"images": [
+        {"id": 2, "file_name": "/elsewhere/m1.png", "model": {"name": "mfish"}, "inference": {"score_threshold": 0.2}}]}))
     out = tmp_path / "out"
+    import chromoseg.karyotype.overlay as ov
+
+    real, titles = ov.render_overlay, []
+    monkeypatch.setattr(ov, "render_overlay", lambda *a, **kw: titles.append(kw.get("title")) or real(*a, **kw))
     rc = main(["karyogram", str(ann_path), "--images", str(tmp_path / "imgs"), "--out", str(out),
                "--results", str(tmp_path / "res.json"), "--no-progress"])
-    assert rc == 0
+    # one image of two skipped: exit 3, named on stderr and in problems.json, as predict does (it was 0,
+    # with the problems as JSON in problems.txt, and overlays without title or legend)
+    assert rc == 3 and "skipped: broken.png" in capsys.readouterr().err
     assert (out / "m1.karyogram.png").is_file() and (out / "m1.overlay.png").is_file()
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
-    assert "broken.png" in (out / "problems.txt").read_text()
+    assert not (out / "problems.txt").exists()
+    assert "broken.png" in json.dumps(json.loads((out / "problems.json").read_text()))
+    assert titles == [ov.overlay_title("m1.png", model="mfish", score_threshold=0.2, chromosomes=len(anns))]
+    titles.clear()
+    assert main(["karyogram", str(ann_path), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "gt"),
+                 "--limit", "1", "--quiet"]) == 0  # the annotations: no model, no threshold
+    assert titles == [ov.overlay_title("m1.png", chromosomes=len(anns))]
     lines = (out / "summaries.tsv").read_text().splitlines()
     assert any(line.startswith("m1.png\t") and "low_score" in line for line in lines)
     assert main(["karyogram", str(tmp_path / "nope.json"), "--out", str(out)]) == 2

@@ -22,13 +22,19 @@ For each image it writes into OUT:
                        19-22 X Y, labels under each class, homologues side by side, unassigned
                        chromosomes in a row of their own. Fluorescence (DAPI) images are inverted so
                        that chromosomes are dark on white, like a classic karyogram.
-  NAME.overlay.png     the metaphase with coloured masks, rotated boxes, endpoints and class labels.
+  NAME.overlay.png     the metaphase with coloured masks, rotated boxes, endpoints and class labels,
+                       under a title (image, model and score threshold of predictions, count) and a
+                       legend, as `chromoseg predict` draws it.
 and for the set:
   summaries.tsv        one line per image: name, ISCN summary, total, flags, truth (a summary that
                        differs from the known karyotype is flagged too)
   report.html          self-contained page (images embedded, no network), flagged metaphases first
   report.csv           the same rows as a table
-  problems.txt         images that could not be processed (they are skipped, never silently)
+  problems.json        images that could not be processed (they are skipped, never silently;
+                       each also named on stderr as `skipped: NAME`), as `chromoseg predict` writes it
+
+Exit status: 0 all images done, 3 some skipped, 1 none could be done, 2 bad command line or
+unusable input (as every chromoseg command).
 
 The summary is ISCN-style: total count, sex chromosomes, then one -N / +N per missing / extra
 autosome ('46,XY', '45,XY,-8', '47,XX,+21', '45,X', '47,XXY'); '?' (e.g. '-?8') marks a change that
@@ -91,7 +97,8 @@ def register(subparsers) -> None:
                         "(default: on; a mask with no clear axis - tiny, a ring, a blob - is shown as cut). "
                         "--no-straighten shows every chromosome only rotated upright, as the mask cuts it: "
                         "for checking a mask's shape itself")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", action="store_true", dest="no_progress",
+                   help="no progress bar (--quiet, as in predict and data import, is the same)")
     p.set_defaults(func=run_karyogram)
 
 
@@ -125,12 +132,47 @@ def _find_image(file_name: str, roots: list[Path]) -> Path | None:
     return None
 
 
+def _predict_records(results_path: Path) -> dict[str, dict]:
+    """What ``chromoseg predict`` recorded beside its results (``images.json``) about each image's
+    model and score threshold, keyed by the file name as given and by its last part: the overlay's
+    title says them. Empty without that file."""
+    import json
+
+    try:
+        meta = json.loads(results_path.with_name("images.json").read_text(encoding="utf-8"))
+        images = [im for im in meta["images"] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, dict] = {}
+    for im in images:
+        model = im.get("model") if isinstance(im.get("model"), dict) else meta.get("model")
+        inference = im.get("inference") if isinstance(im.get("inference"), dict) else meta.get("inference")
+        name = model.get("name") if isinstance(model, dict) else None
+        rec = {"model": Path(str(name)).name if name else None,
+               "score_threshold": inference.get("score_threshold") if isinstance(inference, dict) else None}
+        out[im["file_name"]] = rec
+        out.setdefault(Path(im["file_name"]).name, rec)
+    return out
+
+
+def _overlay_caption(img: dict, results: list | None, records: dict, score_threshold: float) -> dict:
+    """The overlay title's model and score threshold: none for annotations; for predictions the model
+    predict recorded and the higher of its threshold and --score-threshold."""
+    if results is None:
+        return {}
+    file_name = str(img.get("file_name"))
+    rec = records.get(file_name) or records.get(Path(file_name).name) or {}
+    thresholds = [t for t in (rec.get("score_threshold"), score_threshold or None) if isinstance(t, (int, float))]
+    return {"model": rec.get("model"), "score_threshold": max(thresholds) if thresholds else None}
+
+
 def run_karyogram(args) -> int:
     import json
+    import sys
 
     from tqdm import tqdm
 
-    from chromoseg.cli import CliError
+    from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, CliError
     from chromoseg.data.coco import load_coco
     from chromoseg.data.io import ImageReadError, read_image
     from chromoseg.data.report import ProblemLog
@@ -145,6 +187,7 @@ def run_karyogram(args) -> int:
     except ValueError as err:
         raise CliError(str(err)) from err
     results = None
+    records: dict[str, dict] = {}
     if args.results:
         rp = Path(args.results)
         if not rp.is_file():
@@ -153,6 +196,7 @@ def run_karyogram(args) -> int:
             raw = json.loads(rp.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CliError(f"{rp}: not valid JSON ({err})") from err
+        records = _predict_records(rp)
         results = raw.get("annotations") if isinstance(raw, dict) else raw
         if not isinstance(results, list):
             raise CliError(f"{rp}: expected a COCO results list (or a dict with an 'annotations' list)")
@@ -191,7 +235,8 @@ def run_karyogram(args) -> int:
                 instances = instances_from_coco(source, img["id"], int(img["height"]), int(img["width"]))
                 row = analyse_metaphase(image, instances, name, out, _safe_name(name), truth=truth,
                                         chrom_height=args.chrom_height, invert=invert, min_score=args.min_score,
-                                        min_margin=args.min_margin)
+                                        min_margin=args.min_margin,
+                                        overlay_title=_overlay_caption(img, results, records, args.score_threshold))
                 c = row["counts"]
                 lines.append(f"{name}\t{c.summary}\t{c.total}\t{'; '.join(row['flags'])}\t{truth or ''}")
             except (ImageReadError, ValueError, OSError) as err:
@@ -210,9 +255,14 @@ def run_karyogram(args) -> int:
                                        title=f"chromoseg karyotypes: {ann_path.name}", note=source_note)
     n_err = sum(1 for r in rows if r.get("error"))
     if len(problems):
-        problems.write(out / "problems.txt")
-        print(f"{len(problems)} problem(s), see {out / 'problems.txt'}: {problems.summary()}")
+        problems.write(out / "problems.json")
+        print(f"{len(problems)} problem(s), see {out / 'problems.json'}: {problems.summary()}")
     n_flag = sum(1 for r in rows if not r.get("error") and r["flags"])
     print(f"{len(rows) - n_err} of {len(rows)} images processed, {n_flag} flagged, {n_err} skipped; "
           f"report: {html_path}  table: {csv_path}")
-    return 0 if n_err < len(rows) else 1
+    for r in rows:
+        if r.get("error"):
+            print(f"skipped: {r['image']}", file=sys.stderr)
+    if n_err == len(rows):
+        return EXIT_NOTHING_DONE
+    return EXIT_PARTIAL if n_err else EXIT_OK
