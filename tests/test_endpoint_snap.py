@@ -87,7 +87,7 @@ def test_select_instances_snaps_the_unsure_end_by_the_setting():
     import pytest
 
     from chromoseg.engine.pipeline import select_instances
-    from chromoseg.engine.settings import InferenceConfig
+    from chromoseg.engine.settings import InferenceConfig, resolve_settings
 
     m = _bar()
     sk = mask_endpoints(m).numpy()
@@ -99,16 +99,14 @@ def test_select_instances_snaps_the_unsure_end_by_the_setting():
            "scores": torch.tensor([0.9]), "masks": torch.from_numpy(m)[None, None].float(),
            "endpoints": ends, "endpoint_heatmap": heat}
     assert InferenceConfig().endpoint_snap > 0  # on by default (chosen on the M-FISH validation split)
-    snapped = np.asarray(select_instances(det, InferenceConfig())[0]["endpoints"])
+    snapped = np.asarray(select_instances(det, resolve_settings())[0]["endpoints"])
     assert any(np.allclose(p, right) for p in snapped) and any(np.allclose(p, [14.0, 30.0]) for p in snapped)
-    kept = np.asarray(select_instances(det, InferenceConfig(endpoint_snap=0.0))[0]["endpoints"])
+    kept = np.asarray(select_instances(det, resolve_settings(None, dict(endpoint_snap=0.0)))[0]["endpoints"])
     assert np.allclose(kept, ends[0].numpy())
     # no heatmap (a model without ED): the ends as the model gave them
     no_heat = {k: v for k, v in det.items() if k != "endpoint_heatmap"}
-    assert np.allclose(select_instances(no_heat, InferenceConfig())[0]["endpoints"], ends[0].numpy())
+    assert np.allclose(select_instances(no_heat, resolve_settings())[0]["endpoints"], ends[0].numpy())
     with pytest.raises(ValueError, match="endpoint_snap"):
-        from chromoseg.engine.settings import resolve_settings
-
         resolve_settings(None, {"endpoint_snap": 1.5})
 
 

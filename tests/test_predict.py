@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from chromoseg.engine.predict import InferenceConfig, Predictor, label_image, predict_paths, select_instances
+from chromoseg.engine.settings import resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "adir-mfish" / "V17__XY" / "V1701XYD.tif"
@@ -22,14 +23,24 @@ def fake_detections():
             "masks": masks}
 
 
+def rule(**overrides) -> InferenceConfig:
+    """The paper's rule with these settings, resolved (what select_instances takes)."""
+    return resolve_settings(None, overrides)
+
+
+def test_select_instances_takes_resolved_settings():
+    with pytest.raises(ValueError, match="resolved settings .*score_threshold"):
+        select_instances(fake_detections(), InferenceConfig())
+
+
 def test_paper_rule():
-    insts = select_instances(fake_detections(), InferenceConfig())
+    insts = select_instances(fake_detections(), rule())
     assert [i["category_id"] for i in insts] == [3, 7]
     assert insts[0]["mask"].sum() == 5 * 25 and insts[0]["bbox"] == [5.0, 5.0, 25.0, 5.0]
     assert len(insts[0]["rbox"]) == 5 and len(insts[0]["endpoints"]) == 2
-    no_nms = select_instances(fake_detections(), InferenceConfig(mask_nms_iou=0, score_threshold=0))
+    no_nms = select_instances(fake_detections(), rule(mask_nms_iou=0, score_threshold=0))
     assert len(no_nms) == 4
-    top2 = select_instances(fake_detections(), InferenceConfig(top_k=1))
+    top2 = select_instances(fake_detections(), rule(top_k=1))
     assert len(top2) == 1
 
 
@@ -39,13 +50,13 @@ def test_object_score_keeps_a_chromosome_of_unsure_class():
     cs[0, 2], cs[1, 2], cs[2, 6] = 0.9, 0.8, 0.7
     cs[3, 8], cs[3, 9] = 0.3, 0.35  # unsure between 9 and 10, but surely a chromosome (P(bg) 0.35)
     det["class_scores"] = cs
-    insts = select_instances(det, InferenceConfig(score="object"))
+    insts = select_instances(det, rule(score="object"))
     # the paper's class score drops the last one; its class is its most probable one (10), not the
     # candidate's own label (9)
     assert [i["category_id"] for i in insts] == [3, 7, 10]
     assert insts[2]["score"] == pytest.approx(0.65) and insts[2]["class_scores"][9] == pytest.approx(0.35)
     with pytest.raises(ValueError, match="class_scores"):
-        select_instances(fake_detections(), InferenceConfig(score="object"))
+        select_instances(fake_detections(), rule(score="object"))
 
 
 def test_class_is_the_argmax_of_the_reported_probabilities():
@@ -54,14 +65,14 @@ def test_class_is_the_argmax_of_the_reported_probabilities():
     cs[0, 4], cs[1, 2], cs[2, 6], cs[3, 8] = 0.6, 0.8, 0.7, 0.9  # candidate 0 (label 3) is most likely a 5
     det["class_scores"] = cs
     for score in ("class", "object"):
-        insts = select_instances(det, InferenceConfig(score=score, mask_nms_iou=0, score_threshold=0))
+        insts = select_instances(det, rule(score=score, mask_nms_iou=0, score_threshold=0))
         assert insts and all(i["category_id"] == int(np.argmax(i["class_scores"])) + 1 for i in insts)
-    class_rule = select_instances(det, InferenceConfig(score="class", mask_nms_iou=0, score_threshold=0))
+    class_rule = select_instances(det, rule(score="class", mask_nms_iou=0, score_threshold=0))
     assert class_rule[0]["category_id"] == 9 and class_rule[0]["score"] == pytest.approx(0.9)
 
 
 def test_label_image_keeps_higher_score():
-    insts = select_instances(fake_detections(), InferenceConfig(mask_nms_iou=0, score_threshold=0))
+    insts = select_instances(fake_detections(), rule(mask_nms_iou=0, score_threshold=0))
     lab = label_image(insts, (40, 50))
     assert lab.dtype == np.uint16 and lab[7, 20] == 1 and lab[22, 20] == 3 and lab.max() == 4
 

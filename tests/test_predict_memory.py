@@ -92,7 +92,7 @@ def test_full_masks_swapped_in_only_for_a_block():
 
 
 def test_select_instances_same_from_windows_and_from_full_masks():
-    from chromoseg.engine.predict import InferenceConfig, select_instances
+    from chromoseg.engine.predict import resolve_settings, select_instances
 
     g = torch.Generator().manual_seed(3)
     probs = torch.rand((9, 14, 14), generator=g)
@@ -101,7 +101,7 @@ def test_select_instances_same_from_windows_and_from_full_masks():
             "rboxes": rboxes}
     full = {**base, "masks": paste_masks_rotated(probs, rboxes, (60, 80))[:, None]}
     windowed = {**base, "mask_windows": paste_masks_rotated_windows(probs, rboxes, (60, 80))}
-    for cfg in (InferenceConfig(), InferenceConfig(score_threshold=0.0, mask_nms_iou=0.3, min_area=10)):
+    for cfg in (resolve_settings(), resolve_settings(None, dict(score_threshold=0.0, mask_nms_iou=0.3, min_area=10))):
         a, b = select_instances(full, cfg), select_instances(windowed, cfg)
         assert len(a) == len(b) > 0
         for x, y in zip(a, b):
@@ -109,7 +109,7 @@ def test_select_instances_same_from_windows_and_from_full_masks():
             assert {k: v for k, v in x.items() if k != "mask"} == {k: v for k, v in y.items() if k != "mask"}
     # without rboxes and endpoints (an axis-aligned variant): geometry from the windows, in the image
     no_geo = {k: v for k, v in full.items() if k != "rboxes"}
-    for inst in select_instances(no_geo, InferenceConfig(score_threshold=0.0)):
+    for inst in select_instances(no_geo, resolve_settings(None, dict(score_threshold=0.0))):
         m = full_mask(inst["mask"])
         ys, xs = np.nonzero(m)
         assert inst["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()),

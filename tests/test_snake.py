@@ -249,9 +249,9 @@ def test_eval_outputs_at_the_original_size():
     assert set(torch.unique(d["masks"]).tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(d["scores"], d["class_scores"][torch.arange(n), d["labels"] - 1])
     # the prediction code turns it into instances unchanged
-    from chromoseg.engine.predict import InferenceConfig, select_instances
+    from chromoseg.engine.predict import resolve_settings, select_instances
 
-    inst = select_instances(d, InferenceConfig(score_threshold=0.0, mask_nms_iou=0.0, min_area=1))
+    inst = select_instances(d, resolve_settings(None, dict(score_threshold=0.0, mask_nms_iou=0.0, min_area=1)))
     assert all(set(i) >= {"mask", "bbox", "rbox", "endpoints", "category_id", "score"} for i in inst)
 
 

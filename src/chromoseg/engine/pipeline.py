@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from chromoseg.engine.amp import autocast_context
-from chromoseg.engine.settings import InferenceConfig, resolve_settings
+from chromoseg.engine.settings import PAPER_RULE, InferenceConfig
 
 #: what :func:`predict_images` analyses after the classes: nothing, only the not-a-chromosome marks
 #: (``predict --no-karyogram``: results.json still says what is not a chromosome), or the karyotype
@@ -153,12 +153,19 @@ def select_instances(det: dict, cfg: InferenceConfig) -> list[dict]:
     model has one -- the convention of the boxes it was trained on, e.g. an annotator's margin -- else
     the mask's bounds), ``rbox``, ``endpoints``, ``category_id``, ``score`` (and ``class_scores``), by
     decreasing score. Areas, mask NMS and the masks' geometry are computed in the windows.
+
+    ``cfg``: settings already resolved (a predictor's, or
+    :func:`chromoseg.engine.settings.resolve_settings`'s); one with a rule setting left None is a
+    ``ValueError`` (they are resolved once, before the call, not completed here).
     """
     from chromoseg.data.coco import mask_bbox
     from chromoseg.ops import (MaskWindow, mask_to_rbox, snap_endpoints, window_areas, window_endpoints, window_nms,
                                window_of)
 
-    cfg = resolve_settings(None, cfg)  # settings left unset: the paper's rule (a predictor's are complete)
+    unset = [k for k in PAPER_RULE if getattr(cfg, k) is None]
+    if unset:
+        raise ValueError(f"select_instances takes resolved settings ({', '.join(unset)} unset): pass a predictor's "
+                         "cfg or chromoseg.engine.settings.resolve_settings(recommended, overrides)")
     cand = det["scores"].detach().float().cpu()  # each candidate's probability of its own class
     labels = det["labels"].detach().cpu()
     scores = rank = cand
