@@ -383,11 +383,13 @@ def _orient_by_reviewer(top: np.ndarray, bottom: np.ndarray, top_end) -> bool | 
 
 
 def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_height: int = 150,
-                        invert: bool | None = None, straighten: bool | None = None) -> tuple[list[dict], dict]:
+                        invert: bool | None = None, straighten: bool | None = None, min_score: float = MIN_SCORE,
+                        min_margin: float = MIN_MARGIN) -> tuple[list[dict], dict]:
     """Upright, oriented, commonly scaled crops of all instances (dark on white).
 
     ``straighten``: resample each chromosome along its medial axis (None: the default,
-    :data:`DEFAULT_STRAIGHTEN` or the :func:`straightening` context).
+    :data:`DEFAULT_STRAIGHTEN` or the :func:`straightening` context). ``weak``: each instance's
+    :func:`~chromoseg.karyotype.counts.instance_weakness` at ``min_score`` and ``min_margin``.
     Returns (items, meta): one item per instance that could be cut out, with keys ``index``,
     ``category_id``, ``gray``, ``mask``, ``length`` (px, image scale), ``orientation``, ``weak``,
     ``straightened`` (bool) and ``top`` / ``bottom`` (the image points shown at the crop's top and
@@ -486,7 +488,7 @@ def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_heigh
             "mask": mc,
             "length": float(length),
             "orientation": orient,
-            "weak": instance_weakness(inst, MIN_SCORE, MIN_MARGIN),
+            "weak": instance_weakness(inst, min_score, min_margin),
             "straightened": straight,
             "top": [round(float(v), 2) for v in top],
             "bottom": [round(float(v), 2) for v in bottom],
@@ -531,9 +533,7 @@ def render_karyogram(
     import cv2
 
     items, meta = prepare_chromosomes(image, instances, chrom_height=chrom_height, invert=invert,
-                                      straighten=straighten)
-    for it in items:
-        it["weak"] = instance_weakness(instances[it["index"]], min_score, min_margin)
+                                      straighten=straighten, min_score=min_score, min_margin=min_margin)
     by_class: dict[int, list[dict]] = {}
     for it in items:
         c = it["category_id"] if 1 <= it["category_id"] <= 24 else 0
