@@ -14,7 +14,8 @@ From the calls, in order:
   i.e. the walk going back to an earlier module (a loop over the chromosomes that calls back each
   time counts once: it is one more place the reader has to go back to);
 - ``first_entered``: the modules in the order the walk first enters them, and ``back_edges``, the
-  returns themselves.
+  returns themselves; ``back_edge_calls``: for each return, the functions that make it
+  (``caller -> callee``, qualified names, with how many calls), i.e. where to look.
 
 ``--src DIR`` runs another checkout's ``src`` (e.g. a ``git worktree`` of an older commit) for a
 before/after comparison; ``--markdown FILE`` appends the result as a section.
@@ -40,8 +41,8 @@ EXAMPLE = REPO / "examples" / "cil-gband" / "103203.jpg"
 
 CHILD = r"""
 import json, sys
-calls = []          # (caller's chromoseg module or None, callee's chromoseg module), in order
-stack = []          # per Python frame: its chromoseg module or None
+calls = []          # (caller's chromoseg module or None, its function, callee's module, its function), in order
+stack = []          # per Python frame: (its chromoseg module, function) or None
 importing = [0]     # depth of <module> frames (imports) the current frame runs under
 
 def prof(frame, event, arg):
@@ -52,10 +53,10 @@ def prof(frame, event, arg):
             stack.append(None)
             return
         name = frame.f_globals.get("__name__", "")
-        mod = name if name.startswith("chromoseg") else None
-        caller = next((m for m in reversed(stack) if m is not None), None) if mod else None
+        mod = (name, getattr(code, "co_qualname", code.co_name)) if name.startswith("chromoseg") else None
         if mod:
-            calls.append((caller, mod))
+            caller = next((m for m in reversed(stack) if m is not None), (None, None))
+            calls.append((*caller, *mod))
         stack.append(mod)
     elif event == "return":
         if stack:
@@ -78,18 +79,22 @@ print("RESULT " + json.dumps({{"exit": code, "calls": calls, "package": chromose
 
 
 def walk(calls: list) -> dict:
-    """The walk's numbers from the (caller module, callee module) calls, in order."""
+    """The walk's numbers from the (caller module, caller function, callee module, callee function)
+    calls, in order."""
     first: dict[str, int] = {}
-    crossings, back = 0, {}
-    for caller, mod in calls:
+    crossings, back, where = 0, {}, {}
+    for caller, caller_fn, mod, fn in calls:
         first.setdefault(mod, len(first))
         if caller is None or caller == mod:
             continue
         crossings += 1
         if first[mod] < first[caller]:
-            back[f"{caller} -> {mod}"] = back.get(f"{caller} -> {mod}", 0) + 1
+            edge, by = f"{caller} -> {mod}", f"{caller_fn} -> {fn}"
+            back[edge] = back.get(edge, 0) + 1
+            where.setdefault(edge, {})
+            where[edge][by] = where[edge].get(by, 0) + 1
     return {"modules": len(first), "crossings": crossings, "returns": len(back),
-            "first_entered": sorted(first, key=first.get), "back_edges": back}
+            "first_entered": sorted(first, key=first.get), "back_edges": back, "back_edge_calls": where}
 
 
 def measure(image: Path, src: Path | None) -> dict:

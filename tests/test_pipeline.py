@@ -123,7 +123,10 @@ def test_the_walk_benchmark_counts_modules_crossings_and_returns():
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_predict_walk import walk
 
-    calls = [(None, "a"), ("a", "b"), ("b", "c"), ("c", "c"), ("c", "b"), ("c", "b"), (None, "c"), ("b", "a")]
+    calls = [(None, None, "a", "f"), ("a", "f", "b", "g"), ("b", "g", "c", "h"), ("c", "h", "c", "h2"),
+             ("c", "h", "b", "g"), ("c", "h2", "b", "g2"), (None, None, "c", "h"), ("b", "g", "a", "f")]
     w = walk(calls)
     assert (w["modules"], w["crossings"], w["returns"]) == (3, 5, 2)
     assert w["first_entered"] == ["a", "b", "c"] and w["back_edges"] == {"c -> b": 2, "b -> a": 1}
+    # where each return is made: the functions, with how many calls
+    assert w["back_edge_calls"] == {"c -> b": {"h -> g": 1, "h2 -> g2": 1}, "b -> a": {"g -> f": 1}}
