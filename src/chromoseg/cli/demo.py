@@ -46,9 +46,11 @@ def _cmd_demo(args) -> int:
     import json
 
     model_rows = json.loads((out / "images.json").read_text())["images"]
+    counted = chromosome_counts(out)
     for img in model_rows:
         stem = Path(img["file_name"]).stem
-        print(f"model {_model_name(img, args.model)}: {img['instances']} chromosomes, karyotype "
+        n = counted.get(img["id"], f"{img['instances']} chromosomes")
+        print(f"model {_model_name(img, args.model)}: {n}, karyotype "
               f"{img.get('summary', '?')}; overlay {out / (stem + '.overlay.png')}, karyogram "
               f"{out / (stem + '.karyogram.png')}")
     for row in rows:
@@ -60,12 +62,35 @@ def _cmd_demo(args) -> int:
     gband = list_images([str(GBAND_EXAMPLE)]) if auto and GBAND_EXAMPLE.is_dir() else []
     if gband:  # the G-band example, by the same router: the G-band model, told by the image's polarity
         predict_paths(predictor, gband, out / "gband", progress=not args.quiet)
+        counted = chromosome_counts(out / "gband")
         for img in json.loads((out / "gband" / "images.json").read_text())["images"]:
             stem = Path(img["file_name"]).stem
-            print(f"G-band example, model {_model_name(img, 'auto')}: {img['instances']} chromosomes, karyotype "
+            n = counted.get(img["id"], f"{img['instances']} chromosomes")
+            print(f"G-band example, model {_model_name(img, 'auto')}: {n}, "
+                  f"karyotype "
                   f"{img.get('summary', '?')}; "
                   f"karyogram {out / 'gband' / (stem + '.karyogram.png')}")
     return 0 if pred["images"] and written else 1
+
+
+def chromosome_counts(out_dir) -> dict:
+    """Per image id of a predict folder, its chromosomes as the report counts them: ``46 chromosomes``,
+    with the detections the not-a-chromosome rule left out (``not_chromosome`` in results.json) said
+    apart (``(+1 left out as not chromosomes: nuclei?)``), not counted as chromosomes."""
+    import json
+
+    from chromoseg.cli.predict import chromosomes_text
+
+    try:
+        results = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    per: dict = {}
+    for r in results if isinstance(results, list) else []:
+        if isinstance(r, dict):
+            n, out = per.get(r.get("image_id"), (0, 0))
+            per[r.get("image_id")] = (n + 1, out + bool(r.get("not_chromosome")))
+    return {iid: chromosomes_text(n, out) for iid, (n, out) in per.items()}
 
 
 def _model_name(image_row: dict, asked) -> str:

@@ -139,7 +139,32 @@ def _interrupted(args) -> str:
             f"report); to continue without predicting them again, run: {again}")
 
 
+def chromosomes_text(n: int, left_out: int) -> str:
+    """``46 chromosomes``, with what the not-a-chromosome rule left out said apart: ``n`` counts all
+    the detections (results.json's entries), ``left_out`` those of them marked ``not_chromosome``."""
+    text = f"{n - left_out} chromosomes"
+    return text + (f" (+{left_out} left out as not chromosomes: nuclei?)" if left_out else "")
+
+
+def _left_out(out_dir, n_this_run: int) -> tuple[int, int]:
+    """How many of OUT/results.json's detections the not-a-chromosome rule marked: (among this run's,
+    the last ``n_this_run`` entries, the writer appends them after the earlier ones; in all)."""
+    import json
+
+    try:
+        results = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0, 0
+    if not isinstance(results, list):
+        return 0, 0
+    marked = [isinstance(r, dict) and bool(r.get("not_chromosome")) for r in results]
+    return sum(marked[len(marked) - n_this_run:]) if n_this_run else 0, sum(marked)
+
+
 def _cmd_predict(args) -> int:
+    # the inputs first: a missing file or an empty folder is said in a second, not after torch's import
+    paths, named = expand_inputs(args.inputs)
+
     import torch
 
     from chromoseg.cli import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, CliError
@@ -147,7 +172,6 @@ def _cmd_predict(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths, named = expand_inputs(args.inputs)
     cfg = InferenceConfig(top_k=args.top_k, mask_threshold=args.mask_threshold, mask_nms_iou=args.mask_nms_iou,
                           score_threshold=args.score_threshold, score=args.score, classes=args.classes,
                           crop_classifier=not args.no_crop_classifier, proposals=args.proposals, amp=args.amp,
@@ -179,9 +203,11 @@ def _cmd_predict(args) -> int:
         shown = ", ".join(Path(n["file"]).name for n in notes[:5]) + (", ..." if len(notes) > 5 else "")
         print(f"left out {len(notes)} file(s) that are not metaphase images ({shown}): label maps, masks or predict's "
               f"own outputs; listed in {Path(summary['out']) / 'images.json'}")
+    out_now, out_all = _left_out(summary["out"], summary["instances"])
     done_before = (f"; with the {summary['already_done']} done before, {summary['total_images']} image(s) and "
-                   f"{summary['total_instances']} chromosomes in all" if summary["already_done"] else "")
-    print(f"this run: {summary['images']} image(s), {summary['instances']} chromosomes, {summary['skipped']} skipped"
+                   f"{chromosomes_text(summary['total_instances'], out_all)} in all" if summary["already_done"] else "")
+    print(f"this run: {summary['images']} image(s), {chromosomes_text(summary['instances'], out_now)}, "
+          f"{summary['skipped']} skipped"
           f"{done_before}; results in {summary['out']}"
           + (f" ({summary['problems']})" if summary["skipped"] or summary.get("warnings") else ""))
     if args.model == "auto" and summary["settings"]:  # which shipped model each image went to
