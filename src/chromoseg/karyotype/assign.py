@@ -84,12 +84,17 @@ def assign_instances(instances: list[dict], exclude_non_chromosomes: bool = True
     """Copies of one metaphase's instances with ``category_id`` from :func:`assign_classes` (the
     per-chromosome argmax kept as ``category_id_independent``); instances without
     ``class_scores``, and those :func:`chromoseg.karyotype.counts.not_chromosomes` leaves out (unless
-    ``exclude_non_chromosomes`` is False), are left as they are and take no class slot."""
-    from chromoseg.karyotype.counts import not_chromosomes
+    ``exclude_non_chromosomes`` is False), are left as they are and take no class slot. The rule's
+    verdict is marked on every copy, ``not_chromosome`` = why or None, so that the karyotype analysis
+    reads it instead of judging again (:func:`chromoseg.karyotype.counts.judged_not_chromosomes`)."""
+    from chromoseg.karyotype.counts import judged_not_chromosomes
 
-    skip = not_chromosomes(instances) if exclude_non_chromosomes else {}
+    skip = judged_not_chromosomes(instances) if exclude_non_chromosomes else {}
     idx = [i for i, inst in enumerate(instances) if inst.get("class_scores") is not None and i not in skip]
     out = [dict(inst) for inst in instances]
+    if exclude_non_chromosomes:
+        for i, inst in enumerate(out):
+            inst["not_chromosome"] = skip.get(i)
     if not idx:
         return out
     labels = assign_classes([instances[i]["class_scores"] for i in idx], **kw)

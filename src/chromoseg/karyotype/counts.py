@@ -69,11 +69,19 @@ class KaryotypeCounts:
     sex: str  # "XY", "XX", "X", "XXY", ... ("" = no sex chromosome)
     expected: dict[int, int]
     summary: str  # ISCN style, e.g. "45,XY,-8"
-    weak: list[int] = field(default_factory=list)  # indices of weak instances
+    #: index -> why the instance is weak evidence (:func:`instance_weakness` at the counting's
+    #: thresholds), for every weak instance, those left out as not chromosomes included: worked out once
+    #: here, read by the karyogram and the overlay
+    weakness: dict[int, list[str]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     #: indices of the instances left out as not chromosomes -> why (:func:`not_chromosomes`)
     excluded: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def weak(self) -> list[int]:
+        """Indices of the weak instances that are counted (not left out as not chromosomes)."""
+        return [i for i in self.weakness if i not in self.excluded]
 
     @property
     def flagged(self) -> bool:
@@ -131,23 +139,33 @@ def instance_weakness(inst: dict, min_score: float = MIN_SCORE, min_margin: floa
     return out
 
 
+def _pixels(mask) -> tuple[np.ndarray, int, int]:
+    """(the mask's array, its x0, y0 in the image): a :class:`chromoseg.ops.MaskWindow`'s own window
+    (its ``data`` at ``x0, y0``: never pasted at full size), else the full mask at (0, 0)."""
+    if not isinstance(mask, np.ndarray) and hasattr(mask, "x0") and hasattr(mask, "data"):
+        return np.asarray(mask.data), int(mask.x0), int(mask.y0)
+    return np.asarray(mask), 0, 0
+
+
 def mask_area(mask) -> int | None:
-    """Pixels of a mask (None for an instance without one)."""
+    """Pixels of a mask (None for an instance without one); a mask window's counted in its window."""
     if mask is None:
         return None
-    return int(np.count_nonzero(mask))
+    return int(np.count_nonzero(_pixels(mask)[0]))
 
 
 def _bounds(mask) -> tuple[np.ndarray, int, int]:
     """(the mask cut to its bounding box as bool, its x0, y0); an empty mask: an empty array at (0, 0).
-    Rows and columns are found with ``any`` (no index of every pixel of a full-image mask)."""
-    m = np.asarray(mask).astype(bool, copy=False)
+    Rows and columns are found with ``any`` (no index of every pixel of a full-image mask); a mask
+    window is cut from its window."""
+    m, wx, wy = _pixels(mask)
+    m = m.astype(bool, copy=False)
     rows = np.flatnonzero(m.any(1))
     if rows.size == 0:
         return m[:0, :0], 0, 0
     cols = np.flatnonzero(m.any(0))
     y0, x0 = int(rows[0]), int(cols[0])
-    return m[y0:int(rows[-1]) + 1, x0:int(cols[-1]) + 1], x0, y0
+    return m[y0:int(rows[-1]) + 1, x0:int(cols[-1]) + 1], x0 + wx, y0 + wy
 
 
 def _solidity_of_crop(crop: np.ndarray) -> float:
@@ -241,6 +259,16 @@ def not_chromosomes(instances: list[dict], *, area_ratio: float = NUCLEUS_AREA_R
     return out
 
 
+def judged_not_chromosomes(instances: list[dict]) -> dict[int, str]:
+    """The not-a-chromosome verdict of one metaphase, judged once: where every instance already carries
+    the rule's mark ``not_chromosome`` (why, or None for a chromosome:
+    :func:`chromoseg.karyotype.assign.assign_instances` marks its copies so), the marks; else
+    :func:`not_chromosomes` of the instances."""
+    if instances and all("not_chromosome" in inst for inst in instances):
+        return {i: str(inst["not_chromosome"]) for i, inst in enumerate(instances) if inst["not_chromosome"]}
+    return not_chromosomes(instances)
+
+
 def chromosomes_only(instances: list[dict], **kw) -> list[dict]:
     """The instances without those :func:`not_chromosomes` leaves out (what a karyogram should show)."""
     gone = not_chromosomes(instances, **kw)
@@ -267,17 +295,21 @@ def count_karyotype(
     """Count the chromosomes of one metaphase and summarise them (see the module docstring).
     ``exclude_non_chromosomes=False`` counts every instance (no :func:`not_chromosomes` rule);
     ``excluded`` (index -> why) is the rule's verdict already made, used instead of judging
-    ``instances`` again (the review app judges the masks, then counts instances without them)."""
+    ``instances`` again (the review app judges the masks, then counts instances without them); without
+    it, :func:`judged_not_chromosomes` (the marks of a verdict made before, else the rule)."""
     counts = {c: 0 for c in range(1, 25)}
     unassigned = 0
-    weak: list[int] = []
+    weakness: dict[int, list[str]] = {}
     n_low = n_unsure = 0
     questioned: set[int] = set()
     if excluded is not None:
         excluded = {int(i): str(why) for i, why in excluded.items()}
     else:
-        excluded = not_chromosomes(instances) if exclude_non_chromosomes else {}
+        excluded = judged_not_chromosomes(instances) if exclude_non_chromosomes else {}
     for i, inst in enumerate(instances):
+        reasons = instance_weakness(inst, min_score, min_margin)
+        if reasons:
+            weakness[i] = reasons
         if i in excluded:
             continue
         c = int(inst.get("category_id") or 0)
@@ -285,9 +317,7 @@ def count_karyotype(
             counts[c] += 1
         else:
             unassigned += 1
-        reasons = instance_weakness(inst, min_score, min_margin)
         if reasons:
-            weak.append(i)
             n_low += "low_score" in reasons
             n_unsure += "unsure_class" in reasons
             if 1 <= c <= 24:
@@ -341,7 +371,7 @@ def count_karyotype(
         sex=sex,
         expected=expected,
         summary=summary,
-        weak=weak,
+        weakness=weakness,
         flags=flags,
         findings=findings,
         excluded=excluded,

@@ -384,12 +384,13 @@ def _orient_by_reviewer(top: np.ndarray, bottom: np.ndarray, top_end) -> bool | 
 
 def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_height: int = 150,
                         invert: bool | None = None, straighten: bool | None = None, min_score: float = MIN_SCORE,
-                        min_margin: float = MIN_MARGIN) -> tuple[list[dict], dict]:
+                        min_margin: float = MIN_MARGIN, weak: list[list[str]] | None = None) -> tuple[list[dict], dict]:
     """Upright, oriented, commonly scaled crops of all instances (dark on white).
 
     ``straighten``: resample each chromosome along its medial axis (None: the default,
     :data:`DEFAULT_STRAIGHTEN` or the :func:`straightening` context). ``weak``: each instance's
-    :func:`~chromoseg.karyotype.counts.instance_weakness` at ``min_score`` and ``min_margin``.
+    :func:`~chromoseg.karyotype.counts.instance_weakness` at ``min_score`` and ``min_margin``, or
+    ``weak[i]`` where given (one list per instance: the counting's ``KaryotypeCounts.weakness``).
     Returns (items, meta): one item per instance that could be cut out, with keys ``index``,
     ``category_id``, ``gray``, ``mask``, ``length`` (px, image scale), ``orientation``, ``weak``,
     ``straightened`` (bool) and ``top`` / ``bottom`` (the image points shown at the crop's top and
@@ -488,7 +489,7 @@ def prepare_chromosomes(image: np.ndarray, instances: list[dict], *, chrom_heigh
             "mask": mc,
             "length": float(length),
             "orientation": orient,
-            "weak": instance_weakness(inst, min_score, min_margin),
+            "weak": list(weak[i]) if weak is not None else instance_weakness(inst, min_score, min_margin),
             "straightened": straight,
             "top": [round(float(v), 2) for v in top],
             "bottom": [round(float(v), 2) for v in bottom],
@@ -520,12 +521,14 @@ def render_karyogram(
     min_margin: float = MIN_MARGIN,
     return_layout: bool = False,
     straighten: bool | None = None,
+    weak: list[list[str]] | None = None,
 ):
     """Karyogram image (RGB uint8, white background) of one metaphase; see the module docstring.
 
     ``invert``: None = automatic (fluorescence is inverted so chromosomes are dark), True/False forces.
     ``straighten``: chromosomes resampled along their medial axis (None: :data:`DEFAULT_STRAIGHTEN`,
-    or what the :func:`straightening` context says).
+    or what the :func:`straightening` context says). ``weak``: each instance's weak marks already
+    worked out (:attr:`chromoseg.karyotype.counts.KaryotypeCounts.weakness`), else judged here.
     With ``return_layout`` also returns a list of placements ``{"index", "category_id", "row",
     "x", "y", "w", "h", "orientation", "weak", "straightened", "top", "bottom"}`` (x, y: top-left on
     the canvas; top, bottom: the image points shown at the chromosome's upper and lower end).
@@ -533,7 +536,7 @@ def render_karyogram(
     import cv2
 
     items, meta = prepare_chromosomes(image, instances, chrom_height=chrom_height, invert=invert,
-                                      straighten=straighten, min_score=min_score, min_margin=min_margin)
+                                      straighten=straighten, min_score=min_score, min_margin=min_margin, weak=weak)
     by_class: dict[int, list[dict]] = {}
     for it in items:
         c = it["category_id"] if 1 <= it["category_id"] <= 24 else 0

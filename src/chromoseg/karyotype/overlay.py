@@ -128,7 +128,7 @@ def _title_band(width: int, title: str | None, legend: bool, classes: bool, min_
 def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0.35,
                    upscale: float | None = None, min_score: float = MIN_SCORE,
                    min_margin: float = MIN_MARGIN, classes: bool = True, title: str | None = None,
-                   legend: bool | None = None) -> np.ndarray:
+                   legend: bool | None = None, weak: list[list[str]] | None = None) -> np.ndarray:
     """RGB uint8 overlay. ``upscale`` (default: so that the longer side is >= 900 px, at most 2x)
     enlarges the picture so that labels stay legible. ``classes=False``: the instances carry no real
     class (their ``category_id`` is a placeholder): a hue per instance, no class labels.
@@ -138,7 +138,8 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
     dark band above the picture, as wide as it, its lines wrapped to fit. ``legend=None`` (the
     default): a legend only with a title. With neither (the default call) there is no band: the
     picture is exactly what it was before titles existed; ``legend=True`` alone gives a band with
-    only the legend."""
+    only the legend. ``weak``: each instance's weak marks already worked out (the counting's
+    :attr:`~chromoseg.karyotype.counts.KaryotypeCounts.weakness`), else judged here."""
     import cv2
 
     gray = to_display_gray(image)
@@ -157,7 +158,7 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
         out = cv2.resize(out, (int(round(W * upscale)), int(round(H * upscale))), interpolation=cv2.INTER_LINEAR)
     s = upscale
     labels = []
-    for inst, col in zip(instances, cols):
+    for k, (inst, col) in enumerate(zip(instances, cols)):
         m = inst.get("mask")
         if m is not None:
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -180,7 +181,7 @@ def render_overlay(image: np.ndarray, instances: list[dict], *, alpha: float = 0
         if not classes:
             continue
         txt = _label(inst.get("category_id"))
-        if instance_weakness(inst, min_score, min_margin):
+        if (weak[k] if weak is not None else instance_weakness(inst, min_score, min_margin)):
             txt += "?"
         labels.append((txt, rbox[0] * s, rbox[1] * s, col))
     font = cv2.FONT_HERSHEY_SIMPLEX

@@ -34,10 +34,11 @@ def mark_not_chromosomes(instances: list[dict]) -> dict[int, str]:
     """Mark the instances the not-a-chromosome rule leaves out (:func:`chromoseg.karyotype.counts.not_chromosomes`)
     as :func:`analyse_metaphase` does, ``inst["not_chromosome"] = why``, without counting or drawing
     anything (``chromoseg predict --no-karyotype`` still writes the mark into ``results.json``);
-    returns ``{index: why}``."""
-    from chromoseg.karyotype.counts import not_chromosomes
+    returns ``{index: why}``. A verdict already marked on every instance (``None`` for a chromosome,
+    :func:`chromoseg.karyotype.assign.assign_instances`'s) is read, not judged again."""
+    from chromoseg.karyotype.counts import judged_not_chromosomes
 
-    out = not_chromosomes(instances)
+    out = judged_not_chromosomes(instances)
     for i, why in out.items():
         instances[i]["not_chromosome"] = why
     return out
@@ -83,7 +84,8 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
     ({index: why}) and marked on the instance dicts themselves (``inst["not_chromosome"] = why``),
     so that a caller that keeps the instances keeps the mark. ``analysis``: the
     :func:`karyotype_analysis` of these instances already made (``chromoseg predict``'s pipeline
-    makes it): drawn and written, not made again.
+    makes it): drawn and written, not made again; its counts' weak marks (``weakness``, at the
+    thresholds it was made with) are those the karyogram and the overlay draw.
 
     ``overlay_title`` (a dict, possibly empty, of :func:`chromoseg.karyotype.overlay.overlay_title`'s
     ``model`` and ``score_threshold``): the overlay gets a title band (``name``, those, and the count,
@@ -97,8 +99,10 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
         analysis = karyotype_analysis(instances, truth=truth, min_score=min_score, min_margin=min_margin)
     counts, excluded = analysis["counts"], analysis["not_chromosomes"]
     chromosomes = [inst for i, inst in enumerate(instances) if i not in excluded]
+    weak = counts.weakness  # each instance's weak marks, worked out once by the counting
     kg = render_karyogram(image, chromosomes, title=f"{name}   {counts.summary}", chrom_height=chrom_height,
-                          invert=invert, min_score=min_score, min_margin=min_margin)
+                          invert=invert, min_score=min_score, min_margin=min_margin,
+                          weak=[weak.get(i, []) for i in range(len(instances)) if i not in excluded])
     row = {"image": name, "truth": analysis["truth"], "truth_summary": analysis["truth_summary"],
            "flags": list(analysis["flags"]), "counts": counts,
            "karyogram": str(save_png(out_dir / f"{stem}.karyogram.png", kg)),
@@ -107,7 +111,8 @@ def analyse_metaphase(image: np.ndarray, instances: list[dict], name: str, out_d
         shown = [{**inst, "category_id": 0} if i in excluded else inst for i, inst in enumerate(instances)]
         title = None if overlay_title is None else make_title(
             name, chromosomes=counts.total, not_chromosomes=len(excluded), **overlay_title)
-        ov = render_overlay(image, shown, min_score=min_score, min_margin=min_margin, title=title)
+        ov = render_overlay(image, shown, min_score=min_score, min_margin=min_margin, title=title,
+                            weak=[weak.get(i, []) for i in range(len(instances))])
         row["overlay"] = str(save_png(out_dir / f"{stem}.overlay.png", ov))
     return row
 
