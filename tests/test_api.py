@@ -170,7 +170,7 @@ def test_load_model_defaults_to_the_model_of_each_images_stain():
     assert res.model["name"] == "mfish" and res.model["stain"] == "fluorescence" and res.instances
     assert set(model.predictor.predictors) == {"fluorescence"}
     gband = model.predict(EXAMPLE.parents[2] / "cil-gband" / "103203.jpg", karyogram=False)
-    assert gband.model["name"] == "gband" and gband.settings["score_threshold"] == 0.3 and gband.instances
+    assert gband.model["name"] == "gband" and gband.settings["score_threshold"] == 0.4 and gband.instances
     assert res.settings["score_threshold"] == 0.2  # each model's own recommendation
     with pytest.raises(TypeError, match="unknown setting"):
         chromoseg.load_model(threshold=0.3)  # before any model loads
